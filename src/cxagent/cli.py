@@ -1,0 +1,98 @@
+"""The ``cxagent`` command line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table as RichTable
+
+from cxagent.errors import CXAgentError
+
+app = typer.Typer(
+    name="cxagent",
+    help="CX-Fulfillment Agent: detect, localise and explain customer-experience regressions.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+import_app = typer.Typer(help="Map a real data source to the canonical tables.", no_args_is_help=True)
+app.add_typer(import_app, name="import")
+
+console = Console(stderr=True)
+OutOpt = Annotated[Path, typer.Option("--out", help="Directory to write the dataset to.")]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace --out if it exists.")]
+
+
+def _fail(exc: CXAgentError) -> typer.Exit:
+    console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+    return typer.Exit(code=2)
+
+
+@app.command()
+def validate(
+    data: Annotated[Path, typer.Argument(help="Dataset directory.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Check a dataset against the canonical schema."""
+    from cxagent.data.validate import validate_dataset
+
+    report = validate_dataset(data)
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {"ok": report.ok, "rows": report.rows, "problems": [str(p) for p in report.problems]},
+                indent=2,
+            )
+        )
+    else:
+        table = RichTable(title=f"{data}")
+        table.add_column("table")
+        table.add_column("rows", justify="right")
+        for name, n in report.rows.items():
+            table.add_row(name, f"{n:,}")
+        Console().print(table)
+        for p in report.problems:
+            console.print(f"[red]problem:[/] {p}", highlight=False, soft_wrap=True)
+        if report.ok:
+            Console().print("[green]valid[/]")
+    if not report.ok:
+        raise typer.Exit(code=1)
+
+
+@import_app.command("olist")
+def import_olist(
+    src: Annotated[Path, typer.Argument(help="Olist folder (with full/ and sample_*/ subfolders).")],
+    out: OutOpt,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Import the Olist e-commerce tables."""
+    from cxagent.data.importers.olist import import_olist as run
+
+    try:
+        manifest = run(src, out, overwrite=overwrite)
+    except CXAgentError as exc:
+        raise _fail(exc) from exc
+    console.print(f"wrote {out} (missing: {manifest.missing_tables or 'none'})")
+
+
+@import_app.command("doordash")
+def import_doordash(
+    src: Annotated[Path, typer.Argument(help="DoorDash folder or historical_data CSV(.gz) file.")],
+    out: OutOpt,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Import the DoorDash delivery-duration data."""
+    from cxagent.data.importers.doordash import import_doordash as run
+
+    try:
+        manifest = run(src, out, overwrite=overwrite)
+    except CXAgentError as exc:
+        raise _fail(exc) from exc
+    console.print(f"wrote {out} (missing: {manifest.missing_tables or 'none'})")
+
+
+def main() -> None:  # pragma: no cover - console entry
+    app()

@@ -1,0 +1,1 @@
+"""Canonical data model: schema, cohort definitions, validated Parquet I/O, sources."""
