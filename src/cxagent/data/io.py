@@ -43,7 +43,9 @@ def to_arrow(table: Table, data: pd.DataFrame | pa.Table, *, source: str = "<mem
         missing = [c for c in table.column_names if c not in data.columns]
         if missing:
             raise DataValidationError(
-                f"missing column(s) {missing} for table '{table.name}'", file=source, column=missing[0]
+                f"missing column(s) {missing} for table '{table.name}'",
+                file=source,
+                column=missing[0],
             )
         data = pa.Table.from_pandas(data[list(table.column_names)], preserve_index=False)
     arrays = []
@@ -58,7 +60,9 @@ def to_arrow(table: Table, data: pd.DataFrame | pa.Table, *, source: str = "<mem
                 arr = arr.cast(col.arrow_type)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
                 raise DataValidationError(
-                    f"has type {arr.type}, expected {col.type} ({exc})", file=source, column=col.name
+                    f"has type {arr.type}, expected {col.type} ({exc})",
+                    file=source,
+                    column=col.name,
                 ) from exc
         arrays.append(arr)
     return pa.Table.from_arrays(arrays, schema=table.arrow_schema)
@@ -83,6 +87,19 @@ def write_json_atomic(path: Path, payload: Any) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_part(
+    root: Path, name: str, data: pd.DataFrame | pa.Table, *, date: str | None, part: str
+) -> Path:
+    """Write ``root/name[/date=DATE]/part-PART.parquet`` atomically, cast to the schema."""
+    arrow = to_arrow(TABLES[name], data, source=f"{name} (being written)")
+    folder = Path(root) / name
+    if date is not None:
+        folder = folder / f"date={date}"
+    path = folder / f"part-{part}.parquet"
+    _write_parquet_atomic(path, arrow)
+    return path
 
 
 def table_dir(root: Path, name: str) -> Path:
@@ -123,19 +140,23 @@ class DatasetWriter:
         if not self._committed:
             shutil.rmtree(self.tmp, ignore_errors=True)
 
-    def write(self, name: str, data: pd.DataFrame | pa.Table, *, date: str | None = None) -> Path:
-        """Write one part of table ``name``; ``date`` (YYYY-MM-DD) picks the partition."""
-        table = TABLES[name]
-        arrow = to_arrow(table, data, source=f"{name} (being written)")
-        folder = self.tmp / name
-        if date is not None:
-            folder = folder / f"date={date}"
-        key = (name, date)
-        k = self._parts.get(key, 0)
-        self._parts[key] = k + 1
-        path = folder / f"part-{k}.parquet"
-        _write_parquet_atomic(path, arrow)
-        return path
+    def write(
+        self,
+        name: str,
+        data: pd.DataFrame | pa.Table,
+        *,
+        date: str | None = None,
+        part: str | None = None,
+    ) -> Path:
+        """Write one part of table ``name``; ``date`` (YYYY-MM-DD) picks the partition.
+
+        ``part`` names the file (for writers in other processes); by default parts are numbered.
+        """
+        if part is None:
+            key = (name, date)
+            part = str(self._parts.get(key, 0))
+            self._parts[key] = int(part) + 1
+        return write_part(self.tmp, name, data, date=date, part=part)
 
     def write_json(self, filename: str, payload: Any) -> None:
         write_json_atomic(self.tmp / filename, payload)
@@ -183,7 +204,7 @@ def read_table(
     name: str,
     *,
     columns: list[str] | None = None,
-    filter: ds.Expression | None = None,  # noqa: A002 - pyarrow's own name
+    filter: ds.Expression | None = None,
 ) -> pa.Table:
     """Read a canonical table (all partitions) as one Arrow table, partition column dropped."""
     files = table_files(root, name)

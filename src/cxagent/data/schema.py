@@ -15,9 +15,7 @@ import pyarrow as pa
 
 from cxagent.data.cohorts import BASKET_SIZES, CATEGORIES, DAYPARTS
 
-TypeName = Literal[
-    "int64", "float64", "string", "bool", "timestamp", "list<string>", "list<int64>"
-]
+TypeName = Literal["int64", "float64", "string", "bool", "timestamp", "list<string>", "list<int64>"]
 
 ARROW_TYPES: Final[dict[str, pa.DataType]] = {
     "int64": pa.int64(),
@@ -77,7 +75,9 @@ class Table:
 
     @property
     def arrow_schema(self) -> pa.Schema:
-        return pa.schema([pa.field(c.name, c.arrow_type, nullable=c.nullable) for c in self.columns])
+        return pa.schema(
+            [pa.field(c.name, c.arrow_type, nullable=c.nullable) for c in self.columns]
+        )
 
     def column(self, name: str) -> Column:
         for c in self.columns:
@@ -139,9 +139,13 @@ ORDERS = Table(
         Column("promised_eta", "timestamp", "Delivery time promised at checkout."),
         Column("basket_value", "float64", "Value of the ordered items in USD.", min=0.0),
         Column("item_count", "int64", "Number of item lines.", min=1),
-        Column("basket_size", "string", "small / medium / large by item lines.", allowed=BASKET_SIZES),
+        Column(
+            "basket_size", "string", "small / medium / large by item lines.", allowed=BASKET_SIZES
+        ),
         Column("daypart", "string", "Daypart of order_time (see docs).", allowed=DAYPARTS),
-        Column("eta_model", "string", "Version of the ETA model that set promised_eta.", nullable=True),
+        Column(
+            "eta_model", "string", "Version of the ETA model that set promised_eta.", nullable=True
+        ),
     ),
     primary_key="order_id",
     partition_time="order_time",
@@ -155,16 +159,50 @@ DELIVERIES = Table(
     (
         Column("order_id", "int64", "Order key (one delivery per order)."),
         Column("order_time", "timestamp", "Copy of orders.order_time (partitions and joins)."),
-        Column("actual_delivery_time", "timestamp", "Hand-off to the customer; null when canceled.", nullable=True),
-        Column("merchant_prep_time_s", "float64", "Order placed to food or goods ready, seconds.", nullable=True, min=0.0),
-        Column("dasher_wait_s", "float64", "Goods ready to picked up by a dasher, seconds: the wait caused by courier supply.", nullable=True, min=0.0),
+        Column(
+            "actual_delivery_time",
+            "timestamp",
+            "Hand-off to the customer; null when canceled.",
+            nullable=True,
+        ),
+        Column(
+            "merchant_prep_time_s",
+            "float64",
+            "Order placed to food or goods ready, seconds.",
+            nullable=True,
+            min=0.0,
+        ),
+        Column(
+            "dasher_wait_s",
+            "float64",
+            "Goods ready to picked up by a dasher, seconds: the wait caused by courier supply.",
+            nullable=True,
+            min=0.0,
+        ),
         Column("distance_mi", "float64", "Store to customer, miles.", nullable=True, min=0.0),
         Column("batched_flag", "bool", "Delivered on a trip with other orders.", nullable=True),
         Column("canceled_flag", "bool", "Order was canceled before hand-off."),
         Column("dasher_id", "int64", "Courier who carried the order.", nullable=True),
-        Column("trip_id", "int64", "Trip (one courier run); orders per trip = rows per trip_id.", nullable=True),
-        Column("dasher_active_s", "float64", "Courier active time attributed to this order (trip time / orders on the trip), seconds.", nullable=True, min=0.0),
-        Column("delivery_cost", "float64", "Courier pay attributed to this order, USD.", nullable=True, min=0.0),
+        Column(
+            "trip_id",
+            "int64",
+            "Trip (one courier run); orders per trip = rows per trip_id.",
+            nullable=True,
+        ),
+        Column(
+            "dasher_active_s",
+            "float64",
+            "Courier active time attributed to this order (trip time / orders on the trip), seconds.",
+            nullable=True,
+            min=0.0,
+        ),
+        Column(
+            "delivery_cost",
+            "float64",
+            "Courier pay attributed to this order, USD.",
+            nullable=True,
+            min=0.0,
+        ),
     ),
     primary_key="order_id",
     partition_time="order_time",
@@ -185,7 +223,13 @@ ITEMS = Table(
         Column("unit_price", "float64", "Price paid per unit, USD.", min=0.0),
         Column("substituted_flag", "bool", "Replaced by another product.", nullable=True),
         Column("missing_flag", "bool", "Not delivered.", nullable=True),
-        Column("refund_amount", "float64", "Refunded or credited for this line, USD.", nullable=True, min=0.0),
+        Column(
+            "refund_amount",
+            "float64",
+            "Refunded or credited for this line, USD.",
+            nullable=True,
+            min=0.0,
+        ),
     ),
     primary_key="item_id",
     partition_time="order_time",
@@ -200,7 +244,13 @@ INVENTORY_EVENTS = Table(
         Column("sku_id", "int64", "Product."),
         Column("store_id", "int64", "Store."),
         Column("event_time", "timestamp", "When the stock level was read."),
-        Column("in_stock_prob", "float64", "Predicted probability the SKU is on the shelf.", min=0.0, max=1.0),
+        Column(
+            "in_stock_prob",
+            "float64",
+            "Predicted probability the SKU is on the shelf.",
+            min=0.0,
+            max=1.0,
+        ),
         Column("oos_flag", "bool", "The SKU was found out of stock."),
     ),
     primary_key="event_id",
@@ -267,7 +317,12 @@ CHANGE_EVENTS = Table(
         Column("name", "string", "Short name, e.g. batching_policy or eta_model."),
         Column("description", "string", "What was changed and why."),
         Column("started_at", "timestamp", "When it took effect (local time)."),
-        Column("ended_at", "timestamp", "When it was rolled back or ended; null if live.", nullable=True),
+        Column(
+            "ended_at",
+            "timestamp",
+            "When it was rolled back or ended; null if live.",
+            nullable=True,
+        ),
         Column("scope_regions", "list<string>", "Regions affected ([] = all)."),
         Column("scope_categories", "list<string>", "Categories affected ([] = all)."),
         Column("scope_dayparts", "list<string>", "Dayparts affected ([] = all)."),

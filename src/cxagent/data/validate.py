@@ -52,10 +52,15 @@ class ValidationReport:
 def _example(table: pa.Table, mask: pa.Array) -> dict[str, Any]:
     idx = int(np.flatnonzero(np.asarray(mask.fill_null(False)))[0])
     row = table.slice(idx, 1).to_pylist()[0]
-    return {k: (str(v) if not isinstance(v, int | float | bool | str | type(None)) else v) for k, v in row.items()}
+    return {
+        k: (str(v) if not isinstance(v, int | float | bool | str | type(None)) else v)
+        for k, v in row.items()
+    }
 
 
-def _check_file(table: Table, path: Path, manifest: Manifest) -> tuple[int, list[DataValidationError]]:
+def _check_file(
+    table: Table, path: Path, manifest: Manifest
+) -> tuple[int, list[DataValidationError]]:
     problems: list[DataValidationError] = []
     try:
         data = pq.read_table(path)
@@ -64,7 +69,11 @@ def _check_file(table: Table, path: Path, manifest: Manifest) -> tuple[int, list
     missing_cols = set(manifest.missing_columns.get(table.name, []))
     for col in table.columns:
         if col.name not in data.column_names:
-            problems.append(DataValidationError(f"missing column of table '{table.name}'", file=path, column=col.name))
+            problems.append(
+                DataValidationError(
+                    f"missing column of table '{table.name}'", file=path, column=col.name
+                )
+            )
             continue
         arr = data.column(col.name)
         if not arr.type.equals(col.arrow_type):
@@ -72,7 +81,9 @@ def _check_file(table: Table, path: Path, manifest: Manifest) -> tuple[int, list
                 arr = arr.cast(col.arrow_type)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
                 problems.append(
-                    DataValidationError(f"has type {arr.type}, expected {col.type}", file=path, column=col.name)
+                    DataValidationError(
+                        f"has type {arr.type}, expected {col.type}", file=path, column=col.name
+                    )
                 )
                 continue
         if col.name in missing_cols:
@@ -80,22 +91,46 @@ def _check_file(table: Table, path: Path, manifest: Manifest) -> tuple[int, list
         nulls = pc.is_null(arr)
         if not col.nullable and pc.any(nulls).as_py():
             problems.append(
-                DataValidationError("has nulls but is required", file=path, column=col.name, example=_example(data, nulls))
+                DataValidationError(
+                    "has nulls but is required",
+                    file=path,
+                    column=col.name,
+                    example=_example(data, nulls),
+                )
             )
         if col.min is not None:
             bad = pc.less(arr, col.min)
             if pc.any(bad).as_py():
-                problems.append(DataValidationError(f"has values below {col.min}", file=path, column=col.name, example=_example(data, bad)))
+                problems.append(
+                    DataValidationError(
+                        f"has values below {col.min}",
+                        file=path,
+                        column=col.name,
+                        example=_example(data, bad),
+                    )
+                )
         if col.max is not None:
             bad = pc.greater(arr, col.max)
             if pc.any(bad).as_py():
-                problems.append(DataValidationError(f"has values above {col.max}", file=path, column=col.name, example=_example(data, bad)))
+                problems.append(
+                    DataValidationError(
+                        f"has values above {col.max}",
+                        file=path,
+                        column=col.name,
+                        example=_example(data, bad),
+                    )
+                )
         if col.allowed is not None:
             bad = pc.invert(pc.is_in(arr, value_set=pa.array(col.allowed)))
             bad = pc.and_(bad, pc.is_valid(arr))
             if pc.any(bad).as_py():
                 problems.append(
-                    DataValidationError(f"has values outside {list(col.allowed)}", file=path, column=col.name, example=_example(data, bad))
+                    DataValidationError(
+                        f"has values outside {list(col.allowed)}",
+                        file=path,
+                        column=col.name,
+                        example=_example(data, bad),
+                    )
                 )
     if problems:
         return data.num_rows, problems
@@ -118,7 +153,12 @@ def _check_file(table: Table, path: Path, manifest: Manifest) -> tuple[int, list
         bad = pc.less(data.column(rule.later), data.column(rule.earlier))
         if pc.any(bad).as_py():
             problems.append(
-                DataValidationError(f"is earlier than {rule.earlier}", file=path, column=rule.later, example=_example(data, bad))
+                DataValidationError(
+                    f"is earlier than {rule.earlier}",
+                    file=path,
+                    column=rule.later,
+                    example=_example(data, bad),
+                )
             )
     return data.num_rows, problems
 
@@ -134,7 +174,10 @@ def _first(con: duckdb.DuckDBPyConnection, sql: str) -> dict[str, Any] | None:
     if row is None:
         return None
     cols = [d[0] for d in cur.description]
-    return {c: (v if isinstance(v, int | float | str | bool | type(None)) else str(v)) for c, v in zip(cols, row, strict=True)}
+    return {
+        c: (v if isinstance(v, int | float | str | bool | type(None)) else str(v))
+        for c, v in zip(cols, row, strict=True)
+    }
 
 
 def _cross_checks(root: Path, files: dict[str, list[Path]]) -> list[DataValidationError]:
@@ -189,7 +232,12 @@ def _cross_checks(root: Path, files: dict[str, list[Path]]) -> list[DataValidati
             f"WHERE daypart <> (CASE {cases} END) LIMIT 1",
         )
         if row:
-            err("does not match the hour of order_time (see docs/data-model.md)", "orders", "daypart", row)
+            err(
+                "does not match the hour of order_time (see docs/data-model.md)",
+                "orders",
+                "daypart",
+                row,
+            )
         row = _first(
             con,
             f"SELECT order_id, item_count, basket_size, filename FROM {_scan(files['orders'])} WHERE basket_size <> "
@@ -225,10 +273,18 @@ def validate_dataset(root: Path | str) -> ValidationReport:
     report = ValidationReport(root, manifest)
     for table_name, cols in manifest.missing_columns.items():
         if table_name not in TABLES:
-            report.problems.append(DataValidationError(f"missing_columns names unknown table '{table_name}'", file=root / "dataset.json"))
+            report.problems.append(
+                DataValidationError(
+                    f"missing_columns names unknown table '{table_name}'",
+                    file=root / "dataset.json",
+                )
+            )
             continue
         for c in cols:
-            if c not in TABLES[table_name].column_names or not TABLES[table_name].column(c).nullable:
+            if (
+                c not in TABLES[table_name].column_names
+                or not TABLES[table_name].column(c).nullable
+            ):
                 report.problems.append(
                     DataValidationError(
                         f"missing_columns lists '{table_name}.{c}', which is not a nullable column",
@@ -241,7 +297,10 @@ def validate_dataset(root: Path | str) -> ValidationReport:
         if not found:
             if name not in manifest.missing_tables:
                 report.problems.append(
-                    DataValidationError(f"table '{name}' has no Parquet files and is not listed in missing_tables", file=root / name)
+                    DataValidationError(
+                        f"table '{name}' has no Parquet files and is not listed in missing_tables",
+                        file=root / name,
+                    )
                 )
             continue
         files[name] = found

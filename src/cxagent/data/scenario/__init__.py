@@ -1,0 +1,1 @@
+"""Scenario engine: causal synthetic marketplace data with planted causes."""

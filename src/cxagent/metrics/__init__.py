@@ -1,0 +1,1 @@
+"""CX metrics: definitions on sufficient statistics."""
