@@ -18,7 +18,9 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-import_app = typer.Typer(help="Map a real data source to the canonical tables.", no_args_is_help=True)
+import_app = typer.Typer(
+    help="Map a real data source to the canonical tables.", no_args_is_help=True
+)
 app.add_typer(import_app, name="import")
 
 console = Console(stderr=True)
@@ -43,7 +45,11 @@ def validate(
     if as_json:
         typer.echo(
             json.dumps(
-                {"ok": report.ok, "rows": report.rows, "problems": [str(p) for p in report.problems]},
+                {
+                    "ok": report.ok,
+                    "rows": report.rows,
+                    "problems": [str(p) for p in report.problems],
+                },
                 indent=2,
             )
         )
@@ -62,9 +68,57 @@ def validate(
         raise typer.Exit(code=1)
 
 
+@app.command()
+def generate(
+    spec: Annotated[
+        Path | None, typer.Argument(help="Scenario spec (YAML); see docs/scenario-spec.md.")
+    ] = None,
+    out: OutOpt = Path("demo-data"),
+    demo: Annotated[bool, typer.Option("--demo", help="Generate the built-in demo story.")] = False,
+    overwrite: OverwriteOpt = False,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes (default: 2).")] = 2,
+) -> None:
+    """Generate a synthetic marketplace dataset with planted causes and its truth.json."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from cxagent.data.scenario.generator import generate as run
+    from cxagent.data.scenario.spec import DEMO_SPEC, load_spec
+
+    if demo == (spec is not None):
+        console.print("[bold red]error:[/] give either a SPEC file or --demo, not both or neither")
+        raise typer.Exit(code=2)
+    try:
+        scenario = load_spec(DEMO_SPEC if demo else spec)  # type: ignore[arg-type]
+        with Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
+        ) as bar:
+            task = bar.add_task(f"generating {scenario.name}", total=scenario.days)
+            truth = run(
+                scenario,
+                out,
+                overwrite=overwrite,
+                workers=workers,
+                progress=lambda done, total: bar.update(task, completed=done),
+            )
+    except CXAgentError as exc:
+        raise _fail(exc) from exc
+    rows = truth["rows"]
+    console.print(
+        f"wrote {out}: {rows.get('orders', 0):,} orders, {rows.get('items', 0):,} items; "
+        f"planted causes in {out / 'truth.json'}"
+    )
+
+
 @import_app.command("olist")
 def import_olist(
-    src: Annotated[Path, typer.Argument(help="Olist folder (with full/ and sample_*/ subfolders).")],
+    src: Annotated[
+        Path, typer.Argument(help="Olist folder (with full/ and sample_*/ subfolders).")
+    ],
     out: OutOpt,
     overwrite: OverwriteOpt = False,
 ) -> None:

@@ -52,9 +52,9 @@ def dayparts(hours: npt.ArrayLike) -> npt.NDArray[np.object_]:
 def basket_size_codes(item_lines: npt.ArrayLike) -> npt.NDArray[np.int8]:
     """Index into ``BASKET_SIZES`` for each order's number of item lines."""
     n = np.asarray(item_lines)
-    return (
-        (n >= MEDIUM_BASKET_MIN_LINES).astype(np.int8) + (n >= LARGE_BASKET_MIN_LINES)
-    ).astype(np.int8)
+    return ((n >= MEDIUM_BASKET_MIN_LINES).astype(np.int8) + (n >= LARGE_BASKET_MIN_LINES)).astype(
+        np.int8
+    )
 
 
 def basket_sizes(item_lines: npt.ArrayLike) -> npt.NDArray[np.object_]:

@@ -1,7 +1,8 @@
 """The canonical tables, declared once and enforced by ``cxagent.data.validate``.
 
 All times are naive local wall-clock times of the order's region (dayparts are local), at
-microsecond precision. Durations are seconds, distances miles, money US dollars.
+microsecond precision. Durations are seconds, distances miles, money in the dataset's
+currency (``Manifest.currency``, USD unless a source says otherwise).
 ``docs/data-model.md`` is generated from this module (``python -m cxagent.data.docs``) and a
 test keeps the two in step.
 """
@@ -120,10 +121,11 @@ SKUS = Table(
         Column("sku_id", "int64", "SKU key."),
         Column("category", "string", "Category the SKU is sold in.", allowed=CATEGORIES),
         Column("name", "string", "Display name."),
-        Column("unit_price", "float64", "List price in USD.", min=0.0),
+        Column("unit_price", "float64", "List price in dataset currency.", min=0.0),
         Column("fragile_flag", "bool", "Breaks or spoils easily (eggs, glass, chilled)."),
     ),
     primary_key="sku_id",
+    required=False,
 )
 
 ORDERS = Table(
@@ -137,7 +139,9 @@ ORDERS = Table(
         Column("region", "string", "Market (region) of the store."),
         Column("order_time", "timestamp", "When the order was placed (local time)."),
         Column("promised_eta", "timestamp", "Delivery time promised at checkout."),
-        Column("basket_value", "float64", "Value of the ordered items in USD.", min=0.0),
+        Column(
+            "basket_value", "float64", "Value of the ordered items in dataset currency.", min=0.0
+        ),
         Column("item_count", "int64", "Number of item lines.", min=1),
         Column(
             "basket_size", "string", "small / medium / large by item lines.", allowed=BASKET_SIZES
@@ -199,7 +203,7 @@ DELIVERIES = Table(
         Column(
             "delivery_cost",
             "float64",
-            "Courier pay attributed to this order, USD.",
+            "Courier pay attributed to this order, dataset currency.",
             nullable=True,
             min=0.0,
         ),
@@ -220,13 +224,13 @@ ITEMS = Table(
         Column("order_time", "timestamp", "Copy of orders.order_time (partitions and joins)."),
         Column("sku_id", "int64", "Product ordered.", nullable=True),
         Column("ordered_qty", "int64", "Units ordered.", min=1),
-        Column("unit_price", "float64", "Price paid per unit, USD.", min=0.0),
+        Column("unit_price", "float64", "Price paid per unit, dataset currency.", min=0.0),
         Column("substituted_flag", "bool", "Replaced by another product.", nullable=True),
         Column("missing_flag", "bool", "Not delivered.", nullable=True),
         Column(
             "refund_amount",
             "float64",
-            "Refunded or credited for this line, USD.",
+            "Refunded or credited for this line, dataset currency.",
             nullable=True,
             min=0.0,
         ),
@@ -234,6 +238,7 @@ ITEMS = Table(
     primary_key="item_id",
     partition_time="order_time",
     foreign_keys=(ForeignKey("order_id", "orders", "order_id"),),
+    required=False,
 )
 
 INVENTORY_EVENTS = Table(
@@ -277,7 +282,7 @@ SUPPORT_EVENTS = Table(
 
 RATINGS = Table(
     "ratings",
-    "Customer ratings of delivered orders.",
+    "Customer ratings (reviews) of orders.",
     (
         Column("rating_id", "int64", "Rating key."),
         Column("order_id", "int64", "Order rated."),
@@ -365,6 +370,7 @@ class Manifest:
     description: str = ""
     start: str | None = None
     end: str | None = None
+    currency: str = "USD"
     missing_tables: list[str] = field(default_factory=list)
     missing_columns: dict[str, list[str]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)

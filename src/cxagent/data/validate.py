@@ -291,6 +291,14 @@ def validate_dataset(root: Path | str) -> ValidationReport:
                         file=root / "dataset.json",
                     )
                 )
+    for name in manifest.missing_tables:
+        if name not in TABLES or TABLES[name].required:
+            report.problems.append(
+                DataValidationError(
+                    f"missing_tables lists '{name}', which is not an optional table",
+                    file=root / "dataset.json",
+                )
+            )
     files: dict[str, list[Path]] = {}
     for name, table in TABLES.items():
         found = table_files(root, name)

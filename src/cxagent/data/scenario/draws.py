@@ -81,7 +81,7 @@ def draw_day(spec: ScenarioSpec, world: World, day_index: int) -> DayDraws:
     rng = np.random.default_rng([spec.seed, 1, day_index])
     date = spec.start + dt.timedelta(days=day_index)
     level = spec.orders_per_day * WEEKLY[date.weekday()] / WEEKLY.mean()
-    n = int(rng.poisson(level * rng.lognormal(0.0, 0.03)))
+    n = int(rng.poisson(level * rng.lognormal(0.0, 0.02)))
 
     cum_store = np.cumsum(world.store_weight)
     store = np.minimum(np.searchsorted(cum_store, rng.random(n)), len(cum_store) - 1)
@@ -146,8 +146,8 @@ def draw_day(spec: ScenarioSpec, world: World, day_index: int) -> DayDraws:
         u_sub=rng.random(n_lines),
         u_refund=rng.random(n_lines),
         u_damage=rng.random(n_lines),
-        z_supply=rng.standard_normal((world.n_regions, 96)) * 0.05
-        + rng.standard_normal((world.n_regions, 1)) * 0.04,
+        z_supply=rng.standard_normal((world.n_regions, 96)) * 0.03
+        + rng.standard_normal((world.n_regions, 1)) * 0.02,
         inv_store=inv_store,
         inv_sku=_sample_skus(world, world.store_category[inv_store], rng),
         inv_t_s=inv_t,

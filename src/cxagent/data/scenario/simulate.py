@@ -27,11 +27,12 @@ from cxagent.data.scenario.world import (
     scheduled_dashers,
 )
 
-MAX_UTILISATION = 0.97
+MAX_UTILISATION = 0.95
 BATCH_WINDOW_S = 1200.0
 STOP_S = 420.0  # each earlier drop-off on the trip delays an order by this much
 HANDOFF_S = 120.0
 BATCH_MAX_SHARE = 0.8
+REALTIME_WEIGHT = 0.3  # share of realised (vs forecast) utilisation in batching decisions
 ETA_BUFFER_S = 360.0
 DAYPART_INSTOCK = np.array([1.0, 1.0, 0.99, 0.97])
 
@@ -39,11 +40,11 @@ DAYPART_INSTOCK = np.array([1.0, 1.0, 0.99, 0.97])
 def wait_seconds(rho: np.ndarray) -> np.ndarray:
     """Expected wait for a courier at utilisation ``rho`` (queue-like, capped)."""
     r = np.clip(rho, 0.0, MAX_UTILISATION)
-    return 60.0 + 90.0 * r**3 / (1.0 - r)
+    return 60.0 + 40.0 * r**3 / (1.0 - r)
 
 
 def batch_propensity(rho: np.ndarray, trigger: np.ndarray | float) -> np.ndarray:
-    return BATCH_MAX_SHARE / (1.0 + np.exp(-(rho - trigger) / 0.04))
+    return BATCH_MAX_SHARE / (1.0 + np.exp(-(rho - trigger) / 0.06))
 
 
 def instock_probability(
@@ -153,7 +154,9 @@ def simulate_day(world: World, supply: SupplyPlan, d: DayDraws, lv: Levers) -> D
     )
     ready = d.t_s + prep
     wait = np.minimum(wait_seconds(rho) * np.exp(0.45 * d.z_wait), 2400.0)
-    eligible = d.u_batch < batch_propensity(rho, lv.batch_trigger)
+    # dispatch batches on the pressure it forecasts, nudged by what it sees right now
+    pressure = (1 - REALTIME_WEIGHT) * supply.expected_util[d.region, d.bin] + REALTIME_WEIGHT * rho
+    eligible = d.u_batch < batch_propensity(pressure, lv.batch_trigger)
     trip, size, pos = _trips(d, eligible, lv.batch_cap)
     n_trips = int(trip.max()) + 1 if d.n_orders else 0
     leave = np.full(n_trips, -np.inf)

@@ -20,6 +20,7 @@ CauseName = Literal[
     "batching_policy", "prep_time_drift", "dasher_shortage", "inventory_drop", "eta_model_bias"
 ]
 CAUSES: tuple[str, ...] = CauseName.__args__  # type: ignore[attr-defined]
+DEMO_SPEC = Path(__file__).with_name("demo.yaml")
 
 
 class Scope(BaseModel):

@@ -16,8 +16,8 @@ from cxagent.data.scenario.spec import ScenarioSpec
 # Reference region parameters: demand share, courier-supply tightness (demand-weighted mean
 # utilisation of dashers on shift), driving speed (mph) and mean store-to-door distance (mi).
 REGION_PARAMS: dict[str, tuple[float, float, float, float]] = {
-    "SF": (0.26, 0.77, 13.0, 2.2),
-    "NYC": (0.28, 0.72, 10.0, 1.6),
+    "SF": (0.26, 0.75, 13.0, 2.2),
+    "NYC": (0.28, 0.68, 10.0, 1.6),
     "LA": (0.20, 0.68, 18.0, 3.4),
     "CHI": (0.14, 0.66, 16.0, 2.8),
     "SEA": (0.12, 0.64, 15.0, 2.6),
