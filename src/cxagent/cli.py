@@ -114,6 +114,55 @@ def generate(
     )
 
 
+@app.command()
+def demo(
+    out: OutOpt = Path("demo-data"),
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """The demo journey on embedded defaults: generate the demo story and check it."""
+    from cxagent.data.io import load_manifest
+    from cxagent.data.validate import validate_dataset
+
+    if overwrite or not (out / "dataset.json").exists():
+        generate(spec=None, out=out, demo=True, overwrite=overwrite, workers=2)
+    else:
+        console.print(f"using the existing demo dataset in {out} (pass --overwrite to rebuild)")
+    report = validate_dataset(out)
+    for problem in report.problems:
+        console.print(f"[red]problem:[/] {problem}", highlight=False, soft_wrap=True)
+    if not report.ok:
+        raise typer.Exit(code=1)
+    manifest = load_manifest(out)
+    Console().print(
+        f"[green]valid[/] {manifest.source} dataset, {manifest.start} to {manifest.end}: "
+        + ", ".join(f"{n:,} {t}" for t, n in report.rows.items() if n)
+    )
+    _print_truth(out / "truth.json")
+
+
+def _print_truth(path: Path) -> None:
+    """Show a generated scenario's planted causes: the answer key, not a finding."""
+    truth = json.loads(path.read_text())
+    table = RichTable(
+        title=f"Planted causes in '{truth['scenario']}' (answer key, from truth.json)"
+    )
+    for col in ("cause", "scope", "from", "logged", "worst slice", "CX delta", "on-time delta"):
+        table.add_column(col, no_wrap=col in ("cause", "from"))
+    for iv in truth["interventions"]:
+        cells = iv.get("effect", {}).get("cells", [])
+        worst = cells[0] if cells else None
+        table.add_row(
+            iv["cause"],
+            ", ".join(f"{k}={v}" for k, v in iv["scope"].items()) or "all",
+            iv["start"].replace("T", " ")[:16],
+            "yes" if iv["logged"] else "no",
+            " / ".join(worst["slice"].values()) if worst else "-",
+            f"{worst['delta']['cx_score']:+.1f}" if worst else "-",
+            f"{100 * worst['delta']['on_time_rate']:+.1f} pts" if worst else "-",
+        )
+    Console().print(table)
+
+
 @import_app.command("olist")
 def import_olist(
     src: Annotated[

@@ -3,14 +3,12 @@
 Dayparts are taken on the local wall-clock hour of ``orders.order_time``; every hour of the
 day belongs to exactly one daypart:
 
-============  =================
-daypart       hours (local)
-============  =================
-breakfast     05:00 - 10:59
-lunch         11:00 - 15:59
-dinner        16:00 - 20:59
-late_night    21:00 - 04:59
-============  =================
+| daypart    | hours (local) |
+| ---------- | ------------- |
+| breakfast  | 05:00 - 10:59 |
+| lunch      | 11:00 - 15:59 |
+| dinner     | 16:00 - 20:59 |
+| late_night | 21:00 - 04:59 |
 
 Basket sizes are taken on the number of item lines of an order: small is 1-3 lines,
 medium 4-9, large 10 or more.

@@ -7,17 +7,18 @@ sum(numerator) / sum(denominator), never an average of per-leaf rates.
 The CX Score is a weighted mean of six components, each mapped linearly onto 0-100 between a
 documented "worst" value (score 0) and "best" value (score 100) and clipped:
 
-=================  ======  =====  ====  =====================================================
-component          weight  worst  best  definition
-=================  ======  =====  ====  =====================================================
-on_time            0.30    0.50   1.00  delivered orders handed off no later than promised_eta
-                                        + 5 min, over delivered orders
-item_accuracy      0.25    0.85   1.00  item lines neither missing nor substituted, over lines
-cancellation       0.15    0.10   0.00  canceled orders over orders
-refund             0.15    0.25   0.00  orders with any refund or credit over orders
-support_contact    0.10    0.20   0.00  orders with a support ticket over orders
-rating             0.05    3.00   5.00  mean stars of rated orders
-=================  ======  =====  ====  =====================================================
+| component       | weight | worst | best | definition |
+| --------------- | ------ | ----- | ---- | ---------- |
+| on_time         | 0.30   | 0.50  | 1.00 | delivered orders handed off no later than promised_eta + 5 min, over delivered orders |
+| item_accuracy   | 0.25   | 0.85  | 1.00 | item lines of delivered orders neither missing nor substituted, over those lines |
+| cancellation    | 0.15   | 0.10  | 0.00 | canceled orders over orders |
+| refund          | 0.15   | 0.25  | 0.00 | orders with any refund or credit over orders |
+| support_contact | 0.10   | 0.20  | 0.00 | orders with a support ticket over orders |
+| rating          | 0.05   | 3.00  | 5.00 | mean stars of rated orders |
+
+A component whose denominator is empty (no ratings, say) is left out and the weights of the
+rest are renormalised. Efficiency metrics: orders per trip (delivered orders over trips),
+dasher minutes per delivery, cost per delivery.
 """
 
 from __future__ import annotations

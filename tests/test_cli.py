@@ -1,0 +1,33 @@
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from cxagent.cli import app
+
+
+def test_generate_writes_a_valid_dataset_with_truth(tmp_path: Path) -> None:
+    spec = tmp_path / "s.yaml"
+    spec.write_text(
+        "name: cli\nseed: 1\nstart: 2024-02-01\ndays: 3\norders_per_day: 400\n"
+        "interventions:\n  - cause: inventory_drop\n    start: 2024-02-02T00:00\n"
+        "    scope: {region: LA}\n"
+    )
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["generate", str(spec), "--out", str(out), "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    assert "3/3" in result.output  # the progress bar reached the end
+    truth = json.loads((out / "truth.json").read_text())
+    assert truth["interventions"][0]["cause"] == "inventory_drop"
+    again = CliRunner().invoke(app, ["generate", str(spec), "--out", str(out)])
+    assert again.exit_code == 2 and "--overwrite" in again.output
+    valid = CliRunner().invoke(app, ["validate", str(out)])
+    assert valid.exit_code == 0 and "valid" in valid.output
+
+
+def test_demo_validates_and_shows_the_answer_key(demo_dataset: tuple[Path, dict]) -> None:
+    root, _ = demo_dataset
+    result = CliRunner().invoke(app, ["demo", "--out", str(root)], env={"COLUMNS": "160"})
+    assert result.exit_code == 0, result.output
+    assert "valid" in result.output
+    assert "batching_policy" in result.output and "SF / grocery / dinner" in result.output
