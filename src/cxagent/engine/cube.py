@@ -1,0 +1,102 @@
+"""The slice cube: sufficient statistics per hour for every cohort cut up to three dimensions.
+
+Cohort dimensions are store, region, category, daypart and basket size. Two functional
+dependencies make most of the 26 combinations of up to three of them copies of each other:
+a store lies in one region and one category, and an hour lies in one daypart. So the cube
+computes the ten distinct grouping sets below, keeps ``daypart`` on every hourly row, and
+answers any combination (e.g. grocery + SF + dinner = the region x category set, dinner hours)
+exactly. Leaves (hour x store x basket size) are aggregated from the orders once; every set
+is rolled up from the leaves.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import ibis
+import ibis.expr.types as ir
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from cxagent.engine.connection import Engine
+from cxagent.engine.facts import COHORT_DIMS, SQUARE_FIELDS, order_facts
+from cxagent.metrics.definitions import STAT_FIELDS
+
+SUM_FIELDS = (*STAT_FIELDS, *SQUARE_FIELDS)
+SET_DIMS = ("store_id", "region", "category", "basket_size")  # daypart rides on the hour
+IMPLIED_BY_STORE = {"region", "category"}
+MAX_DIMS = 3
+
+
+def grouping_sets(max_dims: int = MAX_DIMS) -> list[tuple[str, ...]]:
+    """Distinct grouping sets: combinations of SET_DIMS without dims implied by store."""
+    sets = []
+    for k in range(max_dims + 1):
+        for combo in itertools.combinations(SET_DIMS, k):
+            if "store_id" in combo and IMPLIED_BY_STORE & set(combo):
+                continue
+            sets.append(combo)
+    return sets
+
+
+def level_name(dims: tuple[str, ...]) -> str:
+    return "+".join(dims) if dims else "all"
+
+
+def leaves_expr(facts: ir.Table) -> ir.Table:
+    """Hour x store x basket size (region, category and daypart ride along)."""
+    return facts.group_by(["hour", *COHORT_DIMS]).aggregate(
+        **{f: facts[f].sum() for f in SUM_FIELDS}
+    )
+
+
+def cube_expr(leaves: ir.Table, sets: list[tuple[str, ...]]) -> ir.Table:
+    """Union of the roll-ups of ``leaves`` to each grouping set (rolled-up dims are null)."""
+    parts = []
+    for dims in sets:
+        agg = leaves.group_by(["hour", "daypart", *dims]).aggregate(
+            **{f: leaves[f].sum() for f in SUM_FIELDS}
+        )
+        fill = {d: ibis.null(leaves[d].type()) for d in SET_DIMS if d not in dims}
+        agg = agg.mutate(level=ibis.literal(level_name(dims)), **fill)
+        parts.append(agg.select("level", "hour", "daypart", *SET_DIMS, *SUM_FIELDS))
+    return ibis.union(*parts)
+
+
+@dataclass
+class Cube:
+    """Materialised hourly cube (an Arrow table) with slice look-ups."""
+
+    table: pa.Table
+
+    @property
+    def hours(self) -> np.ndarray:
+        return np.unique(self.table.column("hour").to_numpy())
+
+    def slice_rows(self, where: Mapping[str, str | int]) -> pa.Table:
+        """Hourly rows of one slice, e.g. ``{"region": "SF", "category": "grocery",
+        "daypart": "dinner"}``; dims absent from ``where`` are rolled up."""
+        dims = tuple(d for d in SET_DIMS if d in where)
+        if "store_id" in dims:
+            dims = tuple(d for d in dims if d not in IMPLIED_BY_STORE)
+        mask = pc.equal(self.table.column("level"), level_name(dims))
+        for key, value in where.items():
+            if key in dims or key == "daypart":
+                mask = pc.and_(mask, pc.equal(self.table.column(key), value))
+        rows = self.table.filter(mask)
+        if "store_id" in where:  # a store's region/category must agree with the request
+            for key in IMPLIED_BY_STORE & where.keys():
+                if rows.num_rows and not pc.all(pc.equal(rows.column(key), where[key])).as_py():
+                    return rows.slice(0, 0)
+        return rows.sort_by("hour")
+
+
+def build_cube(engine: Engine, *, max_dims: int = MAX_DIMS) -> Cube:
+    """Aggregate the dataset to the hourly cube (runs on the engine, returns Arrow)."""
+    facts = order_facts(engine)
+    leaves = engine.con.create_table("cx_leaves", leaves_expr(facts), overwrite=True)
+    table = engine.con.to_pyarrow(cube_expr(leaves, grouping_sets(max_dims)))
+    return Cube(table)

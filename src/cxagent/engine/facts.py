@@ -1,0 +1,93 @@
+"""One row per order: its cohort and its contribution to every ``CXStats`` field.
+
+Written once against Ibis, so it runs on DuckDB (default) or any backend Ibis supports. A
+table or column the dataset lacks (see its manifest) contributes nulls, so the metrics that
+need it come out as NaN ("not testable") instead of zero.
+"""
+
+from __future__ import annotations
+
+import ibis
+import ibis.expr.types as ir
+
+from cxagent.engine.connection import Engine
+from cxagent.metrics.definitions import ON_TIME_GRACE_S
+
+COHORT_DIMS = ("store_id", "region", "category", "daypart", "basket_size")
+# Sums kept per cell besides the CXStats fields: squares for standard errors of means.
+SQUARE_FIELDS = ("eta_abs_error_s_sq", "stars_sq", "delivery_cost_sq")
+
+
+def _per_order_items(engine: Engine) -> ir.Table | None:
+    if not engine.has("items"):
+        return None
+    items = engine.table("items")
+    bad = (items.missing_flag | items.substituted_flag).fill_null(False)
+    return items.group_by("order_id").aggregate(
+        bad_items=bad.cast("int64").sum(),
+        refund=items.refund_amount.sum(),
+    )
+
+
+def order_facts(engine: Engine) -> ir.Table:
+    """Orders joined to their fulfilment and outcomes, as per-order statistic columns."""
+    o = engine.table("orders")
+    d = engine.table("deliveries").drop("order_time")
+    f = o.inner_join(d, "order_id")
+    items = _per_order_items(engine)
+    if items is not None:
+        f = f.left_join(items, "order_id").drop("order_id_right")
+    if engine.has("support_events"):
+        s = (
+            engine.table("support_events")
+            .select("order_id")
+            .distinct()
+            .mutate(ticket=ibis.literal(1))
+        )
+        f = f.left_join(s, "order_id").drop("order_id_right")
+    if engine.has("ratings"):
+        r = engine.table("ratings")
+        r = r.group_by("order_id").aggregate(star=r.stars.max())
+        f = f.left_join(r, "order_id").drop("order_id_right")
+    trips = d.filter(d.trip_id.notnull()).group_by("trip_id").aggregate(trip_size=ibis._.count())
+    f = f.left_join(trips, "trip_id").drop("trip_id_right")
+
+    delivered = ~f.canceled_flag
+    late_s = f.actual_delivery_time.epoch_seconds() - f.promised_eta.epoch_seconds()
+    zero = ibis.literal(0.0)
+    stars = f.star.cast("float64") if "star" in f.columns else ibis.null("float64")
+    abs_err = late_s.abs().cast("float64")
+    cost = f.delivery_cost
+
+    def if_delivered(x: ir.Value) -> ir.Value:
+        return ibis.ifelse(delivered, x, zero)
+
+    return f.select(
+        "store_id",
+        "region",
+        "category",
+        "daypart",
+        "basket_size",
+        hour=f.order_time.truncate("h"),
+        orders=ibis.literal(1.0),
+        delivered=delivered.cast("float64"),
+        on_time=(delivered & (late_s <= ON_TIME_GRACE_S)).cast("float64"),
+        eta_abs_error_s=if_delivered(abs_err),
+        canceled=f.canceled_flag.cast("float64"),
+        refunded=(f.refund > 0).cast("float64") if items is not None else ibis.null("float64"),
+        items=if_delivered(f.item_count.cast("float64")),
+        bad_items=if_delivered(f.bad_items.cast("float64"))
+        if items is not None
+        else ibis.null("float64"),
+        support=f.ticket.notnull().cast("float64")
+        if "ticket" in f.columns
+        else ibis.null("float64"),
+        ratings=stars.notnull().cast("float64"),
+        stars=stars.fill_null(0.0) if "star" in f.columns else ibis.null("float64"),
+        trips=if_delivered(1.0 / f.trip_size.cast("float64")),
+        dasher_active_s=if_delivered(f.dasher_active_s),
+        delivery_cost=if_delivered(cost),
+        eta_abs_error_s_sq=if_delivered(abs_err * abs_err),
+        stars_sq=(stars * stars).fill_null(0.0) if "star" in f.columns else ibis.null("float64"),
+        delivery_cost_sq=if_delivered(cost * cost),
+    )
