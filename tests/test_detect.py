@@ -1,0 +1,197 @@
+"""Detectors on seeded series with planted changes; FDR, seasonal removal and TCPD scoring."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+
+import cxagent.detect as detect
+from cxagent.detect import MeanObs, RateObs, get_detector
+from cxagent.detect.fdr import adjusted_p_values, benjamini_hochberg, min_support
+from cxagent.detect.seasonal import (
+    mean_profile,
+    rate_profile,
+    remove_mean_profile,
+    remove_rate_profile,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def rate_step(
+    seed: int,
+    *,
+    n_series: int = 1,
+    t: int = 300,
+    at: int = 200,
+    trials: int = 400,
+    before: float = 0.10,
+    after: float = 0.16,
+    rho: float = 0.0,
+) -> tuple[RateObs, int]:
+    """Seeded rate series whose rate steps from ``before`` to ``after`` at column ``at``."""
+    rng = np.random.default_rng(seed)
+    n = rng.integers(trials // 2, trials * 3 // 2, size=(n_series, t))
+    p = np.where(np.arange(t) < at, before, after) * np.ones((n_series, 1))
+    if rho > 0:  # beta-binomial: the hour's rate itself varies
+        k = (1 - rho) / rho
+        p = rng.beta(p * k, (1 - p) * k)
+    return RateObs(rng.binomial(n, p).astype(float), n.astype(float)), at
+
+
+def load_benchmark() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("changepoint", ROOT / "benchmarks/changepoint.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+DETECTORS = ["zscore", "ewma", "bocpd"]
+
+
+@pytest.mark.parametrize("name", DETECTORS)
+def test_given_planted_step_in_rate_when_scanning_then_change_found_near_true_index(
+    name: str,
+) -> None:
+    obs, at = rate_step(1, after=0.15)
+    result = get_detector(name).scan(obs)
+    cps = result.change_points[0]
+    assert cps.size >= 1 and np.min(np.abs(cps - at)) <= 3, cps
+    first = int(np.argmax(result.step.p_value[0, at:] <= 0.001))  # first alarm after the change
+    assert first <= 12  # same-day detection
+    assert abs(int(result.step.change_start[0, at + first]) - at) <= 3
+
+
+@pytest.mark.parametrize("name", DETECTORS)
+def test_given_stationary_overdispersed_series_when_bh_over_all_then_no_false_alarm(
+    name: str,
+) -> None:
+    obs, _ = rate_step(2, n_series=150, t=224, at=224, trials=1000, rho=0.002)
+    detector = get_detector(name).fit(obs.columns(0, 200))
+    step = detector.update(obs.columns(200))
+    rejected, _ = benjamini_hochberg(step.p_value, alpha=0.05)
+    assert rejected.sum() == 0
+
+
+@pytest.mark.parametrize("name", DETECTORS)
+def test_given_same_rate_jump_when_tiny_vs_large_denominator_then_only_large_flagged(
+    name: str,
+) -> None:
+    rng = np.random.default_rng(3)
+    t, at = 201, 200
+    n = np.array([[5.0] * t, [2000.0] * t])
+    s = rng.binomial(n.astype(int), 0.1).astype(float)
+    s[:, at] = 0.4 * n[:, at]  # both jump from 10% to 40% in the last hour
+    step = get_detector(name, direction="increase").fit(RateObs(s[:, :at], n[:, :at]))
+    p = step.update(RateObs(s[:, at:], n[:, at:])).p_value[:, -1]
+    assert p[0] > 0.01, p  # 2 late of 5 orders: noise
+    assert p[1] < 1e-6, p
+
+
+def test_given_binomial_tail_when_small_counts_then_not_normal_approximation() -> None:
+    # 2 events where 0.4 are expected: normal z = 2.6 (p 0.005) but the binomial tail is 0.06
+    n = np.full((1, 101), 20.0)
+    s = np.zeros((1, 101))
+    s[0, :100:5] = 1.0
+    s[0, 1:100:5] = 1.0  # 40 events in 2,000 trials: 2%
+    s[0, -1] = 2.0
+    detector = get_detector("zscore", direction="increase", half_life=None).fit(
+        RateObs(s[:, :100], n[:, :100])
+    )
+    p = detector.update(RateObs(s[:, 100:], n[:, 100:])).p_value[0, 0]
+    assert 0.04 < p < 0.09
+
+
+@pytest.mark.parametrize("name", ["zscore", "ewma"])
+def test_given_residual_detector_when_updating_in_chunks_then_same_as_scan(name: str) -> None:
+    obs, _ = rate_step(4, n_series=3, after=0.13)
+    scanned = get_detector(name).scan(obs).step
+    detector = get_detector(name).fit(obs.columns(0, 0))
+    parts = [detector.update(obs.columns(a, b)) for a, b in ((0, 120), (120, 121), (121, None))]
+    online = detect.DetectionStep.concat(parts)
+    for field in ("score", "z", "p_value", "change_start"):
+        np.testing.assert_allclose(getattr(online, field), getattr(scanned, field))
+
+
+@pytest.mark.parametrize("kind", ["rate", "mean"])
+def test_given_bocpd_when_fit_then_update_then_same_as_scanning_full_series(kind: str) -> None:
+    rates, at = rate_step(5, n_series=2, t=260, at=180, after=0.14)
+    if kind == "rate":
+        obs: RateObs | MeanObs = rates
+        params = {"prior_mean": 0.1, "overdispersion": 0.0}
+    else:
+        obs = MeanObs(rates.successes / rates.trials, rates.trials)
+        params = {"prior_mean": 0.1, "prior_scale": 0.3}
+    scanned = get_detector("bocpd", **params).scan(obs)
+    detector = get_detector("bocpd", **params).fit(obs.columns(0, 150))
+    parts = [detector.update(obs.columns(150, 200)), detector.update(obs.columns(200))]
+    online = detect.DetectionStep.concat(parts)
+    for field in ("score", "z", "p_value", "change_start"):
+        np.testing.assert_allclose(getattr(online, field), getattr(scanned.step, field)[:, 150:])
+    assert all(np.min(np.abs(cps - at)) <= 3 for cps in scanned.change_points)
+
+
+def test_given_bocpd_trend_when_series_is_a_clean_ramp_then_no_change_point() -> None:
+    rng = np.random.default_rng(6)
+    ramp = np.linspace(0, 5, 300) + rng.normal(0, 0.2, 300)
+    assert get_detector("bocpd", trend=True).scan(MeanObs(ramp)).change_points[0].size == 0
+    kink = np.where(np.arange(300) < 150, 0.0, np.arange(300) - 150.0) * 0.05
+    cps = get_detector("bocpd", trend=True).scan(MeanObs(kink + rng.normal(0, 0.2, 300)))
+    assert np.min(np.abs(cps.change_points[0] - 150)) <= 10
+
+
+def test_given_planted_weekly_pattern_when_profiling_then_recovered() -> None:
+    rng = np.random.default_rng(7)
+    t, how = 168 * 6, np.arange(168 * 6) % 168
+    shape = 1 + 0.5 * np.sin(2 * np.pi * np.arange(168) / 24) + 0.2 * (np.arange(168) >= 120)
+    n = np.full((1, t), 20000.0)
+    s = rng.binomial(20000, 0.05 * shape[how])[None, :].astype(float)
+    factors = rate_profile(s, n)
+    np.testing.assert_allclose(factors[0], shape / shape.mean(), atol=0.06)
+    flat = remove_rate_profile(RateObs(s, n), factors)
+    assert np.std(flat.successes / flat.trials) < 0.25 * np.std(s / n)
+    x = 10 + 3 * np.sin(2 * np.pi * how / 168) + 0.01 * np.arange(t) + rng.normal(0, 0.15, t)
+    offsets = mean_profile(x[None, :])
+    np.testing.assert_allclose(offsets[0], 3 * np.sin(2 * np.pi * np.arange(168) / 168), atol=0.35)
+    resid = remove_mean_profile(MeanObs(x), offsets).values[0]
+    assert np.std(np.diff(resid)) < 0.3
+
+
+def test_given_hand_example_when_bh_then_matches() -> None:
+    p = [0.01, 0.04, 0.03, 0.005, 0.2, np.nan]
+    rejected, q = benjamini_hochberg(p, alpha=0.05)
+    np.testing.assert_allclose(q, [0.025, 0.05, 0.05, 0.025, 0.2, np.nan])
+    assert rejected.tolist() == [True, True, True, True, False, False]
+    by = adjusted_p_values(p, method="by")
+    np.testing.assert_allclose(by[:5], np.array([0.025, 0.05, 0.05, 0.025, 0.2]) * (137 / 60))
+    with pytest.raises(ValueError, match="'bh' or 'by'"):
+        adjusted_p_values(p, method="holm")  # type: ignore[arg-type]
+
+
+def test_given_small_cohort_when_min_support_then_not_eligible() -> None:
+    eligible = min_support([8, 140, 60], [20, 1000, 1000], [0.1, 0.1, 0.1], min_trials=100)
+    assert eligible.tolist() == [False, True, False]
+
+
+def test_given_hand_example_when_scoring_tcpd_then_f1_and_cover_match() -> None:
+    bench = load_benchmark()
+    ann = {"a": [10], "b": [10, 20]}
+    assert bench.clean([0, 11, 11, 26, 29], 30) == [11, 26]
+    assert bench.f_measure(ann, [11, 26]) == pytest.approx(20 / 27)
+    assert bench.covering(ann, [11, 26], 30) == pytest.approx(0.713447, abs=1e-6)
+    assert bench.true_positives({10, 17}, {8, 12}) == 2  # the tie at 10 takes 8, the smaller
+    assert bench.f_measure({"a": []}, []) == 1.0
+
+
+def test_given_unknown_name_when_getting_detector_then_plain_error() -> None:
+    with pytest.raises(ValueError, match="known detectors: bocpd, ewma, zscore"):
+        get_detector("cusum")
+    assert all(hasattr(detect, name) for name in detect.__all__)
+    assert "bocpd" in str(sorted(detect.detector_names()))
