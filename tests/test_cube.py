@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
@@ -78,3 +79,27 @@ def test_cube_metrics_equal_the_truth_of_the_planted_cell(
 
 def test_level_names() -> None:
     assert level_name(()) == "all" and level_name(("region", "daypart")) == "region+daypart"
+
+
+def test_when_orders_are_filed_outside_their_store_region_then_the_cube_keeps_store_and_region_apart(
+    small_dataset: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    from cxagent.data.io import table_files
+
+    root = tmp_path / "moved"
+    shutil.copytree(small_dataset, root)
+    path = table_files(root, "orders")[0]
+    t = pq.read_table(path)
+    regions = t.column("region").to_pylist()
+    regions[0] = "LA" if regions[0] != "LA" else "SF"  # one customer elsewhere, as in Olist
+    pq.write_table(t.set_column(t.column_names.index("region"), "region", pa.array(regions)), path)
+    cube = build_cube(connect(root))
+    assert "region" not in cube.implied_by_store
+    assert "store_id+region" in set(cube.table.column("level").to_pylist())
+    store = t.column("store_id")[0].as_py()
+    both = cube.slice_rows({"store_id": store, "region": regions[0]})
+    assert pc.sum(both.column("orders")).as_py() >= 1

@@ -22,24 +22,38 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from cxagent.engine.connection import Engine
-from cxagent.engine.facts import COHORT_DIMS, SQUARE_FIELDS, order_facts
+from cxagent.engine.facts import LEAF_DIMS, SQUARE_FIELDS, daypart_of, order_facts
 from cxagent.metrics.definitions import STAT_FIELDS
 
 SUM_FIELDS = (*STAT_FIELDS, *SQUARE_FIELDS)
 SET_DIMS = ("store_id", "region", "category", "basket_size")  # daypart rides on the hour
-IMPLIED_BY_STORE = {"region", "category"}
+IMPLIED_BY_STORE = frozenset({"region", "category"})
 MAX_DIMS = 3
 
 
-def grouping_sets(max_dims: int = MAX_DIMS) -> list[tuple[str, ...]]:
+def grouping_sets(
+    max_dims: int = MAX_DIMS, implied_by_store: frozenset[str] = IMPLIED_BY_STORE
+) -> list[tuple[str, ...]]:
     """Distinct grouping sets: combinations of SET_DIMS without dims implied by store."""
     sets = []
     for k in range(max_dims + 1):
         for combo in itertools.combinations(SET_DIMS, k):
-            if "store_id" in combo and IMPLIED_BY_STORE & set(combo):
+            if "store_id" in combo and implied_by_store & set(combo):
                 continue
             sets.append(combo)
     return sets
+
+
+def implied_by_store(leaves: ir.Table) -> frozenset[str]:
+    """Which of region and category each store has exactly one of, in this data (a real
+    source may file an order under the customer's region rather than the store's)."""
+    per_store = leaves.group_by("store_id").aggregate(
+        region=leaves.region.nunique(), category=leaves.category.nunique()
+    )
+    worst = per_store.aggregate(
+        region=per_store.region.max(), category=per_store.category.max()
+    ).to_pyarrow()
+    return frozenset(k for k in ("region", "category") if (worst.column(k)[0].as_py() or 0) <= 1)
 
 
 def level_name(dims: tuple[str, ...]) -> str:
@@ -47,10 +61,11 @@ def level_name(dims: tuple[str, ...]) -> str:
 
 
 def leaves_expr(facts: ir.Table) -> ir.Table:
-    """Hour x store x basket size (region, category and daypart ride along)."""
-    return facts.group_by(["hour", *COHORT_DIMS]).aggregate(
+    """Hour x store x basket size (x region x category), with the hour's daypart."""
+    leaves = facts.group_by(["hour", *LEAF_DIMS]).aggregate(
         **{f: facts[f].sum() for f in SUM_FIELDS}
     )
+    return leaves.mutate(daypart=daypart_of(leaves.hour))
 
 
 def cube_expr(leaves: ir.Table, sets: list[tuple[str, ...]]) -> ir.Table:
@@ -71,6 +86,7 @@ class Cube:
     """Materialised hourly cube (an Arrow table) with slice look-ups."""
 
     table: pa.Table
+    implied_by_store: frozenset[str] = IMPLIED_BY_STORE
 
     @property
     def hours(self) -> np.ndarray:
@@ -81,14 +97,14 @@ class Cube:
         "daypart": "dinner"}``; dims absent from ``where`` are rolled up."""
         dims = tuple(d for d in SET_DIMS if d in where)
         if "store_id" in dims:
-            dims = tuple(d for d in dims if d not in IMPLIED_BY_STORE)
+            dims = tuple(d for d in dims if d not in self.implied_by_store)
         mask = pc.equal(self.table.column("level"), level_name(dims))
         for key, value in where.items():
             if key in dims or key == "daypart":
                 mask = pc.and_(mask, pc.equal(self.table.column(key), value))
         rows = self.table.filter(mask)
         if "store_id" in where:  # a store's region/category must agree with the request
-            for key in IMPLIED_BY_STORE & where.keys():
+            for key in self.implied_by_store & where.keys():
                 if rows.num_rows and not pc.all(pc.equal(rows.column(key), where[key])).as_py():
                     return rows.slice(0, 0)
         return rows.sort_by("hour")
@@ -98,5 +114,6 @@ def build_cube(engine: Engine, *, max_dims: int = MAX_DIMS) -> Cube:
     """Aggregate the dataset to the hourly cube (runs on the engine, returns Arrow)."""
     facts = order_facts(engine)
     leaves = engine.con.create_table("cx_leaves", leaves_expr(facts), overwrite=True)
-    table = engine.con.to_pyarrow(cube_expr(leaves, grouping_sets(max_dims)))
-    return Cube(table)
+    implied = implied_by_store(leaves)
+    table = engine.con.to_pyarrow(cube_expr(leaves, grouping_sets(max_dims, implied)))
+    return Cube(table, implied)

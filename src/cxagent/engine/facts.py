@@ -10,10 +10,12 @@ from __future__ import annotations
 import ibis
 import ibis.expr.types as ir
 
+from cxagent.data.cohorts import DAYPART_OF_HOUR, DAYPARTS
 from cxagent.engine.connection import Engine
 from cxagent.metrics.definitions import ON_TIME_GRACE_S
 
 COHORT_DIMS = ("store_id", "region", "category", "daypart", "basket_size")
+LEAF_DIMS = ("store_id", "region", "category", "basket_size")  # + hour, which fixes daypart
 # Sums kept per cell besides the CXStats fields: squares for standard errors of means.
 SQUARE_FIELDS = ("eta_abs_error_s_sq", "stars_sq", "delivery_cost_sq")
 
@@ -29,10 +31,23 @@ def _per_order_items(engine: Engine) -> ir.Table | None:
     )
 
 
+def daypart_of(hour: ir.TimestampValue) -> ir.StringValue:
+    h = hour.hour()
+    branches = [(h == k, DAYPARTS[int(DAYPART_OF_HOUR[k])]) for k in range(24)]
+    return ibis.cases(*branches)
+
+
 def order_facts(engine: Engine) -> ir.Table:
-    """Orders joined to their fulfilment and outcomes, as per-order statistic columns."""
+    """Orders joined to their fulfilment and outcomes, as per-order statistic columns.
+
+    The daypart is not carried: it is a function of the hour (validated), added at the leaves.
+    """
     o = engine.table("orders")
     d = engine.table("deliveries").drop("order_time")
+    # orders per trip, counted before the join so the big join is on order_id only
+    d = d.mutate(
+        trip_size=ibis.ifelse(d.trip_id.isnull(), 1, d.order_id.count().over(group_by=d.trip_id))
+    )
     f = o.inner_join(d, "order_id")
     items = _per_order_items(engine)
     if items is not None:
@@ -49,8 +64,6 @@ def order_facts(engine: Engine) -> ir.Table:
         r = engine.table("ratings")
         r = r.group_by("order_id").aggregate(star=r.stars.max())
         f = f.left_join(r, "order_id").drop("order_id_right")
-    trips = d.filter(d.trip_id.notnull()).group_by("trip_id").aggregate(trip_size=ibis._.count())
-    f = f.left_join(trips, "trip_id").drop("trip_id_right")
 
     delivered = ~f.canceled_flag
     late_s = f.actual_delivery_time.epoch_seconds() - f.promised_eta.epoch_seconds()
@@ -66,7 +79,6 @@ def order_facts(engine: Engine) -> ir.Table:
         "store_id",
         "region",
         "category",
-        "daypart",
         "basket_size",
         hour=f.order_time.truncate("h"),
         orders=ibis.literal(1.0),
