@@ -163,6 +163,17 @@ def _print_truth(path: Path) -> None:
     Console().print(table)
 
 
+def _run_import(source: str, src: Path, out: Path, overwrite: bool) -> None:
+    import importlib
+
+    run = getattr(importlib.import_module(f"cxagent.data.importers.{source}"), f"import_{source}")
+    try:
+        manifest = run(src, out, overwrite=overwrite)
+    except CXAgentError as exc:
+        raise _fail(exc) from exc
+    console.print(f"wrote {out} (missing: {manifest.missing_tables or 'none'})")
+
+
 @import_app.command("olist")
 def import_olist(
     src: Annotated[
@@ -172,13 +183,7 @@ def import_olist(
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Import the Olist e-commerce tables."""
-    from cxagent.data.importers.olist import import_olist as run
-
-    try:
-        manifest = run(src, out, overwrite=overwrite)
-    except CXAgentError as exc:
-        raise _fail(exc) from exc
-    console.print(f"wrote {out} (missing: {manifest.missing_tables or 'none'})")
+    _run_import("olist", src, out, overwrite)
 
 
 @import_app.command("doordash")
@@ -188,13 +193,7 @@ def import_doordash(
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Import the DoorDash delivery-duration data."""
-    from cxagent.data.importers.doordash import import_doordash as run
-
-    try:
-        manifest = run(src, out, overwrite=overwrite)
-    except CXAgentError as exc:
-        raise _fail(exc) from exc
-    console.print(f"wrote {out} (missing: {manifest.missing_tables or 'none'})")
+    _run_import("doordash", src, out, overwrite)
 
 
 def main() -> None:  # pragma: no cover - console entry

@@ -98,38 +98,21 @@ def _check_file(
                     example=_example(data, nulls),
                 )
             )
+        checks: list[tuple[str, pa.Array]] = []
         if col.min is not None:
-            bad = pc.less(arr, col.min)
-            if pc.any(bad).as_py():
-                problems.append(
-                    DataValidationError(
-                        f"has values below {col.min}",
-                        file=path,
-                        column=col.name,
-                        example=_example(data, bad),
-                    )
-                )
+            checks.append((f"has values below {col.min}", pc.less(arr, col.min)))
         if col.max is not None:
-            bad = pc.greater(arr, col.max)
-            if pc.any(bad).as_py():
-                problems.append(
-                    DataValidationError(
-                        f"has values above {col.max}",
-                        file=path,
-                        column=col.name,
-                        example=_example(data, bad),
-                    )
-                )
+            checks.append((f"has values above {col.max}", pc.greater(arr, col.max)))
         if col.allowed is not None:
-            bad = pc.invert(pc.is_in(arr, value_set=pa.array(col.allowed)))
-            bad = pc.and_(bad, pc.is_valid(arr))
+            outside = pc.invert(pc.is_in(arr, value_set=pa.array(col.allowed)))
+            checks.append(
+                (f"has values outside {list(col.allowed)}", pc.and_(outside, pc.is_valid(arr)))
+            )
+        for message, bad in checks:
             if pc.any(bad).as_py():
                 problems.append(
                     DataValidationError(
-                        f"has values outside {list(col.allowed)}",
-                        file=path,
-                        column=col.name,
-                        example=_example(data, bad),
+                        message, file=path, column=col.name, example=_example(data, bad)
                     )
                 )
     if problems:

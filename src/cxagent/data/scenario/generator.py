@@ -31,6 +31,7 @@ from cxagent.data.scenario.strength import (
     DAY_S,
     active_on_day,
     day_levers,
+    in_window,
     in_window_and_scope,
     instock_drop,
 )
@@ -107,14 +108,7 @@ def run_day(
             continue
         others = [x for x in active if x is not iv]
         cf = simulate_day(world, ctx.supply, d, day_levers(spec, world, d, others))
-        window = in_window_and_scope(
-            spec,
-            world,
-            iv.model_copy(update={"scope": type(iv.scope)()}),
-            t_abs=t_abs,
-            region=d.region,
-            daypart=d.daypart,
-        )
+        window = in_window(spec, iv, t_abs)
         scope = in_window_and_scope(
             spec,
             world,

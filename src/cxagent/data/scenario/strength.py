@@ -46,7 +46,12 @@ def in_window_and_scope(
         inside &= np.isin(category, [world.categories.index(c) for c in sc.category])
     if sc.store is not None and store is not None:
         inside &= np.isin(world.stores["store_id"].to_numpy()[store], sc.store)
-    inside &= t_abs >= _seconds(spec, iv.start)
+    return inside & in_window(spec, iv, t_abs)
+
+
+def in_window(spec: ScenarioSpec, iv: Intervention, t_abs: np.ndarray) -> np.ndarray:
+    """Whether each time (seconds since the scenario start) lies in the intervention's window."""
+    inside = t_abs >= _seconds(spec, iv.start)
     if iv.end is not None:
         inside &= t_abs < _seconds(spec, iv.end)
     return inside
