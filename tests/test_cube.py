@@ -103,3 +103,24 @@ def test_when_orders_are_filed_outside_their_store_region_then_the_cube_keeps_st
     store = t.column("store_id")[0].as_py()
     both = cube.slice_rows({"store_id": store, "region": regions[0]})
     assert pc.sum(both.column("orders")).as_py() >= 1
+
+
+def test_reading_a_dataset_with_a_broken_file_names_file_and_column(
+    small_dataset: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    from cxagent.data.io import table_files
+    from cxagent.errors import DataValidationError
+
+    root = tmp_path / "broken"
+    shutil.copytree(small_dataset, root)
+    path = table_files(root, "deliveries")[1]
+    pq.write_table(pq.read_table(path).drop_columns(["canceled_flag"]), path)
+    with pytest.raises(DataValidationError, match=r"deliveries.*column 'canceled_flag'"):
+        connect(root)
+    path.write_bytes(b"garbage")
+    with pytest.raises(DataValidationError, match="not a readable Parquet file"):
+        connect(root)

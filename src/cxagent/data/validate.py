@@ -146,6 +146,41 @@ def _check_file(
     return data.num_rows, problems
 
 
+def check_schemas(root: Path | str) -> Manifest:
+    """Fast check on read (Parquet footers only): every table's files have the canonical
+    columns with compatible types. Raises the first problem; ``validate_dataset`` checks
+    the values too."""
+    root = Path(root)
+    manifest = load_manifest(root)
+    for name, table in TABLES.items():
+        for path in table_files(root, name):
+            try:
+                schema = pq.read_schema(path)
+            except (pa.ArrowInvalid, OSError) as exc:
+                raise DataValidationError(
+                    f"not a readable Parquet file ({exc})", file=path
+                ) from None
+            for col in table.columns:
+                if col.name not in schema.names:
+                    raise DataValidationError(
+                        f"missing column of table '{name}'", file=path, column=col.name
+                    )
+                found = schema.field(col.name).type
+                if not found.equals(col.arrow_type) and not _castable(found, col.arrow_type):
+                    raise DataValidationError(
+                        f"has type {found}, expected {col.type}", file=path, column=col.name
+                    )
+    return manifest
+
+
+def _castable(src: pa.DataType, dst: pa.DataType) -> bool:
+    try:
+        pa.array([], type=src).cast(dst)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return False
+    return not (pa.types.is_string(src) and not pa.types.is_string(dst))
+
+
 def _scan(files: list[Path]) -> str:
     names = ", ".join("'" + str(f).replace("'", "''") + "'" for f in files)
     return f"read_parquet([{names}], filename=true, hive_partitioning=false, union_by_name=true)"

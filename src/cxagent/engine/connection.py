@@ -8,8 +8,9 @@ from pathlib import Path
 import ibis
 from ibis.backends import BaseBackend
 
-from cxagent.data.io import load_manifest, table_files
+from cxagent.data.io import table_files
 from cxagent.data.schema import TABLES, Manifest
+from cxagent.data.validate import check_schemas
 from cxagent.errors import DataValidationError
 
 
@@ -34,9 +35,9 @@ class Engine:
 
 
 def connect(root: Path | str, *, threads: int = 2) -> Engine:
-    """DuckDB (in memory, over the dataset's Parquet files)."""
+    """DuckDB (in memory, over the dataset's Parquet files), after a fast schema check."""
     root = Path(root)
-    manifest = load_manifest(root)
+    manifest = check_schemas(root)
     con = ibis.duckdb.connect(threads=threads)
     con.raw_sql("SET enable_progress_bar = false")
     return Engine(con=con, root=root, manifest=manifest)
