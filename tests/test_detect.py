@@ -9,10 +9,13 @@ from types import ModuleType
 
 import numpy as np
 import pytest
+from scipy.special import betainc
 
 import cxagent.detect as detect
-from cxagent.detect import MeanObs, RateObs, get_detector
+from cxagent.detect import BOCPD, MeanObs, RateObs, get_detector
 from cxagent.detect.fdr import adjusted_p_values, benjamini_hochberg, min_support
+from cxagent.detect.penalised import SegmentCost, select_change_points
+from cxagent.detect.residual import tail_p_values
 from cxagent.detect.seasonal import (
     mean_profile,
     rate_profile,
@@ -44,8 +47,8 @@ def rate_step(
     return RateObs(rng.binomial(n, p).astype(float), n.astype(float)), at
 
 
-def load_benchmark() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("changepoint", ROOT / "benchmarks/changepoint.py")
+def load_module(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, ROOT / f"benchmarks/{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up
@@ -147,6 +150,92 @@ def test_given_bocpd_trend_when_series_is_a_clean_ramp_then_no_change_point() ->
     assert np.min(np.abs(cps.change_points[0] - 150)) <= 10
 
 
+@pytest.mark.parametrize("select", ["mbic", "map"])
+def test_given_bocpd_truncated_when_scanning_then_same_change_points_as_exact(select: str) -> None:
+    obs, at = rate_step(8, n_series=4, t=400, at=250, after=0.13)
+    exact = get_detector("bocpd", max_runs=None, select=select).scan(obs)
+    detector = BOCPD(max_runs=40, select=select)  # type: ignore[arg-type]
+    truncated = detector.scan(obs)
+    for a, b in zip(exact.change_points, truncated.change_points, strict=True):
+        np.testing.assert_array_equal(a, b)
+        assert np.min(np.abs(b - at)) <= 3
+    assert detector.stats_.shape[2] <= 40 and np.all(detector.pruned_mass_ < 0.5)
+    alarms = (exact.step.p_value <= 0.001) == (truncated.step.p_value <= 0.001)
+    assert alarms.mean() > 0.99
+
+
+def sawtooth(seed: int, t: int = 600, period: int = 30) -> np.ndarray:
+    """Recurring jumps that decay back (like TCPD's bank series): no change in the process."""
+    rng = np.random.default_rng(seed)
+    phase = np.arange(t) % period
+    return 2.0 * np.exp(-phase / 8.0) + rng.normal(0, 0.05, t)
+
+
+def test_given_recurring_sawtooth_when_mbic_then_far_fewer_change_points_than_map() -> None:
+    x = MeanObs(sawtooth(9))
+    by_map = get_detector("bocpd", trend=True, select="map").scan(x).change_points[0]
+    by_mbic = get_detector("bocpd", trend=True).scan(x).change_points[0]
+    assert by_map.size >= 15  # every tooth is a segment to the MAP path
+    assert by_mbic.size <= by_map.size // 2
+
+
+def test_given_level_step_and_spurious_candidates_when_mbic_then_only_true_one_kept() -> None:
+    rng = np.random.default_rng(10)
+    y = np.where(np.arange(200) < 120, 0.0, 1.0) + rng.normal(0, 0.3, 200)
+    w = np.ones(200)
+    candidates = np.array([[30, 60, 119, 121, 120, 170, -1]])
+    for trend in (False, True):
+        chosen = select_change_points(y[None], w[None], candidates, rate=False, trend=trend)
+        np.testing.assert_array_equal(chosen[0], [120])
+    flat = select_change_points(y[None, :120], w[None, :120], candidates, rate=False, trend=True)
+    assert flat[0].size == 0
+    s = rng.binomial(500, np.where(np.arange(200) < 80, 0.10, 0.13))[None].astype(float)
+    rate_candidates = np.array([[30, 60, 80, 119, 170]])
+    chosen = select_change_points(
+        s, np.full((1, 200), 500.0), rate_candidates, rate=True, trend=False
+    )
+    np.testing.assert_array_equal(chosen[0], [80])
+
+
+def test_given_random_segments_when_costing_then_matches_weighted_least_squares() -> None:
+    rng = np.random.default_rng(11)
+    y, w = rng.normal(0, 1, 50) + 0.1 * np.arange(50), rng.uniform(0.5, 2, 50)
+    for trend in (False, True):
+        cost = SegmentCost(y, w, rate=False, trend=trend)
+        for start, stop in ((0, 50), (3, 17), (20, 22), (40, 41)):
+            t = np.arange(start, stop, dtype=float)
+            design = np.stack([np.ones_like(t), t] if trend else [np.ones_like(t)], axis=1)
+            sw = np.sqrt(w[start:stop])
+            coef = np.linalg.lstsq(design * sw[:, None], y[start:stop] * sw, rcond=None)[0]
+            rss = float(np.sum(w[start:stop] * (y[start:stop] - design @ coef) ** 2))
+            got = cost.cost(np.array([start]), np.array([stop]))[0] * cost.variance
+            assert got == pytest.approx(rss, abs=1e-8)
+
+
+def test_given_one_sided_tail_shortcut_when_computing_p_values_then_same_as_both_tails() -> None:
+    rng = np.random.default_rng(12)
+    n = rng.integers(0, 60, 5000).astype(float)
+    theta = rng.uniform(0.02, 0.5, n.size)
+    s = rng.binomial(n.astype(int), np.clip(theta * rng.uniform(0.5, 2, n.size), 0, 1))
+    var = n * theta * (1 - theta) * rng.uniform(1, 3, n.size)
+    c = np.where(var > 0, n * theta * (1 - theta) / np.where(var > 0, var, 1), 1)
+    k, m = c * s, c * n
+    up = np.where(k > 0, betainc(np.maximum(k, 1e-12), m - k + 1, theta), 1.0)
+    down = np.where(m - k > 0, betainc(np.maximum(m - k, 1e-12), k + 1, 1 - theta), 1.0)
+    expected = {"increase": up, "decrease": down, "both": np.minimum(1, 2 * np.minimum(up, down))}
+    for direction, want in expected.items():
+        _, p = tail_p_values(True, s.astype(float), n, var, theta, direction)  # type: ignore[arg-type]
+        np.testing.assert_allclose(p, np.where((n > 0) & (var > 0), want, 1.0), rtol=1e-12)
+
+
+def test_given_speed_benchmark_when_run_small_then_reports_timings_and_sanity() -> None:
+    bench = load_module("detect_speed")
+    obs, step = bench.synthetic(30, 120, seed=1)
+    assert obs.shape == (30, 120) and np.all(step < 120 - 24)
+    report = bench.run("bocpd", obs, step, hours=4)
+    assert {"scan_seconds", "update_ms_per_hour", "planted_found", "max_pruned_mass"} <= set(report)
+
+
 def test_given_planted_weekly_pattern_when_profiling_then_recovered() -> None:
     rng = np.random.default_rng(7)
     t, how = 168 * 6, np.arange(168 * 6) % 168
@@ -181,13 +270,28 @@ def test_given_small_cohort_when_min_support_then_not_eligible() -> None:
 
 
 def test_given_hand_example_when_scoring_tcpd_then_f1_and_cover_match() -> None:
-    bench = load_benchmark()
+    bench = load_module("changepoint")
     ann = {"a": [10], "b": [10, 20]}
     assert bench.clean([0, 11, 11, 26, 29], 30) == [11, 26]
     assert bench.f_measure(ann, [11, 26]) == pytest.approx(20 / 27)
     assert bench.covering(ann, [11, 26], 30) == pytest.approx(0.713447, abs=1e-6)
     assert bench.true_positives({10, 17}, {8, 12}) == 2  # the tie at 10 takes 8, the smaller
     assert bench.f_measure({"a": []}, []) == 1.0
+
+
+def test_given_perfect_and_empty_detections_when_scoring_nab_then_100_and_0() -> None:
+    nab = load_module("nab")
+    cost = {"tpWeight": 1.0, "fnWeight": 1.0, "fpWeight": 0.11}
+    windows = [(50, 89), (300, 339)]  # 1000 rows: rows 0-149 are probationary
+    perfect, n = nab.score_file([50, 300], windows, 1000, cost)
+    assert n == 1 and perfect == pytest.approx(1.0)  # the first window is probationary
+    assert nab.normalised(perfect, n, cost) == pytest.approx(100.0)
+    assert nab.normalised(nab.score_file([], windows, 1000, cost)[0], n, cost) == 0.0
+    late, _ = nab.score_file([339], windows, 1000, cost)  # right edge: almost no credit
+    assert 0 < late < 0.1
+    far, _ = nab.score_file([700], windows, 1000, cost)  # far past a window: the full A_FP
+    near, _ = nab.score_file([341], windows, 1000, cost)  # just past it: a small cost
+    assert far == pytest.approx(-1 - 0.11) and -1 - 0.11 < near < -1
 
 
 def test_given_unknown_name_when_getting_detector_then_plain_error() -> None:

@@ -18,6 +18,7 @@ from abc import abstractmethod
 from typing import Self
 
 import numpy as np
+from numpy.typing import NDArray
 from scipy.special import betainc, ndtr
 
 from cxagent.detect.base import (
@@ -97,14 +98,47 @@ def tail_p_values(
     var = np.where(ok, var, 1.0)
     z = np.where(ok, (num - theta * den) / np.sqrt(var), 0.0)
     if rate:
-        c = np.where(ok, den * theta * (1 - theta) / var, 1.0)
-        k, n = np.clip(c * num, 0, None), c * den
-        up = np.where(k > 0, betainc(np.maximum(k, 1e-12), n - k + 1, theta), 1.0)
-        down = np.where(n - k > 0, betainc(np.maximum(n - k, 1e-12), k + 1, 1 - theta), 1.0)
+        up, down = _binomial_tails(num, den, var, theta, z, direction)
     else:
         up, down = ndtr(-z), ndtr(z)
     p = {"increase": up, "decrease": down, "both": np.minimum(1.0, 2 * np.minimum(up, down))}
     return z, np.where(ok, p[direction], 1.0)
+
+
+def _binomial_tails(
+    num: FloatArray,
+    den: FloatArray,
+    var: FloatArray,
+    theta: FloatArray,
+    z: FloatArray,
+    direction: Direction,
+) -> tuple[FloatArray, FloatArray]:
+    """Upper and lower binomial tails of effective counts, each computed only where it can
+    decide the p-value (the incomplete beta is the cost of the whole loop): for "both",
+    the tail on z's side, and the other one only where that tail exceeds 0.4 (the two tails
+    sum to more than 1, so below 0.4 the other one cannot be the smaller)."""
+    theta = np.broadcast_to(theta, z.shape)
+    c = np.where(var > 0, den * theta * (1 - theta) / np.where(var > 0, var, 1.0), 1.0)
+    k, n = np.clip(c * num, 0, None), c * den
+    up, down = np.ones(z.shape), np.ones(z.shape)
+
+    def fill(upper: bool, where: NDArray[np.bool_]) -> None:
+        if upper:
+            idx = where & (k > 0)
+            up[idx] = betainc(k[idx], n[idx] - k[idx] + 1, theta[idx])
+        else:
+            idx = where & (n - k > 0)
+            down[idx] = betainc(n[idx] - k[idx], k[idx] + 1, 1 - theta[idx])
+
+    if direction != "both":
+        fill(direction == "increase", np.ones(z.shape, dtype=bool))
+        return up, down
+    fill(True, z >= 0)
+    fill(False, z < 0)
+    near = np.where(z >= 0, up, down) > 0.4
+    fill(True, near & (z < 0))
+    fill(False, near & (z >= 0))
+    return up, down
 
 
 class ResidualDetector(Detector):
