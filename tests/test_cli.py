@@ -31,3 +31,26 @@ def test_demo_validates_and_shows_the_answer_key(demo_dataset: tuple[Path, dict]
     assert result.exit_code == 0, result.output
     assert "valid" in result.output
     assert "batching_policy" in result.output and "SF / grocery / dinner" in result.output
+
+
+def test_detect_prints_the_feed_as_json(demo_dataset: tuple[Path, dict], tmp_path: Path) -> None:
+    root, _ = demo_dataset
+    db = f"sqlite:///{tmp_path / 'cx.db'}"
+    result = CliRunner().invoke(app, ["detect", "--data", str(root), "--json", "--db", db])
+    assert result.exit_code == 0, result.output
+    feed = json.loads(result.stdout)["incidents"]
+    sf = [i for i in feed if i["slice"] == {"region": "SF", "category": "grocery"}]
+    assert sf and sf[0]["severity"] == "high" and sf[0]["metric"] == "cx_score"
+    assert sf[0]["top_slices"][0]["slice"] == {
+        "region": "SF",
+        "category": "grocery",
+        "daypart": "dinner",
+    }
+    again = CliRunner().invoke(app, ["detect", "--data", str(root), "--json", "--db", db])
+    assert len(json.loads(again.stdout)["incidents"]) == len(feed)  # updated, not duplicated
+
+
+def test_detect_reports_bad_input_clearly(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["detect", "--data", str(tmp_path / "nope")])
+    assert result.exit_code == 2
+    assert "does not exist" in result.output

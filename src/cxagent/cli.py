@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -137,6 +137,14 @@ def demo(
         f"[green]valid[/] {manifest.source} dataset, {manifest.start} to {manifest.end}: "
         + ", ".join(f"{n:,} {t}" for t, n in report.rows.items() if n)
     )
+    from cxagent.incidents import detect_incidents
+
+    console.print("detecting regressions per cohort (last 7 days, window by window) ...")
+    try:
+        reports = detect_incidents(out)
+    except CXAgentError as exc:
+        raise _fail(exc) from exc
+    _print_feed(reports)
     _print_truth(out / "truth.json")
 
 
@@ -161,6 +169,61 @@ def _print_truth(path: Path) -> None:
             f"{100 * worst['delta']['on_time_rate']:+.1f} pts" if worst else "-",
         )
     Console().print(table)
+
+
+@app.command()
+def detect(
+    data: Annotated[Path, typer.Option("--data", help="Dataset directory.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the feed as JSON.")] = False,
+    db: Annotated[
+        str | None,
+        typer.Option(
+            "--db", help="Incident store URL (default: $CXAGENT_DB_URL or DATA/cxagent.db)."
+        ),
+    ] = None,
+    detector: Annotated[str, typer.Option(help="ewma, zscore or bocpd.")] = "ewma",
+    monitor_days: Annotated[
+        int, typer.Option(min=1, help="Last days monitored window by window.")
+    ] = 7,
+    state: Annotated[
+        Path | None, typer.Option(help="Detector state file: later runs process only new windows.")
+    ] = None,
+) -> None:
+    """Detect CX regressions per cohort and print the incident feed."""
+    from cxagent.incidents import DetectConfig, detect_incidents
+
+    try:
+        config = DetectConfig(detector=detector, monitor_days=monitor_days)
+        reports = detect_incidents(data, store_url=db, config=config, state_path=state)
+    except (CXAgentError, ValueError) as exc:
+        raise _fail(exc if isinstance(exc, CXAgentError) else CXAgentError(str(exc))) from exc
+    if as_json:
+        typer.echo(json.dumps({"incidents": [r.as_dict() for r in reports]}, indent=2, default=str))
+    else:
+        _print_feed(reports)
+
+
+def _print_feed(reports: list[Any]) -> None:
+    from cxagent.incidents import as_table
+
+    rows = as_table(reports)
+    table = RichTable(title=f"Incident feed ({len(rows)} incidents, most severe first)")
+    columns = ["severity", "slice", "detected_at", "cx_score", "orders", "top_slice", "id"]
+    for col in columns:
+        table.add_column(col.replace("_", " "), no_wrap=col in ("severity", "detected_at", "id"))
+    colour = {"high": "bold red", "medium": "yellow", "low": "dim"}
+    for row in rows:
+        table.add_row(
+            *[
+                f"[{colour.get(str(row['severity']), '')}]{row['severity']}[/]"
+                if c == "severity"
+                else str(row.get(c, ""))
+                for c in columns
+            ]
+        )
+    Console().print(table)
+    if not rows:
+        Console().print("no incidents: monitor, no action needed")
 
 
 def _run_import(source: str, src: Path, out: Path, overwrite: bool) -> None:

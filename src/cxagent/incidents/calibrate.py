@@ -1,0 +1,189 @@
+"""Calibration of window rates: pattern, baseline, between-window variance, market context.
+
+Binomial noise alone understates how much a busy slice's rate moves from one window to the
+next: a whole market has good and bad days (courier supply, weather), and every order in the
+window shares them. Per series and daypart the variance of a window's bad events ``s`` on
+``n`` trials is modelled as ``n p (1 - p) + (n p)^2 tau^2``: binomial noise plus a relative
+shock ``tau^2`` common to the window (the additive random-effect model of DerSimonian and
+Laird, "Meta-analysis in clinical trials", 1986; on control charts, Laney, "Improved control
+charts for attributes", Quality Engineering 2002). ``tau^2`` is estimated by trimmed
+moments (robust to an old incident in the history) and, for a slice inside a market, shrunk
+toward the market's own estimate in proportion to how much of its variance the shock
+explains: a store sees too few events to estimate it alone.
+
+A slice inside a market (a region) is judged against the rest of its market in the same
+window: its expectation is multiplied by the rest's observed-over-expected factor ``g``, so
+the shared shock cancels (a difference in differences), and what remains is its own
+relative variance ``kappa^2`` (same estimator, on the history) plus the error of ``g`` (the
+delta method for a ratio). Markets themselves and slices across markets keep ``tau^2``.
+Counts divided by the design effect (variance over binomial variance) are the effective
+counts handed to the detectors, so their binomial likelihoods carry the right variance and
+still know the denominator.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.stats import chi2
+
+from cxagent.detect import RateObs
+from cxagent.detect.base import FloatArray, IntArray
+from cxagent.detect.seasonal import bucket_index, rate_profile
+
+N_DAYPARTS = 4
+
+
+@dataclass(frozen=True)
+class RateCalibration:
+    """Per series: multiplicative window-of-period ``factors``, baseline rate ``theta`` after
+    the pattern is removed, relative between-window variance ``tau2`` per daypart, and for
+    a slice in a market its relative variance against the rest of the market."""
+
+    factors: FloatArray  # (n_series, period)
+    theta: FloatArray  # (n_series,)
+    tau2: FloatArray  # (n_series, 4)
+    markets: IntArray  # (n_series,) row of the series' market, -1 for none
+    kappa2: FloatArray  # (n_series,) relative variance against the rest of the market
+
+    @property
+    def period(self) -> int:
+        return int(self.factors.shape[1])
+
+
+def trimmed_tau2(e: FloatArray, v: FloatArray, m: FloatArray, trim: float) -> FloatArray:
+    """Per row, tau^2 >= 0 such that the trimmed mean of ``e^2 / (v + m^2 tau^2)`` equals that
+    of a chi-square(1) trimmed alike (bisection on log tau^2). ``v == 0`` marks missing."""
+    seen = v > 0
+    k = seen.sum(axis=1)
+    keep = np.floor((1 - trim) * k).astype(np.int64)
+    cut = chi2.ppf(1 - trim, 1)
+    target = chi2.cdf(cut, 3) / (1 - trim)  # E[X; X <= cut] / P(X <= cut), X ~ chi2(1)
+    ranks = np.arange(e.shape[1])[None, :]
+
+    def trimmed_mean(tau2: FloatArray) -> FloatArray:
+        q = np.where(seen, e**2 / np.where(seen, v + m**2 * tau2[:, None], 1.0), np.inf)
+        q = np.sort(q, axis=1)
+        kept = ranks < keep[:, None]
+        return np.where(kept, q, 0.0).sum(axis=1) / np.maximum(keep, 1)
+
+    n = e.shape[0]
+    lo, hi = np.full(n, -10.0), np.full(n, 2.0)  # log10 tau^2
+    for _ in range(36):
+        mid = (lo + hi) / 2
+        above = trimmed_mean(10.0**mid) > target
+        lo, hi = np.where(above, mid, lo), np.where(above, hi, mid)
+    none = (trimmed_mean(np.zeros(n)) <= target) | (keep < 3)
+    return np.where(none, 0.0, 10.0 ** ((lo + hi) / 2))
+
+
+def fit_rate_calibration(
+    successes: FloatArray,
+    trials: FloatArray,
+    *,
+    first_id: int,
+    markets: IntArray,
+    period: int = N_DAYPARTS,
+    trim: float = 0.1,
+    prior_windows: float = 10.0,
+) -> RateCalibration:
+    """Calibrate on history columns ``first_id, first_id + 1, ...`` (absolute window ids).
+
+    ``markets[i]`` is the row of the series whose shocks series ``i`` shares (its market),
+    or -1; ``prior_windows`` is the weight of the market's ``tau^2`` in windows of data.
+    """
+    s, n = np.asarray(successes, dtype=float), np.asarray(trials, dtype=float)
+    factors = rate_profile(s, n, period=period, start=first_id % period)
+    nd = n * factors[:, bucket_index(n.shape[1], period=period, start=first_id % period)]
+    theta = (s.sum(axis=1) + 0.5) / (nd.sum(axis=1) + 1.0)
+    e = s - nd * theta[:, None]
+    v = nd * (theta * (1 - theta))[:, None]
+    m = nd * theta[:, None]
+    dp = bucket_index(n.shape[1], period=N_DAYPARTS, start=first_id % N_DAYPARTS)
+    tau2 = np.zeros((s.shape[0], N_DAYPARTS))
+    for d in range(N_DAYPARTS):
+        cols = dp == d
+        tau2[:, d] = trimmed_tau2(e[:, cols], v[:, cols], m[:, cols], trim)
+    mk = np.asarray(markets, dtype=np.int64)
+    inside = mk >= 0
+    prior = tau2[np.where(inside, mk, 0)]
+    prior_info = _information_from(v, m, dp, prior)
+    w_own = np.where(inside[:, None], prior_info, 1.0)
+    w_prior = np.where(inside[:, None], prior_windows, 0.0)
+    tau2 = (w_own * tau2 + w_prior * prior) / np.maximum(w_own + w_prior, 1e-12)
+    g, rel = market_factor(mk, s, m, market_tau2(tau2, mk, dp))
+    kappa2 = trimmed_tau2(
+        np.where(inside[:, None], s - m * g, 0.0),
+        np.where(inside[:, None], m * g * (1 + rel), 0.0),
+        m * g,
+        trim,
+    )
+    return RateCalibration(factors, theta, tau2, mk, np.where(inside, kappa2, 0.0))
+
+
+def expected_counts(cal: RateCalibration, trials: FloatArray, first_id: int) -> FloatArray:
+    """Bad events expected from each series' own history (pattern x baseline x trials)."""
+    idx = bucket_index(trials.shape[-1], period=cal.period, start=first_id % cal.period)
+    return np.asarray(trials) * cal.factors[:, idx] * cal.theta[:, None]
+
+
+def market_factor(
+    markets: IntArray,
+    successes: FloatArray,
+    expected: FloatArray,
+    market_tau2: FloatArray,
+) -> tuple[FloatArray, FloatArray]:
+    """Per series and window: the factor ``1 + beta (g - 1)`` by which the rest of the
+    market moves the expectation (1 outside markets), and the relative variance that factor
+    adds, ``beta^2 E / E_rest``. ``g`` is the rest's observed over expected bad events and
+    ``beta = tau_m^2 / (tau_m^2 + 1 / E_rest)`` the share of its deviation that is the
+    market's shock rather than count noise (a control variate, Lavenberg and Welch, 1981):
+    about 1 for lateness in a busy market, about 0 for item issues, which no shock moves."""
+    inside = (markets >= 0)[:, None]
+    mk = np.where(markets >= 0, markets, 0)
+    e_rest = np.maximum(expected[mk] - expected, 0.0) + 0.5
+    g = (np.maximum(successes[mk] - successes, 0.0) + 0.5) / e_rest
+    beta = market_tau2 / (market_tau2 + 1.0 / e_rest)
+    factor = np.where(inside, 1.0 + beta * (g - 1.0), 1.0)
+    return factor, np.where(inside, beta**2 * expected / e_rest, 0.0)
+
+
+def market_tau2(cal_tau2: FloatArray, markets: IntArray, dp: IntArray) -> FloatArray:
+    """The market's tau^2 at each window's daypart, per series (0 outside markets)."""
+    out = cal_tau2[np.where(markets >= 0, markets, 0)][:, dp]
+    return np.where((markets >= 0)[:, None], out, 0.0)
+
+
+def _information(v: FloatArray, m: FloatArray, tau2: FloatArray) -> FloatArray:
+    """Windows' worth of information on tau^2: sum over windows of the squared share of the
+    window's variance that the shock explains (1 for a window of pure shock)."""
+    shock = m**2 * tau2[:, None]
+    share = np.where(v > 0, shock / np.maximum(v + shock, 1e-300), 0.0)
+    return (share**2).sum(axis=1)
+
+
+def _information_from(v: FloatArray, m: FloatArray, dp: IntArray, tau2: FloatArray) -> FloatArray:
+    return np.stack(
+        [_information(v[:, dp == d], m[:, dp == d], tau2[:, d]) for d in range(N_DAYPARTS)],
+        axis=1,
+    )
+
+
+def effective_obs(
+    cal: RateCalibration, successes: FloatArray, trials: FloatArray, *, first_id: int
+) -> RateObs:
+    """What the detectors see for windows ``first_id, ...``: trials scaled by the pattern
+    (an exposure) and, in a market, by the rest of the market's factor; counts divided by
+    the design effect (variance over binomial variance)."""
+    s, n = np.asarray(successes, dtype=float), np.asarray(trials, dtype=float)
+    t = n.shape[1]
+    e = expected_counts(cal, n, first_id)
+    dp = bucket_index(t, period=N_DAYPARTS, start=first_id % N_DAYPARTS)
+    g, rel = market_factor(cal.markets, s, e, market_tau2(cal.tau2, cal.markets, dp))
+    theta = cal.theta[:, None]
+    nd = np.maximum(e / theta * g, s)
+    inside = (cal.markets >= 0)[:, None]
+    extra = np.where(inside, rel + e * g * cal.kappa2[:, None], e * cal.tau2[:, dp])
+    design = 1.0 + extra / (1 - theta)
+    return RateObs(s / design, nd / design)
