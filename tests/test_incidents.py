@@ -197,3 +197,24 @@ def test_given_demo_when_detecting_then_sf_grocery_is_flagged_with_dinner_first(
     assert find(feed, {"region": "CHI", "category": "convenience"}).draft.detected_at < dt.datetime(
         2024, 1, 4
     )
+
+
+def test_an_incremental_run_survives_a_new_slice_appearing(demo_dataset: tuple[Path, dict]) -> None:
+    """The state was fitted without a store; the next run's data has it (rows move)."""
+    from cxagent.incidents import DetectConfig, run_detection, start_state
+
+    win, hier = load_windows(demo_dataset[0])
+    config = DetectConfig()
+    without = [s for s in win.slices if s.get("store_id") != 1000]
+    fitted = start_state(
+        win.align(without), Hierarchy(without, hier.store_info).market_rows(), config
+    )
+    state, reports = run_detection(win, hier, config, state=fitted)
+    assert state.slices == without
+    assert reports, "the planted regressions are found"
+    for r in reports:  # labels come from the hierarchy: they must describe the same slice
+        assert r.draft.slice.get("store_id") != 1000
+        assert all(f"{k}={v}" in r.label for k, v in r.draft.slice.items()), (
+            r.label,
+            r.draft.slice,
+        )

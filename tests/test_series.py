@@ -48,3 +48,29 @@ def test_rates_keep_numerator_and_denominator_apart(series: SliceSeries) -> None
     i = series.index({"category": "grocery"})
     pooled = series.stats["on_time"][i].sum() / series.stats["delivered"][i].sum()
     assert np.nansum(value[i] * n[i]) / n[i].sum() == pytest.approx(pooled)
+
+
+def test_components_a_source_lacks_drop_out_instead_of_scoring_perfect(
+    small_dataset: Path, tmp_path: Path
+) -> None:
+    import json
+    import shutil
+
+    from cxagent.metrics.definitions import DEFAULT_COMPONENTS
+
+    root = tmp_path / "no_items"
+    shutil.copytree(small_dataset, root)
+    for table in ("items", "support_events", "ratings"):
+        shutil.rmtree(root / table)
+    manifest = json.loads((root / "dataset.json").read_text())
+    manifest["missing_tables"] = ["items", "support_events", "ratings"]
+    (root / "dataset.json").write_text(json.dumps(manifest))
+    cube = build_cube(connect(root))
+    assert {"bad_items", "refunded", "support", "stars"} <= cube.missing_fields
+    s = build_series(cube, with_dayparts=False)
+    assert not s.measures("refund") and not s.measures("item_accuracy") and s.measures("on_time")
+    i = s.index({"region": "SF"})
+    j = int(np.argmax(s.stats["orders"][i]))
+    only = tuple(c for c in DEFAULT_COMPONENTS if c.name in ("on_time", "cancellation"))
+    stats = CXStats(**{f: float(s.stats[f][i, j]) for f in STAT_FIELDS})
+    assert s.cx_score()[0][i, j] == pytest.approx(stats.metrics(only)["cx_score"])

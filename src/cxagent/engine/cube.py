@@ -11,6 +11,7 @@ is rolled up from the leaves.
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -89,8 +90,25 @@ class Cube:
     implied_by_store: frozenset[str] = IMPLIED_BY_STORE
 
     @property
+    def missing_fields(self) -> frozenset[str]:
+        """Statistics the dataset has no data for (all null), e.g. refunds without items."""
+        t = self.table
+        return frozenset(
+            f for f in SUM_FIELDS if t.num_rows and t.column(f).null_count == t.num_rows
+        )
+
+    @property
     def hours(self) -> np.ndarray:
         return np.unique(self.table.column("hour").to_numpy())
+
+    def last_days(self, days: int) -> Cube:
+        """The cube restricted to hours in the last ``days`` days of data."""
+        hours = self.table.column("hour")
+        if not len(hours):
+            return self
+        last = pc.max(hours).as_py()
+        keep = pc.greater(hours, pa.scalar(last - dt.timedelta(days=days), hours.type))
+        return Cube(self.table.filter(keep), self.implied_by_store)
 
     def slice_rows(self, where: Mapping[str, str | int]) -> pa.Table:
         """Hourly rows of one slice, e.g. ``{"region": "SF", "category": "grocery",

@@ -42,6 +42,14 @@ EVENTS: Final = {
     "support_contact": ("support", "orders", False),
 }
 COMPONENTS: Final = tuple(EVENTS)
+# What the reported rates measure: the bad event of each component (higher is worse).
+BAD_EVENT_RATE: Final = {
+    "on_time": "late_rate",
+    "item_accuracy": "item_issue_rate",
+    "cancellation": "cancellation_rate",
+    "refund": "refund_rate",
+    "support_contact": "support_contact_rate",
+}
 
 
 def bad_counts(stats: dict[str, np.ndarray], component: str) -> tuple[FloatArray, FloatArray]:

@@ -19,6 +19,9 @@ from cxagent.detect.base import FloatArray
 from cxagent.incidents.detection import COMPONENTS, EVENTS, MetricModel, bad_counts
 from cxagent.incidents.windows import daypart_of_window
 from cxagent.metrics.definitions import DEFAULT_COMPONENTS, STAT_FIELDS, CXStats
+from cxagent.metrics.series import RATE_COMPONENTS
+
+RATE_FIELDS = {name: fields[:2] for name, fields in RATE_COMPONENTS.items()}
 
 SLOPE = {c.name: c.weight * 100.0 / abs(c.best - c.worst) for c in DEFAULT_COMPONENTS}
 
@@ -35,10 +38,14 @@ class Effects:
     trials: dict[str, FloatArray]
     models: dict[str, MetricModel]
     dayparts: np.ndarray  # daypart index of each window
+    missing: frozenset[str] = frozenset()  # statistics the data lacks
 
     @staticmethod
     def compute(
-        models: dict[str, MetricModel], stats: dict[str, np.ndarray], first_id: int
+        models: dict[str, MetricModel],
+        stats: dict[str, np.ndarray],
+        first_id: int,
+        missing: frozenset[str] = frozenset(),
     ) -> Effects:
         obs, exp, var, tri = {}, {}, {}, {}
         for comp in COMPONENTS:
@@ -47,7 +54,7 @@ class Effects:
             exp[comp] = np.minimum(models[comp].expected(n, first_id), n)
             var[comp] = models[comp].variance(n, first_id)
         dp = daypart_of_window(first_id + np.arange(stats["orders"].shape[1]))
-        return Effects(stats, obs, exp, var, tri, models, dp)
+        return Effects(stats, obs, exp, var, tri, models, dp, missing)
 
     def loss_matrix(self) -> FloatArray:
         """CX points lost times orders per series and window (summed over components)."""
@@ -59,7 +66,7 @@ class Effects:
                     self.trials[c] > 0, (self.observed[c] - self.expected[c]) / self.trials[c], 0.0
                 )
             total += SLOPE[c] * rate * orders
-        return total / sum(x.weight for x in DEFAULT_COMPONENTS)
+        return total / present_weight(self.missing, has_ratings=True)
 
     def sums(self, rows: list[int], cols: np.ndarray, sign: list[float] | None = None) -> Totals:
         """Summed counts of ``rows`` weighted by ``sign`` (e.g. [1, -1]: A minus B inside
@@ -86,6 +93,7 @@ class Effects:
             expected={c: tot(self.expected[c]) for c in COMPONENTS},
             trials={c: tot(self.trials[c]) for c in COMPONENTS},
             variance=variance,
+            missing=self.missing,
         )
 
 
@@ -98,6 +106,7 @@ class Totals:
     expected: dict[str, float]
     trials: dict[str, float]
     variance: dict[str, float]
+    missing: frozenset[str] = frozenset()
 
     @property
     def orders(self) -> float:
@@ -113,10 +122,7 @@ class Totals:
         for c in comps:
             rate_excess = self.excess(c) / max(self.trials[c], 1e-12)
             total += SLOPE[c] * rate_excess * self.orders
-        weight = sum(
-            x.weight for x in DEFAULT_COMPONENTS if x.name != "rating" or self.stats["ratings"] > 0
-        )
-        return total / weight
+        return total / present_weight(self.missing, has_ratings=self.stats["ratings"] > 0)
 
     def cx_scores(self) -> tuple[float, float]:
         """(current, baseline) CX Score of the summed statistics."""
@@ -125,9 +131,24 @@ class Totals:
             num, _, good = EVENTS[comp]
             exp = self.expected[comp]
             base[num] = self.trials[comp] - exp if good else exp
-        now = CXStats(**{f: max(v, 0.0) for f, v in self.stats.items()}).metrics()["cx_score"]
-        was = CXStats(**{f: max(v, 0.0) for f, v in base.items()}).metrics()["cx_score"]
+
+        def score(stats: dict[str, float]) -> float:
+            # a statistic the data lacks is unknown, not zero: its components drop out
+            values = {f: (np.nan if f in self.missing else max(v, 0.0)) for f, v in stats.items()}
+            return CXStats(**values).metrics()["cx_score"]
+
+        now, was = score(self.stats), score(base)
         return float(now), float(was)
+
+
+def present_weight(missing: frozenset[str], *, has_ratings: bool) -> float:
+    """Total CX Score weight of the components the data measures."""
+    needs = {c: RATE_FIELDS.get(c.name, ("ratings", "stars")) for c in DEFAULT_COMPONENTS}
+    return sum(
+        c.weight
+        for c in DEFAULT_COMPONENTS
+        if not missing.intersection(needs[c]) and (c.name != "rating" or has_ratings)
+    )
 
 
 def excess_p(t: Totals, comp: str, scale: float = 1.0) -> float:

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from cxagent.incidents.config import DetectConfig
-from cxagent.incidents.detection import COMPONENTS
+from cxagent.incidents.detection import BAD_EVENT_RATE, COMPONENTS
 from cxagent.incidents.episodes import Finding
 from cxagent.incidents.grouping import Grouper
 from cxagent.incidents.ranking import TopSlicesFn
@@ -24,7 +24,7 @@ class IncidentReport:
     """One row of the incident feed: the draft as stored, plus what moved."""
 
     draft: IncidentDraft
-    components: dict[str, dict[str, float]]  # alarmed component -> before / after / delta
+    components: dict[str, dict[str, float]]  # bad-event rate (late_rate, ...) -> before/after/delta
     label: str
     impact: float  # CX points x affected orders / orders of an average day
     incident_id: str | None = None
@@ -97,7 +97,7 @@ def build_report(
         if c in comps:
             n = max(totals.trials[c], 1e-12)
             was, now = totals.expected[c] / n, totals.observed[c] / n
-            moved[c] = {
+            moved[BAD_EVENT_RATE[c]] = {
                 "baseline": round(was, 4),
                 "current": round(now, 4),
                 "delta": round(now - was, 4),

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from cxagent.data.cohorts import DAYPARTS
-from cxagent.incidents.detection import COMPONENTS, MetricModel
+from cxagent.incidents.detection import BAD_EVENT_RATE, COMPONENTS, MetricModel
 from cxagent.incidents.effects import Effects
 from cxagent.incidents.hierarchy import Hierarchy
 
@@ -99,7 +99,9 @@ def localize_top_slices(
                 "loss": round(float(loss[row, sub].sum()), 1),
                 "share": round(float(loss[row, sub].sum()) / max(total_loss, 1e-12), 3),
                 "components": {
-                    c: round((t.observed[c] - t.expected[c]) / max(t.trials[c], 1e-12), 4)
+                    BAD_EVENT_RATE[c]: round(
+                        (t.observed[c] - t.expected[c]) / max(t.trials[c], 1e-12), 4
+                    )
                     for c in COMPONENTS
                 },
             }

@@ -39,6 +39,10 @@ def probit_scores(p: FloatArray) -> FloatArray:
     return -ndtri(np.clip(np.asarray(p, dtype=float), 1e-300, 1.0))
 
 
+INCIDENT_Z = 6.0
+MAX_SCALE = 3.0
+
+
 def fit_empirical_null(
     null_p: FloatArray,
     value: FloatArray,
@@ -51,8 +55,14 @@ def fit_empirical_null(
     ``quantiles`` (those with at least 5 scores above) of the probit scores of null p-values:
     a tail-matched variant of Efron's empirical null. A class with fewer than ``min_count``
     finite scores is pooled with the classes below it until it has enough, and no class is
-    scaled less than the one below it (heavier shocks never make tails lighter)."""
+    scaled less than the one below it (heavier shocks never make tails lighter).
+
+    Scores beyond ``INCIDENT_Z`` (p below about 1e-9) are left out of the fit: they are
+    real incidents inside the history, not noise, and one of them would otherwise stretch
+    the tail quantiles and mute the metric everywhere; the scale is capped at ``MAX_SCALE``.
+    """
     z = probit_scores(null_p)
+    z = np.where(z > INCIDENT_Z, np.nan, z)
     edges = np.asarray(edges, dtype=float)
     cls = EmpiricalNull(edges, np.ones(len(edges) + 1)).classes(value)
     finite = np.isfinite(z)
@@ -67,5 +77,5 @@ def fit_empirical_null(
         zz = z[(cls >= lo) & (cls <= k)]
         zz = zz[np.isfinite(zz)]
         ratios = [np.quantile(zz, q) / ndtri(q) for q in quantiles if zz.size * (1 - q) >= 5]
-        scale[k] = max(1.0, *ratios, scale[k - 1] if k else 1.0)
+        scale[k] = min(max(1.0, *ratios, scale[k - 1] if k else 1.0), MAX_SCALE)
     return EmpiricalNull(edges, scale)

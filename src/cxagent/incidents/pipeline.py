@@ -45,12 +45,16 @@ def store_info(engine: Engine, implied: frozenset[str]) -> dict[Any, dict[str, A
 
 
 def load_windows(
-    data_dir: Path | str, *, as_of: np.datetime64 | None = None
+    data_dir: Path | str, *, as_of: np.datetime64 | None = None, days: int | None = None
 ) -> tuple[WindowSeries, Hierarchy]:
-    """Daypart windows of every slice of the dataset, and their hierarchy."""
+    """Daypart windows of every slice of the dataset (of its last ``days`` days when given:
+    a long history would not fit in memory as dense slice x hour arrays), and their hierarchy."""
     engine = connect(data_dir)
     cube = build_cube(engine)
-    win = to_windows(build_series(cube), as_of=as_of)
+    if days is not None:
+        cube = cube.last_days(days)
+    # daypart slices are their parent's columns on the window grid: not built at all
+    win = to_windows(build_series(cube, with_dayparts=False), as_of=as_of)
     return win, Hierarchy(win.slices, store_info(engine, cube.implied_by_store))
 
 
@@ -65,11 +69,13 @@ def run_detection(
     """Pure computation: fit (unless ``state``), process new windows, group into reports."""
     if state is None:
         state = start_state(win, hier.market_rows(), config)
-    win = win.align(state.slices)
+    if win.slices != state.slices:  # a slice came or went since the state was fitted
+        win = win.align(state.slices)
+        hier = Hierarchy(state.slices, hier.store_info)
     state = advance(state, win)
     if state.results is None:
         return state, []
-    effects = Effects.compute(state.models, win.stats, win.first)
+    effects = Effects.compute(state.models, win.stats, win.first, win.missing)
     first_pos = state.results.first - win.first
     hist = np.arange(max(first_pos - 4 * config.history_days, 0), first_pos)
     grouper = Grouper(effects, state.models, hier, config, daypart_of_window(win.ids))
@@ -99,8 +105,15 @@ def detect_incidents(
     (``store_url``, default: ``cxagent.db`` next to the data or ``$CXAGENT_DB_URL``) and
     return the feed, most severe first."""
     config = config or DetectConfig()
-    win, hier = load_windows(data_dir, as_of=as_of)
     state = load_state(state_path, config) if state_path is not None else None
+    # a batch run needs its history and monitored days only; an incremental one, everything
+    # since its state (kept simple: all data)
+    days = (
+        None
+        if state is not None or as_of is not None
+        else config.history_days + config.monitor_days + 2
+    )
+    win, hier = load_windows(data_dir, as_of=as_of, days=days)
     state, reports = run_detection(win, hier, config, state=state, top_fn=top_fn)
     if state_path is not None:
         save_state(state, state_path)

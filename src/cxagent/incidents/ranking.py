@@ -24,7 +24,7 @@ from scipy.special import ndtr
 
 from cxagent.data.cohorts import DAYPARTS
 from cxagent.detect.fdr import benjamini_hochberg
-from cxagent.incidents.detection import COMPONENTS, MetricModel
+from cxagent.incidents.detection import BAD_EVENT_RATE, COMPONENTS, MetricModel
 from cxagent.incidents.effects import Effects
 from cxagent.incidents.hierarchy import Hierarchy
 
@@ -124,7 +124,9 @@ def top_slices(
                 "p_value": pvals[k],
                 "q_value": float(q[k]),
                 "components": {
-                    c: round((t.observed[c] - t.expected[c]) / max(t.trials[c], 1e-12), 4)
+                    BAD_EVENT_RATE[c]: round(
+                        (t.observed[c] - t.expected[c]) / max(t.trials[c], 1e-12), 4
+                    )
                     for c in COMPONENTS
                 },
             }

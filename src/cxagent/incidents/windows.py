@@ -63,6 +63,7 @@ class WindowSeries:
     first: int
     stats: dict[str, np.ndarray]
     as_of: np.datetime64
+    missing: frozenset[str] = frozenset()  # statistics the data lacks (zeros in ``stats``)
 
     @property
     def n_windows(self) -> int:
@@ -87,6 +88,7 @@ class WindowSeries:
             first=self.first + start,
             stats={k: v[:, start:stop] for k, v in self.stats.items()},
             as_of=self.as_of,
+            missing=self.missing,
         )
 
     def column_of(self, window_id: int) -> int:
@@ -108,7 +110,7 @@ class WindowSeries:
             out = np.zeros((len(slices), v.shape[1]))
             out[idx >= 0] = v[idx[idx >= 0]]
             stats[k] = out
-        return WindowSeries(list(slices), self.first, stats, self.as_of)
+        return WindowSeries(list(slices), self.first, stats, self.as_of, self.missing)
 
 
 def to_windows(
@@ -134,4 +136,4 @@ def to_windows(
     ok = ids - first < n_win
     assign[np.flatnonzero(ok), (ids - first)[ok]] = 1.0
     stats = {k: (v[rows] @ assign)[:, :n_win] for k, v in series.stats.items()}
-    return WindowSeries([series.slices[i] for i in rows], first, stats, cutoff)
+    return WindowSeries([series.slices[i] for i in rows], first, stats, cutoff, series.missing)

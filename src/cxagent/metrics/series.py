@@ -38,13 +38,19 @@ class SliceSeries:
 
     slices: list[dict[str, Any]]
     hours: np.ndarray  # datetime64[us]
-    stats: dict[str, np.ndarray]
+    stats: dict[str, np.ndarray]  # a field the data lacks is zeros here, and listed in missing
+    missing: frozenset[str] = frozenset()
 
     def __len__(self) -> int:
         return len(self.slices)
 
     def index(self, slice_: dict[str, Any]) -> int:
         return self.slices.index(slice_)
+
+    def measures(self, component: str) -> bool:
+        """Whether the data has what the component needs (Olist has no refunds, say)."""
+        fields = ("ratings", "stars") if component == "rating" else RATE_COMPONENTS[component][:2]
+        return not self.missing.intersection(fields)
 
     def rate(self, component: str) -> tuple[np.ndarray, np.ndarray]:
         """(the component's value as the CX Score scores it, denominator); NaN where empty."""
@@ -62,6 +68,8 @@ class SliceSeries:
         weight = np.zeros_like(total)
         var = np.zeros_like(total)
         for comp in components:
+            if not self.measures(comp.name):
+                continue
             if comp.name == "rating":
                 n = self.stats["ratings"]
                 with np.errstate(invalid="ignore", divide="ignore"):
@@ -129,7 +137,7 @@ def build_series(cube: Cube, *, min_orders: float = 0.0, with_dayparts: bool = T
             for f in SUM_FIELDS:
                 blocks[f].append(mats[f][enough])
     stats = {f: np.vstack(blocks[f]) for f in SUM_FIELDS}
-    return SliceSeries(slices=slices, hours=hours, stats=stats)
+    return SliceSeries(slices=slices, hours=hours, stats=stats, missing=cube.missing_fields)
 
 
 def slice_label(slice_: dict[str, Any]) -> str:
