@@ -29,6 +29,18 @@ TIME_FORMATS: tuple[str, ...] = (
     "%m/%d/%Y",
 )
 
+# Delivery columns neither public source records (no prep times, couriers, trips or pay).
+COURIER_DETAIL_COLUMNS: tuple[str, ...] = (
+    "merchant_prep_time_s",
+    "dasher_wait_s",
+    "distance_mi",
+    "batched_flag",
+    "dasher_id",
+    "trip_id",
+    "dasher_active_s",
+    "delivery_cost",
+)
+
 
 def find_csv(folder: Path, stem: str) -> Path:
     """``folder/stem.csv`` or ``folder/stem.csv.gz``; SourceDataError naming both if absent."""

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from cxagent.data.importers.common import (
+    COURIER_DETAIL_COLUMNS,
     DropLog,
     add_cohorts,
     date_range,
@@ -57,16 +58,7 @@ NUMERIC = (
 MISSING_TABLES = ["skus", "items", "inventory_events", "support_events", "ratings", "change_events"]
 MISSING_COLUMNS = {
     "orders": ["eta_model"],
-    "deliveries": [
-        "merchant_prep_time_s",
-        "dasher_wait_s",
-        "distance_mi",
-        "batched_flag",
-        "dasher_id",
-        "trip_id",
-        "dasher_active_s",
-        "delivery_cost",
-    ],
+    "deliveries": list(COURIER_DETAIL_COLUMNS),
 }
 DESCRIPTION = (
     "DoorDash delivery-duration data (anonymised hiring exercise, early 2015). No licence "

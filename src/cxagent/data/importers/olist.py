@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from cxagent.data.importers.common import (
+    COURIER_DETAIL_COLUMNS,
     DropLog,
     add_cohorts,
     check_unique_ids,
@@ -52,16 +53,7 @@ CANCELED_STATUSES = frozenset({"canceled", "unavailable"})
 MISSING_TABLES = ["inventory_events", "support_events", "supply", "change_events"]
 MISSING_COLUMNS = {
     "orders": ["eta_model"],
-    "deliveries": [
-        "merchant_prep_time_s",
-        "dasher_wait_s",
-        "distance_mi",
-        "batched_flag",
-        "dasher_id",
-        "trip_id",
-        "dasher_active_s",
-        "delivery_cost",
-    ],
+    "deliveries": list(COURIER_DETAIL_COLUMNS),
     "items": ["substituted_flag", "missing_flag", "refund_amount"],
 }
 DESCRIPTION = (
