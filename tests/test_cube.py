@@ -124,3 +124,29 @@ def test_reading_a_dataset_with_a_broken_file_names_file_and_column(
     path.write_bytes(b"garbage")
     with pytest.raises(DataValidationError, match="not a readable Parquet file"):
         connect(root)
+
+
+def test_the_daily_cube_rolls_up_the_hours(
+    demo_cube: Cube, demo_dataset: tuple[Path, dict]
+) -> None:
+    daily = demo_cube.daily()
+    assert (
+        pc.sum(daily.column("orders")).as_py() == pc.sum(demo_cube.table.column("orders")).as_py()
+    )
+    day = pc.strptime("2024-01-04", "%Y-%m-%d", "us")
+    mask = pc.and_(
+        pc.and_(
+            pc.equal(daily.column("level"), "region+category"), pc.equal(daily.column("day"), day)
+        ),
+        pc.and_(
+            pc.equal(daily.column("region"), "SF"), pc.equal(daily.column("category"), "grocery")
+        ),
+    )
+    rows = daily.filter(pc.and_(mask, pc.equal(daily.column("daypart"), "dinner")))
+    sql = observed(
+        demo_dataset[0],
+        "o.region = 'SF' AND o.category = 'grocery' AND o.daypart = 'dinner' "
+        "AND o.order_time::DATE = DATE '2024-01-04'",
+    )
+    assert rows.num_rows == 1 and rows.column("orders")[0].as_py() == sql["orders"]
+    assert rows.column("on_time")[0].as_py() == sql["on_time"]

@@ -101,6 +101,19 @@ class Cube:
     def hours(self) -> np.ndarray:
         return np.unique(self.table.column("hour").to_numpy())
 
+    def daily(self) -> pa.Table:
+        """The same cube by day: one row per level, slice, day and daypart (the hourly rows
+        rolled up; sum over dayparts for the whole day)."""
+        t = self.table.append_column(
+            "day", pc.floor_temporal(self.table.column("hour"), unit="day")
+        )
+        keys = ["level", "day", "daypart", *SET_DIMS]
+        return (
+            t.group_by(keys, use_threads=False)
+            .aggregate([(f, "sum") for f in SUM_FIELDS])
+            .rename_columns([*keys, *SUM_FIELDS])
+        )
+
     def last_days(self, days: int) -> Cube:
         """The cube restricted to hours in the last ``days`` days of data."""
         hours = self.table.column("hour")
