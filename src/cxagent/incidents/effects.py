@@ -19,9 +19,7 @@ from cxagent.detect.base import FloatArray
 from cxagent.incidents.detection import COMPONENTS, EVENTS, MetricModel, bad_counts
 from cxagent.incidents.windows import daypart_of_window
 from cxagent.metrics.definitions import DEFAULT_COMPONENTS, STAT_FIELDS, CXStats
-from cxagent.metrics.series import RATE_COMPONENTS
-
-RATE_FIELDS = {name: fields[:2] for name, fields in RATE_COMPONENTS.items()}
+from cxagent.metrics.series import measured
 
 SLOPE = {c.name: c.weight * 100.0 / abs(c.best - c.worst) for c in DEFAULT_COMPONENTS}
 
@@ -143,11 +141,10 @@ class Totals:
 
 def present_weight(missing: frozenset[str], *, has_ratings: bool) -> float:
     """Total CX Score weight of the components the data measures."""
-    needs = {c: RATE_FIELDS.get(c.name, ("ratings", "stars")) for c in DEFAULT_COMPONENTS}
     return sum(
         c.weight
         for c in DEFAULT_COMPONENTS
-        if not missing.intersection(needs[c]) and (c.name != "rating" or has_ratings)
+        if measured(c.name, missing) and (c.name != "rating" or has_ratings)
     )
 
 

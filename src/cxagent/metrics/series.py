@@ -32,6 +32,12 @@ RATE_COMPONENTS: dict[str, tuple[str, str, bool]] = {
 }
 
 
+def measured(component: str, missing: frozenset[str]) -> bool:
+    """Whether a CX component can be scored when the statistics ``missing`` are absent."""
+    fields = ("ratings", "stars") if component == "rating" else RATE_COMPONENTS[component][:2]
+    return not missing.intersection(fields)
+
+
 @dataclass
 class SliceSeries:
     """Summed statistics per slice (rows) and hour (columns)."""
@@ -49,8 +55,7 @@ class SliceSeries:
 
     def measures(self, component: str) -> bool:
         """Whether the data has what the component needs (Olist has no refunds, say)."""
-        fields = ("ratings", "stars") if component == "rating" else RATE_COMPONENTS[component][:2]
-        return not self.missing.intersection(fields)
+        return measured(component, self.missing)
 
     def rate(self, component: str) -> tuple[np.ndarray, np.ndarray]:
         """(the component's value as the CX Score scores it, denominator); NaN where empty."""
