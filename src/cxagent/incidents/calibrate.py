@@ -33,6 +33,8 @@ from cxagent.detect.base import FloatArray, IntArray
 from cxagent.detect.seasonal import bucket_index, rate_profile
 
 N_DAYPARTS = 4
+LINK_POWERS = (0.0, 0.5, 1.0)  # candidate links of a slice to its market: ratio ... shift
+MIN_FACTOR = 0.05  # a market factor never takes a slice's expectation below 5% of baseline
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,7 @@ class RateCalibration:
     tau2: FloatArray  # (n_series, 4)
     markets: IntArray  # (n_series,) row of the series' market, -1 for none
     kappa2: FloatArray  # (n_series,) relative variance against the rest of the market
+    link_power: float = 0.0  # how the market's shock carries over (``link_gamma``)
 
     @property
     def period(self) -> int:
@@ -112,14 +115,32 @@ def fit_rate_calibration(
     w_own = np.where(inside[:, None], prior_info, 1.0)
     w_prior = np.where(inside[:, None], prior_windows, 0.0)
     tau2 = (w_own * tau2 + w_prior * prior) / np.maximum(w_own + w_prior, 1e-12)
-    g, rel = market_factor(mk, s, m, market_tau2(tau2, mk, dp))
-    kappa2 = trimmed_tau2(
-        np.where(inside[:, None], s - m * g, 0.0),
-        np.where(inside[:, None], m * g * (1 + rel), 0.0),
-        m * g,
-        trim,
-    )
-    return RateCalibration(factors, theta, tau2, mk, np.where(inside, kappa2, 0.0))
+    mt2 = market_tau2(tau2, mk, dp)
+    best: tuple[float, float, FloatArray] | None = None
+    for power in LINK_POWERS:
+        g, rel = market_factor(mk, s, m, mt2, trials=n, power=power)
+        resid = np.where(inside[:, None], s - m * g, 0.0)
+        binom = np.where(inside[:, None], m * g * (1 + rel), 0.0)
+        kappa2 = trimmed_tau2(resid, binom, m * g, trim)
+        score = _trimmed_deviance(resid, binom + (m * g) ** 2 * kappa2[:, None], trim)
+        if best is None or score < best[0]:
+            best = (score, power, kappa2)
+    assert best is not None
+    _, power, kappa2 = best
+    return RateCalibration(factors, theta, tau2, mk, np.where(inside, kappa2, 0.0), power)
+
+
+def _trimmed_deviance(e: FloatArray, var: FloatArray, trim: float) -> float:
+    """Gaussian deviance ``log var + e^2 / var`` summed over each row's windows but its
+    ``trim`` share with the largest ``e^2 / var`` (an old incident must not choose the link)."""
+    seen = var > 0
+    q = np.where(seen, e**2 / np.where(seen, var, 1.0), np.inf)
+    dev = np.where(seen, np.log(np.where(seen, var, 1.0)) + q, 0.0)
+    order = np.argsort(q, axis=1)
+    keep = np.floor((1 - trim) * seen.sum(axis=1)).astype(np.int64)
+    kept = np.zeros_like(seen)
+    np.put_along_axis(kept, order, np.arange(e.shape[1])[None, :] < keep[:, None], axis=1)
+    return float(np.where(kept, dev, 0.0).sum())
 
 
 def expected_counts(cal: RateCalibration, trials: FloatArray, first_id: int) -> FloatArray:
@@ -133,20 +154,44 @@ def market_factor(
     successes: FloatArray,
     expected: FloatArray,
     market_tau2: FloatArray,
+    *,
+    trials: FloatArray,
+    power: float,
 ) -> tuple[FloatArray, FloatArray]:
-    """Per series and window: the factor ``1 + beta (g - 1)`` by which the rest of the
+    """Per series and window: the factor ``1 + beta gamma (g - 1)`` by which the rest of the
     market moves the expectation (1 outside markets), and the relative variance that factor
-    adds, ``beta^2 E / E_rest``. ``g`` is the rest's observed over expected bad events and
-    ``beta = tau_m^2 / (tau_m^2 + 1 / E_rest)`` the share of its deviation that is the
-    market's shock rather than count noise (a control variate, Lavenberg and Welch, 1981):
-    about 1 for lateness in a busy market, about 0 for item issues, which no shock moves."""
+    adds, ``(beta gamma)^2 E / E_rest``. ``g`` is the rest's observed over expected bad
+    events and ``beta = tau_m^2 / (tau_m^2 + 1 / E_rest)`` the share of its deviation that is
+    the market's shock rather than count noise (a control variate, Lavenberg and Welch,
+    1981): about 1 for lateness in a busy market, about 0 for item issues, which no shock
+    moves. ``gamma = link_gamma(...)`` carries the shock over as a ratio or a shift."""
     inside = (markets >= 0)[:, None]
     mk = np.where(markets >= 0, markets, 0)
     e_rest = np.maximum(expected[mk] - expected, 0.0) + 0.5
     g = (np.maximum(successes[mk] - successes, 0.0) + 0.5) / e_rest
     beta = market_tau2 / (market_tau2 + 1.0 / e_rest)
-    factor = np.where(inside, 1.0 + beta * (g - 1.0), 1.0)
-    return factor, np.where(inside, beta**2 * expected / e_rest, 0.0)
+    gamma = link_gamma(power, expected, trials, e_rest, np.maximum(trials[mk] - trials, 0.0))
+    factor = np.where(inside, np.maximum(1.0 + beta * gamma * (g - 1.0), MIN_FACTOR), 1.0)
+    return factor, np.where(inside, (beta * gamma) ** 2 * expected / e_rest, 0.0)
+
+
+def link_gamma(
+    power: float,
+    expected: FloatArray,
+    trials: FloatArray,
+    rest_expected: FloatArray,
+    rest_trials: FloatArray,
+) -> FloatArray:
+    """How a relative move of the rest of the market carries over to a slice: the ratio of
+    their expected rates to the power ``power``. 0: rates move in proportion (a bad day
+    doubles every slice's late rate); 1: they move by the same amount (it adds five points
+    to each), so a slice with half the market's rate moves twice as much relative to its
+    own. Which one holds depends on the metric and the data, so ``fit_rate_calibration``
+    picks the power that fits the history best (``LINK_POWERS``)."""
+    ok = (trials > 0) & (rest_trials > 0) & (expected > 0)
+    rate = np.where(ok, expected, 1.0) / np.where(ok, trials, 1.0)
+    rest = np.where(ok, rest_expected, 1.0) / np.where(ok, rest_trials, 1.0)
+    return np.where(ok, np.clip(rest / rate, 1e-2, 1e2) ** power, 1.0)
 
 
 def market_tau2(cal_tau2: FloatArray, markets: IntArray, dp: IntArray) -> FloatArray:
@@ -170,20 +215,39 @@ def _information_from(v: FloatArray, m: FloatArray, dp: IntArray, tau2: FloatArr
     )
 
 
+def tested_moments(
+    cal: RateCalibration, successes: FloatArray, trials: FloatArray, *, first_id: int
+) -> tuple[FloatArray, FloatArray]:
+    """Expectation and variance of the bad events of windows ``first_id, ...`` as the
+    detectors test them: from the own history (pattern x baseline x trials) and, in a
+    market, moved by the rest of the market's factor; variance binomial times the design
+    effect (its shock, or its variance against the market plus the factor's error)."""
+    e, g, design = _tested(cal, successes, trials, first_id)
+    return e * g, e * g * (1 - cal.theta[:, None]) * design
+
+
+def _tested(
+    cal: RateCalibration, successes: FloatArray, trials: FloatArray, first_id: int
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """(own expectation, market factor, design effect) per series and window."""
+    s, n = np.asarray(successes, dtype=float), np.asarray(trials, dtype=float)
+    e = expected_counts(cal, n, first_id)
+    dp = bucket_index(n.shape[1], period=N_DAYPARTS, start=first_id % N_DAYPARTS)
+    g, rel = market_factor(
+        cal.markets, s, e, market_tau2(cal.tau2, cal.markets, dp), trials=n, power=cal.link_power
+    )
+    inside = (cal.markets >= 0)[:, None]
+    extra = np.where(inside, rel + e * g * cal.kappa2[:, None], e * cal.tau2[:, dp])
+    return e, g, 1.0 + extra / (1 - cal.theta[:, None])
+
+
 def effective_obs(
     cal: RateCalibration, successes: FloatArray, trials: FloatArray, *, first_id: int
 ) -> RateObs:
     """What the detectors see for windows ``first_id, ...``: trials scaled by the pattern
     (an exposure) and, in a market, by the rest of the market's factor; counts divided by
     the design effect (variance over binomial variance)."""
-    s, n = np.asarray(successes, dtype=float), np.asarray(trials, dtype=float)
-    t = n.shape[1]
-    e = expected_counts(cal, n, first_id)
-    dp = bucket_index(t, period=N_DAYPARTS, start=first_id % N_DAYPARTS)
-    g, rel = market_factor(cal.markets, s, e, market_tau2(cal.tau2, cal.markets, dp))
-    theta = cal.theta[:, None]
-    nd = np.maximum(e / theta * g, s)
-    inside = (cal.markets >= 0)[:, None]
-    extra = np.where(inside, rel + e * g * cal.kappa2[:, None], e * cal.tau2[:, dp])
-    design = 1.0 + extra / (1 - theta)
+    s = np.asarray(successes, dtype=float)
+    e, g, design = _tested(cal, s, trials, first_id)
+    nd = np.maximum(e / cal.theta[:, None] * g, s)
     return RateObs(s / design, nd / design)

@@ -1,8 +1,9 @@
 """Is a slice worse than the rest of its parent? A calibrated difference-in-differences test.
 
 With ``g_t = O_rest / E_rest`` the rest of the parent's observed-over-expected factor in
-window ``t``, slice A should see ``E_a g_t`` bad events if nothing set it apart. The excess
-``O_a - sum_t E_a g_t`` has variance ``sum_t E_a g_t (1 + E_a / E_rest) + (E_a g_t)^2 v``:
+window ``t``, slice A should see ``m_t = E_a (1 + gamma_t (g_t - 1))`` bad events if nothing
+set it apart (``gamma``: the market link of ``calibrate``, 1 across markets). The excess
+``O_a - sum_t m_t`` has variance ``sum_t m_t + (E_a gamma_t)^2 g_t / E_rest + m_t^2 v``:
 Poisson noise, the error of the estimated factor (the delta method for a ratio estimator)
 and ``v``, how much A's rate moves apart from its reference from one window to the next.
 When the rest shares A's market, ``v`` is A's ``kappa^2`` (``calibrate``): the market's shock
@@ -15,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import ndtr
 
-from cxagent.incidents.calibrate import N_DAYPARTS
+from cxagent.incidents.calibrate import MIN_FACTOR, N_DAYPARTS, link_gamma
 from cxagent.incidents.detection import MetricModel
 from cxagent.incidents.effects import Effects
 
@@ -33,17 +34,19 @@ def contrast_p(
     """One-sided p-value that slice ``a`` got worse than the rest of ``parent`` on
     ``model``'s component over window positions ``cols``."""
     comp = model.component
-    obs, exp = effects.observed[comp], effects.expected[comp]
-    oa, ea = obs[a, cols], exp[a, cols]
-    ob, eb = obs[parent, cols] - oa, exp[parent, cols] - ea
-    g = (np.maximum(ob, 0.0) + 0.5) / (np.maximum(eb, 0.0) + 0.5)
-    m = ea * g
+    obs, exp, tri = effects.observed[comp], effects.expected[comp], effects.trials[comp]
+    oa, ea, na = obs[a, cols], exp[a, cols], tri[a, cols]
+    ob, eb = obs[parent, cols] - oa, np.maximum(exp[parent, cols] - ea, 0.0) + 0.5
+    g = (np.maximum(ob, 0.0) + 0.5) / eb
     cal = model.calibration
     if same_market:
+        gamma = link_gamma(cal.link_power, ea, na, eb, np.maximum(tri[parent, cols] - na, 0.0))
         rel = np.full(len(cols), cal.kappa2[a])
     else:
+        gamma = np.ones(len(cols))
         rel = cal.tau2[a, dayparts[cols] % N_DAYPARTS]
-    var = float(np.sum(m * (1 + ea / (np.maximum(eb, 0.0) + 0.5)) + m**2 * rel))
+    m = ea * np.maximum(1.0 + gamma * (g - 1.0), MIN_FACTOR)
+    var = float(np.sum(m + (ea * gamma) ** 2 * g / eb + m**2 * rel))
     if var <= 0:
         return 1.0
     return float(ndtr(-(oa.sum() - m.sum() - 0.5) / np.sqrt(var)))

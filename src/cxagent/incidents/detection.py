@@ -27,8 +27,7 @@ from cxagent.incidents.calibrate import (
     effective_obs,
     expected_counts,
     fit_rate_calibration,
-    market_factor,
-    market_tau2,
+    tested_moments,
 )
 from cxagent.incidents.config import DetectConfig
 from cxagent.incidents.null import EmpiricalNull, fit_empirical_null
@@ -74,12 +73,12 @@ class MetricModel:
         """Bad events expected from the own history for ``trials`` at windows ``first_id...``."""
         return expected_counts(self.calibration, trials, first_id)
 
-    def tested_expectation(self, s: FloatArray, trials: FloatArray, first_id: int) -> FloatArray:
-        """What the detector expects: in a market, times the rest of the market's factor."""
-        cal = self.calibration
-        e = self.expected(trials, first_id)
-        dp = bucket_index(trials.shape[-1], period=N_DAYPARTS, start=first_id % N_DAYPARTS)
-        return e * market_factor(cal.markets, s, e, market_tau2(cal.tau2, cal.markets, dp))[0]
+    def tested(
+        self, s: FloatArray, trials: FloatArray, first_id: int
+    ) -> tuple[FloatArray, FloatArray]:
+        """Expectation and variance as the detector tests them (in a market: against the
+        rest of the market, ``calibrate.tested_moments``)."""
+        return tested_moments(self.calibration, s, trials, first_id=first_id)
 
     def variance(self, trials: FloatArray, first_id: int) -> FloatArray:
         """Calibrated variance of the bad events of each window (binomial + shock)."""
@@ -215,7 +214,7 @@ def _support(
     excess_ok = np.zeros(change_start.shape, dtype=bool)
     for k, comp in enumerate(COMPONENTS):
         s, n = bad_counts(all_stats, comp)
-        expected = models[comp].tested_expectation(s, n, all_first)
+        expected = models[comp].tested(s, n, all_first)[0]
         cum = [
             np.concatenate([np.zeros((n.shape[0], 1)), np.cumsum(a, axis=1)], 1)
             for a in (s, n, expected)

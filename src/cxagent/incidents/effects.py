@@ -36,6 +36,7 @@ class Effects:
     trials: dict[str, FloatArray]
     models: dict[str, MetricModel]
     dayparts: np.ndarray  # daypart index of each window
+    tested: dict[str, tuple[FloatArray, FloatArray]]  # the detector's (expectation, variance)
     missing: frozenset[str] = frozenset()  # statistics the data lacks
 
     @staticmethod
@@ -45,14 +46,15 @@ class Effects:
         first_id: int,
         missing: frozenset[str] = frozenset(),
     ) -> Effects:
-        obs, exp, var, tri = {}, {}, {}, {}
+        obs, exp, var, tri, tested = {}, {}, {}, {}, {}
         for comp in COMPONENTS:
             s, n = bad_counts(stats, comp)
             obs[comp], tri[comp] = s, n
             exp[comp] = np.minimum(models[comp].expected(n, first_id), n)
             var[comp] = models[comp].variance(n, first_id)
+            tested[comp] = models[comp].tested(s, n, first_id)
         dp = daypart_of_window(first_id + np.arange(stats["orders"].shape[1]))
-        return Effects(stats, obs, exp, var, tri, models, dp, missing)
+        return Effects(stats, obs, exp, var, tri, models, dp, tested, missing)
 
     def loss_matrix(self) -> FloatArray:
         """CX points lost times orders per series and window (summed over components)."""

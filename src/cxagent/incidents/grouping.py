@@ -105,11 +105,13 @@ class Grouper:
 
     def _start(self, k: int, row: int, earliest: int, pos: int) -> int:
         """Start of the regression: the s in [earliest, pos] maximising the standardised
-        excess of windows s..pos (the likelihood-ratio estimate of a step's start)."""
+        excess of windows s..pos (the likelihood-ratio estimate of a step's start), against
+        the expectation the detector tested (a market's bad day is not a start)."""
         comp = COMPONENTS[k]
         seg = slice(earliest, pos + 1)
-        ex = (self.effects.observed[comp] - self.effects.expected[comp])[row, seg][::-1]
-        var = self.effects.variance[comp][row, seg][::-1]
+        expected, variance = self.effects.tested[comp]
+        ex = (self.effects.observed[comp] - expected)[row, seg][::-1]
+        var = variance[row, seg][::-1]
         stat = np.cumsum(ex) / np.sqrt(np.maximum(np.cumsum(var), 1e-12))
         return pos - int(np.argmax(stat))
 

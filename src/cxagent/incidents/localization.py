@@ -1,8 +1,12 @@
 """Top slices of an incident from ``cxagent.localize`` (the default when it is installed).
 
 The leaves are the incident slice's store x basket size series, split by daypart, over the
-incident's windows: observed bad events of its main component against the calibrated
-expectation (an additive KPI). ``localize`` finds the few slices that explain the excess
+incident's windows: observed bad events of its main component against their own history's expectation,
+moved in each window as the detector moved the incident slice's (with the rest of its
+market, when it lies in one), and scaled up by the incident
+slice's overall observed-over-expected ratio. The incident slice regressed as a whole (that
+is what grouping decided), so the question inside it is where the regression concentrates:
+``localize`` finds the few slices significantly worse than the slice's average
 (explaining-away search with BH-adjusted significance); each is returned in the same form
 as ``ranking.top_slices`` (CX delta, orders, loss and component moves from the window
 statistics), so either function can feed the incident draft.
@@ -28,6 +32,10 @@ def _leaf_frame(
     effects: Effects, hier: Hierarchy, focus: int, cols: np.ndarray, dayparts: np.ndarray, comp: str
 ) -> pd.DataFrame:
     rows = [r for r in (focus, *hier.descendants(focus)) if set(hier.slices[r]) == LEAF_KEYS]
+    # the focus's market moves every leaf alike (leaves' own market factors would count
+    # the focus's other leaves, which share the regression, as the market)
+    own = effects.expected[comp][focus]
+    moved = np.where(own > 0, effects.tested[comp][0][focus] / np.where(own > 0, own, 1.0), 1.0)
     records = []
     for r in rows:
         base = {k: str(v) for k, v in hier.expand(hier.slices[r]).items()}
@@ -36,10 +44,16 @@ def _leaf_frame(
             if sub.size == 0:
                 continue
             real = float(effects.observed[comp][r, sub].sum())
-            predict = float(effects.expected[comp][r, sub].sum())
+            predict = float((effects.expected[comp][r, sub] * moved[sub]).sum())
             if real > 0 or predict > 0:
                 records.append({**base, "daypart": DAYPARTS[d], "real": real, "predict": predict})
-    return pd.DataFrame.from_records(records)
+    frame = pd.DataFrame.from_records(records)
+    if not frame.empty and frame["predict"].sum() > 0:
+        # the focus as a whole regressed (that is the incident): look for where inside it
+        # the regression concentrates, i.e. leaves worse than the focus's overall ratio
+        frame["baseline"] = frame["predict"]
+        frame["predict"] *= max(frame["real"].sum() / frame["predict"].sum(), 1.0)
+    return frame
 
 
 def localize_top_slices(
@@ -80,7 +94,7 @@ def localize_top_slices(
         entry: dict[str, Any] = {
             "slice": full | ({} if daypart is None else {"daypart": daypart}),
             "label": " + ".join(f"{k}={v}" for k, v in (fixed | found.slice).items()),
-            "explained_share": round(found.share, 3),
+            "explained_share": round(_explained_share(frame, found.slice), 3),
             "p_value": found.p_value,
             "q_value": found.q_value,
             "stars": found.stars,
@@ -107,6 +121,15 @@ def localize_top_slices(
             }
         out.append(entry)
     return out
+
+
+def _explained_share(frame: pd.DataFrame, where: dict[str, str]) -> float:
+    """Share of the incident slice's excess (against the unscaled baseline) in ``where``."""
+    excess = frame["real"] - frame["baseline"]
+    inside = np.ones(len(frame), dtype=bool)
+    for k, v in where.items():
+        inside &= (frame[k] == v).to_numpy()
+    return float(excess[inside].sum() / max(float(excess.sum()), 1e-12))
 
 
 def combined_top_slices(**kwargs: Any) -> list[dict[str, Any]]:
