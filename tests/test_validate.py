@@ -102,6 +102,12 @@ CORRUPTIONS: list[tuple[str, str, Callable[[pa.Table], pa.Table], str]] = [
         lambda t: _set(t, "basket_size", pa.array(["large"] * t.num_rows)),
         "does not match item_count",
     ),
+    (
+        "deliveries",
+        "batched_flag",
+        lambda t: _set(t, "batched_flag", pa.array([True] * t.num_rows)),
+        "disagrees with trip_id",
+    ),
 ]
 
 

@@ -184,7 +184,12 @@ DELIVERIES = Table(
             min=0.0,
         ),
         Column("distance_mi", "float64", "Store to customer, miles.", nullable=True, min=0.0),
-        Column("batched_flag", "bool", "Delivered on a trip with other orders.", nullable=True),
+        Column(
+            "batched_flag",
+            "bool",
+            "Delivered on a trip with other orders: true exactly when its trip_id has other rows.",
+            nullable=True,
+        ),
         Column("canceled_flag", "bool", "Order was canceled before hand-off."),
         Column("dasher_id", "int64", "Courier who carried the order.", nullable=True),
         Column(

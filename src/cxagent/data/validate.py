@@ -264,6 +264,21 @@ def _cross_checks(root: Path, files: dict[str, list[Path]]) -> list[DataValidati
         )
         if row:
             err("does not match item_count (see docs/data-model.md)", "orders", "basket_size", row)
+    if files.get("deliveries"):
+        row = _first(
+            con,
+            f"SELECT trip_id, count(*) AS orders_on_trip, min(order_id) AS order_id, "
+            f"min(filename) AS filename FROM {_scan(files['deliveries'])} WHERE trip_id IS NOT NULL "
+            f"GROUP BY trip_id HAVING (count(*) > 1 AND bool_or(NOT batched_flag)) "
+            f"OR (count(*) = 1 AND bool_or(batched_flag)) LIMIT 1",
+        )
+        if row:
+            err(
+                "disagrees with trip_id: true exactly when the trip has other orders",
+                "deliveries",
+                "batched_flag",
+                row,
+            )
     for name in ("deliveries", "items"):
         if files.get(name) and files.get("orders"):
             row = _first(

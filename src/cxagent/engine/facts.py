@@ -21,14 +21,34 @@ SQUARE_FIELDS = ("eta_abs_error_s_sq", "stars_sq", "delivery_cost_sq")
 
 
 def _per_order_items(engine: Engine) -> ir.Table | None:
+    """Bad item lines and refunds per order, for orders that have any: most item lines are
+    fine, and filtering them out first makes the aggregation and its join a few percent of
+    the work (an order without a row here has neither)."""
     if not engine.has("items"):
         return None
     items = engine.table("items")
     bad = (items.missing_flag | items.substituted_flag).fill_null(False)
-    return items.group_by("order_id").aggregate(
+    refund = items.refund_amount.fill_null(0.0)
+    flagged = items.filter(bad | (refund != 0))
+    return flagged.group_by("order_id").aggregate(
         bad_items=bad.cast("int64").sum(),
-        refund=items.refund_amount.sum(),
+        refund=refund.sum(),
     )
+
+
+def _with_trip_size(d: ir.Table) -> ir.Table:
+    """Deliveries with the number of orders on their trip (rows per ``trip_id``; 1 without
+    one). An order with ``batched_flag`` false rode alone (the data contract, checked by
+    ``cxagent validate``), so only the others are counted: a few percent of the rows, and
+    a small build side for the join back."""
+    shared = (
+        d.filter(d.trip_id.notnull() & d.batched_flag.fill_null(True))
+        .group_by("trip_id")
+        .aggregate(trip_size=ibis._.count())
+        .filter(ibis._.trip_size > 1)
+    )
+    out = d.left_join(shared, "trip_id").drop("trip_id_right")
+    return out.mutate(trip_size=out.trip_size.fill_null(1))
 
 
 def daypart_of(hour: ir.TimestampValue) -> ir.StringValue:
@@ -43,11 +63,8 @@ def order_facts(engine: Engine) -> ir.Table:
     The daypart is not carried: it is a function of the hour (validated), added at the leaves.
     """
     o = engine.table("orders")
-    d = engine.table("deliveries").drop("order_time")
     # orders per trip, counted before the join so the big join is on order_id only
-    d = d.mutate(
-        trip_size=ibis.ifelse(d.trip_id.isnull(), 1, d.order_id.count().over(group_by=d.trip_id))
-    )
+    d = _with_trip_size(engine.table("deliveries").drop("order_time"))
     f = o.inner_join(d, "order_id")
     items = _per_order_items(engine)
     if items is not None:
@@ -65,6 +82,12 @@ def order_facts(engine: Engine) -> ir.Table:
         r = r.group_by("order_id").aggregate(star=r.stars.max())
         f = f.left_join(r, "order_id").drop("order_id_right")
 
+    # a column the source lacks (the manifest says so) leaves its statistic unknown, not 0
+    has_refunds = items is not None and engine.manifest.has("items", "refund_amount")
+    has_item_flags = items is not None and (
+        engine.manifest.has("items", "missing_flag")
+        or engine.manifest.has("items", "substituted_flag")
+    )
     delivered = ~f.canceled_flag
     late_s = f.actual_delivery_time.epoch_seconds() - f.promised_eta.epoch_seconds()
     zero = ibis.literal(0.0)
@@ -86,17 +109,21 @@ def order_facts(engine: Engine) -> ir.Table:
         on_time=(delivered & (late_s <= ON_TIME_GRACE_S)).cast("float64"),
         eta_abs_error_s=if_delivered(abs_err),
         canceled=f.canceled_flag.cast("float64"),
-        refunded=(f.refund > 0).cast("float64") if items is not None else ibis.null("float64"),
+        refunded=(f.refund.fill_null(0.0) > 0).cast("float64")
+        if has_refunds
+        else ibis.null("float64"),
         items=if_delivered(f.item_count.cast("float64")),
-        bad_items=if_delivered(f.bad_items.cast("float64"))
-        if items is not None
+        bad_items=if_delivered(f.bad_items.fill_null(0).cast("float64"))
+        if has_item_flags
         else ibis.null("float64"),
         support=f.ticket.notnull().cast("float64")
         if "ticket" in f.columns
         else ibis.null("float64"),
         ratings=stars.notnull().cast("float64"),
         stars=stars.fill_null(0.0) if "star" in f.columns else ibis.null("float64"),
-        trips=if_delivered(1.0 / f.trip_size.cast("float64")),
+        trips=if_delivered(1.0 / f.trip_size.cast("float64"))
+        if engine.manifest.has("deliveries", "trip_id")
+        else ibis.null("float64"),
         dasher_active_s=if_delivered(f.dasher_active_s),
         delivery_cost=if_delivered(cost),
         eta_abs_error_s_sq=if_delivered(abs_err * abs_err),

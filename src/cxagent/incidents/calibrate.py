@@ -48,7 +48,7 @@ class RateCalibration:
     tau2: FloatArray  # (n_series, 4)
     markets: IntArray  # (n_series,) row of the series' market, -1 for none
     kappa2: FloatArray  # (n_series,) relative variance against the rest of the market
-    link_power: float = 0.0  # how the market's shock carries over (``link_gamma``)
+    link_power: FloatArray  # (n_series,) how the market's shock carries over (``link_gamma``)
 
     @property
     def period(self) -> int:
@@ -116,22 +116,38 @@ def fit_rate_calibration(
     w_prior = np.where(inside[:, None], prior_windows, 0.0)
     tau2 = (w_own * tau2 + w_prior * prior) / np.maximum(w_own + w_prior, 1e-12)
     mt2 = market_tau2(tau2, mk, dp)
-    best: tuple[float, float, FloatArray] | None = None
-    for power in LINK_POWERS:
-        g, rel = market_factor(mk, s, m, mt2, trials=n, power=power)
+    # the link that leaves the smallest deviance on the history (``_link_choice``)
+    powers = np.asarray(LINK_POWERS)
+    kappas, devs = [], []
+    for power in powers:
+        g, rel = market_factor(mk, s, m, mt2, trials=n, power=float(power))
         resid = np.where(inside[:, None], s - m * g, 0.0)
         binom = np.where(inside[:, None], m * g * (1 + rel), 0.0)
         kappa2 = trimmed_tau2(resid, binom, m * g, trim)
-        score = _trimmed_deviance(resid, binom + (m * g) ** 2 * kappa2[:, None], trim)
-        if best is None or score < best[0]:
-            best = (score, power, kappa2)
-    assert best is not None
-    _, power, kappa2 = best
+        kappas.append(kappa2)
+        devs.append(_trimmed_deviance(resid, binom + (m * g) ** 2 * kappa2[:, None], trim))
+    dev = np.stack(devs)
+    best = _link_choice(dev, inside, seen=(n > 0).sum(axis=1))
+    kappa2 = np.stack(kappas)[best, np.arange(len(best))]
+    power = np.where(inside, powers[best], 0.0)
     return RateCalibration(factors, theta, tau2, mk, np.where(inside, kappa2, 0.0), power)
 
 
-def _trimmed_deviance(e: FloatArray, var: FloatArray, trim: float) -> float:
-    """Gaussian deviance ``log var + e^2 / var`` summed over each row's windows but its
+def _link_choice(dev: FloatArray, inside: np.ndarray, seen: IntArray) -> IntArray:
+    """Index of the link per series, from the deviances ``dev`` (links x series): the
+    component's (least total deviance over the series in markets), unless the series' own
+    best link beats it by more than ``log(windows)``, BIC's price of a parameter (Schwarz
+    1978): a small slice's history cannot tell the links apart and keeps the common one,
+    a large slice whose shocks carry over differently gets its own."""
+    common = int(np.argmin(np.where(inside[None, :], dev, 0.0).sum(axis=1)))
+    own = np.argmin(dev, axis=0)
+    cols = np.arange(dev.shape[1])
+    gain = dev[common] - dev[own, cols]
+    return np.where(gain > np.log(np.maximum(seen, 2)), own, common)
+
+
+def _trimmed_deviance(e: FloatArray, var: FloatArray, trim: float) -> FloatArray:
+    """Per row, the Gaussian deviance ``log var + e^2 / var`` summed over its windows but the
     ``trim`` share with the largest ``e^2 / var`` (an old incident must not choose the link)."""
     seen = var > 0
     q = np.where(seen, e**2 / np.where(seen, var, 1.0), np.inf)
@@ -140,7 +156,7 @@ def _trimmed_deviance(e: FloatArray, var: FloatArray, trim: float) -> float:
     keep = np.floor((1 - trim) * seen.sum(axis=1)).astype(np.int64)
     kept = np.zeros_like(seen)
     np.put_along_axis(kept, order, np.arange(e.shape[1])[None, :] < keep[:, None], axis=1)
-    return float(np.where(kept, dev, 0.0).sum())
+    return np.asarray(np.where(kept, dev, 0.0).sum(axis=1))
 
 
 def expected_counts(cal: RateCalibration, trials: FloatArray, first_id: int) -> FloatArray:
@@ -156,7 +172,7 @@ def market_factor(
     market_tau2: FloatArray,
     *,
     trials: FloatArray,
-    power: float,
+    power: float | FloatArray,
 ) -> tuple[FloatArray, FloatArray]:
     """Per series and window: the factor ``1 + beta gamma (g - 1)`` by which the rest of the
     market moves the expectation (1 outside markets), and the relative variance that factor
@@ -176,7 +192,7 @@ def market_factor(
 
 
 def link_gamma(
-    power: float,
+    power: float | FloatArray,
     expected: FloatArray,
     trials: FloatArray,
     rest_expected: FloatArray,
@@ -191,7 +207,9 @@ def link_gamma(
     ok = (trials > 0) & (rest_trials > 0) & (expected > 0)
     rate = np.where(ok, expected, 1.0) / np.where(ok, trials, 1.0)
     rest = np.where(ok, rest_expected, 1.0) / np.where(ok, rest_trials, 1.0)
-    return np.where(ok, np.clip(rest / rate, 1e-2, 1e2) ** power, 1.0)
+    p = np.asarray(power, dtype=float)
+    p = p[:, None] if p.ndim == 1 and rate.ndim == 2 else p
+    return np.where(ok, np.clip(rest / rate, 1e-2, 1e2) ** p, 1.0)
 
 
 def market_tau2(cal_tau2: FloatArray, markets: IntArray, dp: IntArray) -> FloatArray:

@@ -40,7 +40,9 @@ def contrast_p(
     g = (np.maximum(ob, 0.0) + 0.5) / eb
     cal = model.calibration
     if same_market:
-        gamma = link_gamma(cal.link_power, ea, na, eb, np.maximum(tri[parent, cols] - na, 0.0))
+        gamma = link_gamma(
+            float(cal.link_power[a]), ea, na, eb, np.maximum(tri[parent, cols] - na, 0.0)
+        )
         rel = np.full(len(cols), cal.kappa2[a])
     else:
         gamma = np.ones(len(cols))

@@ -1,7 +1,7 @@
 """Findings (a focus alarmed at one window) and episodes (one incident each).
 
-A focus's findings form one episode while each one's regression starts less than a day
-after the previous alarm (the store merges incident windows the same way). Nested foci are folded into the
+A focus's findings form one episode while each one's regression starts at most a day (four
+windows) after the previous alarm (the store merges incident windows the same way). Nested foci are folded into the
 enclosing one (as members, later its top slices) unless the inner one is ``distinct``, a
 regression of its own: then both are incidents.
 """
@@ -16,7 +16,7 @@ import numpy as np
 
 from cxagent.incidents.hierarchy import Hierarchy
 
-EPISODE_GAP = 4  # windows: alarms less than a day apart belong to one episode
+EPISODE_GAP = 4  # windows: alarms at most a day apart belong to one episode
 Distinct = Callable[[int, int, np.ndarray], bool]  # (inner, outer, window positions)
 
 
@@ -88,7 +88,7 @@ def _runs(findings: list[Finding]) -> list[list[Finding]]:
 
 
 def episodes(findings: list[Finding], hier: Hierarchy, judge: Judge) -> list[list[Finding]]:
-    """Findings grouped by focus and split where alarms are a day or more apart. Runs that
+    """Findings grouped by focus and split where alarms are more than a day apart. Runs that
     overlap in time are then folded together: an inner run into the outer one unless it is
     distinct, and (broadest first, as in ``grouping``) a run the others explain into the
     first of them it meets."""

@@ -140,8 +140,11 @@ class Grouper:
                 found.start = min(found.start, start)
                 found.components |= {COMPONENTS[k] for k in comps}
                 found.members.add(int(i))
-                found.p_value = min(found.p_value, *(float(res.p[k, i, j]) for k in comps))
-                found.q_value = min(found.q_value, *(float(res.q[k, i, j]) for k in comps))
+                # the evidence shown is the focus's own test in this window when it has one
+                # (the alarm may have been raised on a parent the focus descended from)
+                row = f if all(np.isfinite(res.q[k, f, j]) for k in comps) else int(i)
+                found.p_value = min(found.p_value, *(float(res.p[k, row, j]) for k in comps))
+                found.q_value = min(found.q_value, *(float(res.q[k, row, j]) for k in comps))
             out.extend(self._explain_away(list(by_focus.values())))
         return out
 

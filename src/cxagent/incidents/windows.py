@@ -56,7 +56,8 @@ def daypart_of_window(ids: np.ndarray) -> np.ndarray:
 class WindowSeries:
     """Summed statistics per slice (rows) and daypart window (columns ``first..first+T-1``).
 
-    Only windows that ended by ``as_of`` are kept, so a window is never seen half-full.
+    Only windows that began with the data and ended by ``as_of`` are kept, so a window is
+    never seen half-full.
     """
 
     slices: list[dict[str, Any]]
@@ -128,12 +129,15 @@ def to_windows(
     stamp = hours.max() + HOUR if as_of is None else as_of
     cutoff = np.datetime64(np.asarray(stamp).astype("datetime64[h]").item(), "h")
     ids = window_ids(hours)
+    # the first window starts with the data (one that began before it is only partly seen)
     first, last = int(ids.min()), int(ids.max())
+    if window_start(np.array([first]))[0] < hours.min():
+        first += 1
     complete = window_end(np.arange(first, last + 1)) <= cutoff
     n_win = int(np.flatnonzero(complete)[-1]) + 1 if complete.any() else 0
     rows = [i for i, s in enumerate(series.slices) if keep_dayparts or "daypart" not in s]
     assign = np.zeros((hours.size, max(n_win, 1)))
-    ok = ids - first < n_win
+    ok = (ids >= first) & (ids - first < n_win)
     assign[np.flatnonzero(ok), (ids - first)[ok]] = 1.0
     stats = {k: (v[rows] @ assign)[:, :n_win] for k, v in series.stats.items()}
     return WindowSeries([series.slices[i] for i in rows], first, stats, cutoff, series.missing)
