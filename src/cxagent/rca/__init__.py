@@ -1,0 +1,1 @@
+"""Root-cause analysis: hypotheses, evidence and ranking."""

@@ -1,0 +1,159 @@
+"""Per-order evidence for one incident: the slice's orders with their fulfilment and outcomes.
+
+Root-cause tests look inside the incident slice order by order (what changed for these
+orders: prep time, batching, courier supply, promised times), so unlike detection they need
+more than the cube's sums. ``order_frame`` selects the slice's orders in a time range on the
+engine (Ibis, so it runs wherever the cube runs) and returns a pandas frame small enough to
+model: one slice over a few weeks, not the marketplace.
+
+Features the dataset does not record (its manifest lists them as missing, e.g. Olist has no
+couriers) come back as all-NaN columns and are named in ``frame.attrs["missing"]``, so a
+hypothesis that needs them says "not testable" instead of reading zeros.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from typing import Any, Final
+
+import ibis
+import ibis.expr.types as ir
+import pandas as pd
+
+from cxagent.engine.connection import Engine
+from cxagent.errors import CXAgentError
+from cxagent.metrics.definitions import ON_TIME_GRACE_S
+
+SLICE_KEYS: Final = ("store_id", "region", "category", "daypart", "basket_size")
+SUPPLY_INTERVAL_S: Final = 900  # the supply table's 15-minute intervals
+
+# feature -> (table, source columns it needs), for "not testable" reporting
+FEATURE_SOURCES: Final[dict[str, tuple[str, tuple[str, ...]]]] = {
+    "prep_min": ("deliveries", ("merchant_prep_time_s",)),
+    "dasher_wait_min": ("deliveries", ("dasher_wait_s",)),
+    "distance_mi": ("deliveries", ("distance_mi",)),
+    "batched": ("deliveries", ("batched_flag",)),
+    "dasher_active_min": ("deliveries", ("dasher_active_s",)),
+    "busy_share": ("supply", ("busy_dashers", "dashers_on_shift")),
+    "orders_per_dasher": ("supply", ("outstanding_orders", "dashers_on_shift")),
+    "bad_items": ("items", ("missing_flag", "substituted_flag")),
+    "refunded": ("items", ("refund_amount",)),
+    "support": ("support_events", ()),
+}
+
+
+def order_frame(
+    engine: Engine,
+    where: Mapping[str, Any],
+    start: dt.datetime,
+    end: dt.datetime,
+) -> pd.DataFrame:
+    """Orders of slice ``where`` (e.g. ``{"region": "SF", "category": "grocery"}``) placed in
+    ``[start, end)``, one row each: cohort, promised and actual times, fulfilment features
+    and outcomes (``late`` is a delivered order past its promise plus the grace period)."""
+    unknown = set(where) - set(SLICE_KEYS)
+    if unknown:
+        raise CXAgentError(f"slice: unknown dimension(s) {sorted(unknown)}; use {SLICE_KEYS}")
+    if end <= start:
+        raise CXAgentError(f"time range: end {end} is not after start {start}")
+    o = engine.table("orders")
+    cond = (o.order_time >= ibis.literal(start)) & (o.order_time < ibis.literal(end))
+    for key, value in where.items():
+        cond &= o[key] == ibis.literal(value)
+    o = o.filter(cond)
+    d = engine.table("deliveries").drop("order_time")
+    f = o.inner_join(d, "order_id")
+    f = _with_items(engine, f)
+    f = _with_support(engine, f)
+    f = _with_supply(engine, f)
+    late_s = f.actual_delivery_time.epoch_seconds() - f.promised_eta.epoch_seconds()
+    promised_s = f.promised_eta.epoch_seconds() - f.order_time.epoch_seconds()
+    delivered = ~f.canceled_flag
+    minutes = 60.0
+    expr = f.select(
+        "order_id",
+        "order_time",
+        "store_id",
+        "region",
+        "category",
+        "daypart",
+        "basket_size",
+        "item_count",
+        "eta_model",
+        hour=f.order_time.hour(),
+        delivered=delivered,
+        canceled=f.canceled_flag,
+        late=delivered & (late_s > ON_TIME_GRACE_S),
+        late_min=ibis.ifelse(delivered, late_s / minutes, ibis.null("float64")),
+        promised_min=promised_s / minutes,
+        prep_min=f.merchant_prep_time_s / minutes,
+        dasher_wait_min=f.dasher_wait_s / minutes,
+        distance_mi=f.distance_mi,
+        batched=f.batched_flag.cast("float64"),
+        dasher_active_min=f.dasher_active_s / minutes,
+        busy_share=f.busy_share,
+        orders_per_dasher=f.orders_per_dasher,
+        bad_items=f.bad_items,
+        refunded=f.refunded,
+        support=f.support,
+    )
+    frame = engine.con.to_pyarrow(expr).to_pandas()
+    frame = frame.sort_values("order_time", kind="stable").reset_index(drop=True)
+    missing = _missing_features(engine)
+    for feature in missing:
+        frame[feature] = float("nan")
+    frame.attrs["missing"] = sorted(missing)
+    return frame
+
+
+def _missing_features(engine: Engine) -> set[str]:
+    out = set()
+    for feature, (table, columns) in FEATURE_SOURCES.items():
+        if not engine.has(table) or any(not engine.manifest.has(table, c) for c in columns):
+            out.add(feature)
+    return out
+
+
+def _with_items(engine: Engine, f: ir.Table) -> ir.Table:
+    if not engine.has("items"):
+        return f.mutate(bad_items=ibis.null("float64"), refunded=ibis.null("float64"))
+    items = engine.table("items")
+    bad = (items.missing_flag | items.substituted_flag).fill_null(False).cast("float64")
+    per_order = items.group_by("order_id").aggregate(
+        bad_items=bad.sum(), refund=items.refund_amount.fill_null(0.0).sum()
+    )
+    f = f.left_join(per_order, "order_id").drop("order_id_right")
+    return f.mutate(
+        bad_items=f.bad_items.fill_null(0.0),
+        refunded=(f.refund.fill_null(0.0) > 0).cast("float64"),
+    ).drop("refund")
+
+
+def _with_support(engine: Engine, f: ir.Table) -> ir.Table:
+    if not engine.has("support_events"):
+        return f.mutate(support=ibis.null("float64"))
+    tickets = (
+        engine.table("support_events").select("order_id").distinct().mutate(ticket=ibis.literal(1))
+    )
+    f = f.left_join(tickets, "order_id").drop("order_id_right")
+    return f.mutate(support=f.ticket.notnull().cast("float64")).drop("ticket")
+
+
+def _with_supply(engine: Engine, f: ir.Table) -> ir.Table:
+    """Courier supply in the order's region and 15-minute interval."""
+    if not engine.has("supply"):
+        return f.mutate(busy_share=ibis.null("float64"), orders_per_dasher=ibis.null("float64"))
+    s = engine.table("supply")
+    on_shift = s.dashers_on_shift.cast("float64")
+    s = s.select(
+        supply_region=s.region,
+        slot=s.interval_start.epoch_seconds() // SUPPLY_INTERVAL_S,
+        busy_share=ibis.ifelse(on_shift > 0, s.busy_dashers / on_shift, ibis.null("float64")),
+        orders_per_dasher=ibis.ifelse(
+            on_shift > 0, s.outstanding_orders / on_shift, ibis.null("float64")
+        ),
+    )
+    f = f.mutate(slot=f.order_time.epoch_seconds() // SUPPLY_INTERVAL_S)
+    joined = f.left_join(s, (f.region == s.supply_region) & (f.slot == s.slot))
+    return joined.drop("supply_region", "slot", "slot_right")
