@@ -31,6 +31,8 @@ def test_demo_validates_and_shows_the_answer_key(demo_dataset: tuple[Path, dict]
     assert result.exit_code == 0, result.output
     assert "valid" in result.output
     assert "batching_policy" in result.output and "SF / grocery / dinner" in result.output
+    assert "Most likely cause: batching_policy" in result.output  # the investigation
+    assert "investigating root causes" in result.output  # with a progress bar
 
 
 def test_detect_prints_the_feed_as_json(demo_dataset: tuple[Path, dict], tmp_path: Path) -> None:

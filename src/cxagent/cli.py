@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.progress import track
 from rich.table import Table as RichTable
 
 from cxagent.errors import CXAgentError
@@ -145,6 +146,15 @@ def demo(
     except CXAgentError as exc:
         raise _fail(exc) from exc
     _print_feed(reports)
+    from cxagent.engine.connection import connect
+    from cxagent.rca.investigate import investigate_report
+
+    engine = connect(out)
+    found = [
+        investigate_report(engine, r)
+        for r in track(reports, description="investigating root causes", console=console)
+    ]
+    _print_investigations(found)
     _print_truth(out / "truth.json")
 
 
@@ -201,6 +211,73 @@ def detect(
         typer.echo(json.dumps({"incidents": [r.as_dict() for r in reports]}, indent=2, default=str))
     else:
         _print_feed(reports)
+
+
+@app.command()
+def investigate(
+    data: Annotated[Path, typer.Option("--data", help="Dataset directory.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    db: Annotated[
+        str | None,
+        typer.Option(
+            "--db", help="Incident store URL (default: $CXAGENT_DB_URL or DATA/cxagent.db)."
+        ),
+    ] = None,
+    bootstrap: Annotated[
+        int, typer.Option(min=20, help="Day-bootstrap replicates for the intervals.")
+    ] = 100,
+) -> None:
+    """Detect incidents, then investigate each one: ranked causes with evidence."""
+    from cxagent.engine.connection import connect
+    from cxagent.incidents import detect_incidents
+    from cxagent.rca.investigate import investigate_report
+
+    try:
+        reports = detect_incidents(data, store_url=db)
+        engine = connect(data)
+        found = [
+            investigate_report(engine, r, n_bootstrap=bootstrap)
+            for r in track(
+                reports,
+                description="investigating root causes",
+                console=console,
+                disable=as_json,
+            )
+        ]
+    except CXAgentError as exc:
+        raise _fail(exc) from exc
+    if as_json:
+        payload = {"incidents": [i.as_dict() for i in found]}
+        typer.echo(json.dumps(payload, indent=2, default=str))
+    else:
+        _print_feed(reports)
+        _print_investigations(found)
+
+
+def _print_investigations(found: list[Any]) -> None:
+    for inv in found:
+        d = inv.as_dict()
+        where = " + ".join(f"{k}={v}" for k, v in inv.slice.items())
+        table = RichTable(title=f"{d['severity']} incident {d.get('id') or ''}: {where}")
+        for col in ("cause", "confidence", "CX impact", "90% interval", "evidence"):
+            table.add_column(col, no_wrap=col in ("cause", "confidence", "CX impact"))
+        for c in d["causes"]:
+            lo, hi = c["impact_interval"]
+            table.add_row(
+                c["cause"],
+                f"{c['confidence']:.2f}",
+                f"{c['impact']:+.1f}",
+                f"{lo:+.1f} to {hi:+.1f}",
+                "; ".join(c["evidence"]),
+            )
+        for r in d["ruled_out"]:
+            table.add_row(f"[dim]{r['cause']}[/]", "-", "ruled out", "", f"[dim]{r['reason']}[/]")
+        for name in d["not_testable"]:
+            table.add_row(
+                f"[dim]{name}[/]", "-", "not testable", "", "[dim]the data lacks its fields[/]"
+            )
+        Console().print(table)
+        Console().print(d["narrative"], soft_wrap=True)
 
 
 def _print_feed(reports: list[Any]) -> None:

@@ -1,0 +1,259 @@
+"""Root-cause investigation of detected incidents: evidence per hypothesis, ranked causes.
+
+For each incident the slice under investigation is the incident's slice, narrowed to the
+daypart of its first top slice when that slice only adds a daypart (SF + grocery -> its
+dinner). Its orders from ``baseline_days`` before the incident window to the window's end are
+read (``orders.order_frame``) and every hypothesis gets evidence from the data:
+
+- impact: the late-rate change the mechanism explains (``timeline.late_impacts``, with a
+  day-bootstrap interval) and the CX points that is, through the on-time component; for
+  inventory_drop, the change of the bad-item-line rate through item accuracy;
+- driver: the mechanism's own quantity before and after (batched share, prep minutes, courier
+  wait of unbatched orders, promised minutes, bad item lines);
+- change log: a logged change in scope shortly before the regression whose wording matches
+  (``changelog.match_changes``), and for ETA bias a new ETA model version in the orders.
+
+A hypothesis whose impact interval lies above zero is a cause; the others are ruled out with
+the reason; one whose fields the data lacks is "not testable". With no cause standing, the
+answer is normal_variance: monitor, no action needed.
+
+``confidence`` is, for now, the day-bootstrap share of replicates in which the mechanism's
+impact is positive (a support score, not yet a calibrated probability that it is the cause;
+``confidence_calibrated`` says so). Calibration against the scenario benchmark is issue 4's
+next step.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cxagent.engine.connection import Engine, connect
+from cxagent.incidents.effects import SLOPE
+from cxagent.incidents.feed import IncidentReport
+from cxagent.incidents.pipeline import detect_incidents
+from cxagent.rca.changelog import ChangeMatch, match_changes
+from cxagent.rca.orders import order_frame
+from cxagent.rca.timeline import MECHANISMS, MechanismImpact, late_impacts
+
+CAUSES = (*MECHANISMS, "inventory_drop")
+NORMAL = "normal_variance"
+
+
+@dataclass
+class Cause:
+    cause: str
+    confidence: float
+    impact: float  # CX points the slice lost to it (positive = lost)
+    impact_ci: tuple[float, float]
+    evidence: list[str] = field(default_factory=list)
+    change: ChangeMatch | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "cause": self.cause,
+            "confidence": round(self.confidence, 3),
+            "impact": round(-self.impact, 2),
+            "impact_interval": [round(-self.impact_ci[1], 2), round(-self.impact_ci[0], 2)],
+            "evidence": self.evidence,
+            "change_id": self.change.change_id if self.change else None,
+        }
+
+
+@dataclass
+class Investigation:
+    report: IncidentReport
+    slice: dict[str, Any]
+    causes: list[Cause]
+    ruled_out: list[dict[str, str]]
+    not_testable: list[str]
+    narrative: str
+    calibrated: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        d = self.report.as_dict()
+        d["investigated_slice"] = self.slice
+        d["causes"] = [c.as_dict() for c in self.causes]
+        d["ruled_out"] = self.ruled_out
+        d["not_testable"] = self.not_testable
+        d["narrative"] = self.narrative
+        d["confidence_calibrated"] = self.calibrated
+        return d
+
+
+def investigation_slice(report: IncidentReport) -> dict[str, Any]:
+    """The incident's slice, or its first top slice when that only adds a daypart."""
+    base = dict(report.draft.slice)
+    if report.draft.top_slices:
+        top = report.draft.top_slices[0]["slice"]
+        if set(top) - set(base) == {"daypart"} and all(top.get(k) == v for k, v in base.items()):
+            return dict(top)
+    return base
+
+
+def _driver_line(frame: pd.DataFrame, cause: str) -> str | None:
+    d = frame[frame["delivered"]]
+    a, b = d[d["after"]], d[~d["after"]]
+    if cause == "batching_policy":
+        return f"batched share {b['batched'].mean():.0%} -> {a['batched'].mean():.0%}"
+    if cause == "prep_time_drift":
+        return f"merchant prep {b['prep_min'].mean():.1f} -> {a['prep_min'].mean():.1f} min"
+    if cause == "dasher_shortage":
+        ub, ua = b[b["batched"] == 0], a[a["batched"] == 0]
+        return (
+            f"courier wait (unbatched) {ub['dasher_wait_min'].mean():.1f} -> "
+            f"{ua['dasher_wait_min'].mean():.1f} min; busy share "
+            f"{b['busy_share'].mean():.0%} -> {a['busy_share'].mean():.0%}"
+        )
+    if cause == "eta_model_bias":
+        new = sorted(set(a["eta_model"]) - set(b["eta_model"]))
+        models = f"; new ETA model {', '.join(new)}" if new else ""
+        return (
+            f"promised {b['promised_min'].mean():.1f} -> {a['promised_min'].mean():.1f} min{models}"
+        )
+    if cause == "inventory_drop":
+        return f"bad item lines {_bad_rate(b):.1%} -> {_bad_rate(a):.1%}"
+    return None
+
+
+def _bad_rate(frame: pd.DataFrame) -> float:
+    return float(frame["bad_items"].sum() / max(frame["item_count"].sum(), 1))
+
+
+def _inventory_impact(frame: pd.DataFrame, n_bootstrap: int, seed: int) -> MechanismImpact:
+    d = frame[frame["delivered"]]
+    if d["bad_items"].isna().all():
+        return MechanismImpact("inventory_drop", np.nan, np.nan, np.nan, np.nan, False)
+    d = d.reset_index(drop=True)
+    by_day = [np.asarray(ix) for ix in d.groupby(d["order_time"].dt.floor("D")).indices.values()]
+
+    def change(sample: pd.DataFrame) -> float:
+        return _bad_rate(sample[sample["after"]]) - _bad_rate(sample[~sample["after"]])
+
+    rng = np.random.default_rng(seed)
+    reps = []
+    for pick in rng.integers(0, len(by_day), size=(n_bootstrap, len(by_day))):
+        s = d.iloc[np.concatenate([by_day[i] for i in pick])]
+        if s["after"].any() and not s["after"].all():
+            reps.append(change(s))
+    lo, hi = np.quantile(reps, [0.05, 0.95]) if reps else (np.nan, np.nan)
+    positive = float(np.mean(np.asarray(reps) > 0)) if reps else np.nan
+    return MechanismImpact(
+        "inventory_drop", change(d), float(lo), float(hi), np.nan, True, positive
+    )
+
+
+def investigate_report(
+    engine: Engine,
+    report: IncidentReport,
+    *,
+    baseline_days: int = 14,
+    n_bootstrap: int = 100,
+    seed: int = 0,
+) -> Investigation:
+    """Evidence and ranked causes for one detected incident."""
+    draft = report.draft
+    where = investigation_slice(report)
+    start = draft.window_start - dt.timedelta(days=baseline_days)
+    frame = order_frame(engine, where, start, draft.window_end)
+    frame["after"] = frame["order_time"] >= draft.window_start
+    missing = set(frame.attrs.get("missing", []))
+    impacts = {
+        m.mechanism: m
+        for m in late_impacts(frame, missing=missing, n_bootstrap=n_bootstrap, seed=seed)
+    }
+    impacts["inventory_drop"] = _inventory_impact(frame, n_bootstrap, seed)
+    slope = {c: SLOPE["on_time"] for c in MECHANISMS} | {"inventory_drop": SLOPE["item_accuracy"]}
+    changes = (
+        match_changes(
+            engine.con.to_pyarrow(engine.table("change_events")).to_pandas(),
+            where,
+            draft.window_start,
+        )
+        if engine.has("change_events")
+        else []
+    )
+    causes, ruled_out, not_testable = [], [], []
+    for name in CAUSES:
+        imp = impacts[name]
+        if not imp.testable:
+            not_testable.append(name)
+            continue
+        driver = _driver_line(frame, name)
+        if not (imp.ci_low > 0):
+            ruled_out.append(
+                {
+                    "cause": name,
+                    "reason": f"its effect is within noise: {imp.late_rate_change:+.1%} "
+                    f"(90% interval {imp.ci_low:+.1%} to {imp.ci_high:+.1%})"
+                    + (f"; {driver}" if driver else ""),
+                }
+            )
+            continue
+        change = next((c for c in changes if c.candidate and name in c.hypotheses), None)
+        evidence = [
+            f"undoing it removes {imp.late_rate_change:.1%} of late rate (90% interval "
+            f"{imp.ci_low:.1%} to {imp.ci_high:.1%})"
+            if name != "inventory_drop"
+            else f"bad item lines up {imp.late_rate_change:.2%} (90% interval "
+            f"{imp.ci_low:.2%} to {imp.ci_high:.2%})"
+        ]
+        if driver:
+            evidence.append(driver)
+        if change:
+            evidence.append(
+                f"logged change {change.change_id} '{change.name}' in scope, "
+                f"{change.lead_hours:.0f} h before the regression"
+            )
+        points = slope[name] * imp.late_rate_change
+        ci = (slope[name] * imp.ci_low, slope[name] * imp.ci_high)
+        causes.append(Cause(name, imp.p_positive, points, ci, evidence, change))
+    causes.sort(key=lambda c: -c.impact)
+    narrative = _narrative(report, where, causes)
+    if not causes:
+        ruled = ", ".join(r["cause"] for r in ruled_out)
+        # as sure as the best-supported mechanism is not: 1 - its bootstrap support
+        support = [impacts[r["cause"]].p_positive for r in ruled_out]
+        best = max((s for s in support if np.isfinite(s)), default=0.0)
+        causes_out = [
+            Cause(NORMAL, 1.0 - best, 0.0, (0.0, 0.0), [f"no hypothesis beats noise ({ruled})"])
+        ]
+        return Investigation(report, where, causes_out, ruled_out, not_testable, narrative)
+    return Investigation(report, where, causes, ruled_out, not_testable, narrative)
+
+
+def _label(where: dict[str, Any]) -> str:
+    return " + ".join(str(v) for v in where.values()) or "all orders"
+
+
+def _narrative(report: IncidentReport, where: dict[str, Any], causes: list[Cause]) -> str:
+    d = report.draft
+    head = (
+        f"{_label(where)}: CX Score {d.baseline:.1f} -> {d.current:.1f} since "
+        f"{d.window_start:%b %d %H:%M}."
+    )
+    if not causes:
+        return head + " No hypothesis explains it beyond noise: monitor, no action needed."
+    first = causes[0]
+    text = f" Most likely cause: {first.cause} (about {first.impact:.1f} CX points; {first.evidence[0]}"
+    text += f"; {first.evidence[1]})." if len(first.evidence) > 1 else ")."
+    if first.change:
+        text += f" It follows logged change {first.change.change_id} ({first.change.name})."
+    if len(causes) > 1:
+        rest = ", ".join(f"{c.cause} (about {c.impact:.1f} points)" for c in causes[1:])
+        text += f" Secondary: {rest}."
+    return head + text
+
+
+def investigate(
+    data_dir: Path | str, *, store_url: str | None = None, n_bootstrap: int = 100
+) -> list[Investigation]:
+    """Detect incidents in the dataset, then investigate each one."""
+    reports = detect_incidents(data_dir, store_url=store_url)
+    engine = connect(data_dir)
+    return [investigate_report(engine, r, n_bootstrap=n_bootstrap) for r in reports]
