@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -467,6 +468,20 @@ def test_real_data_imports_validate(tmp_path: Path) -> None:
     assert report.ok, [str(p) for p in report.problems[:5]]
     assert report.rows["orders"] > 19_000 and report.rows["supply"] > 0
     assert doordash.start == "2015-01-21"
+    # root-cause analysis runs on both and says what their data cannot test
+    runner = CliRunner()
+    for name, where, since in (
+        ("olist", "SP", "2018-03-01"),
+        ("doordash", "market_2", "2015-02-10"),
+    ):
+        args = ["investigate", "--data", str(tmp_path / name), "--json"]
+        result = runner.invoke(app, [*args, "--slice", f"region={where}", "--since", since])
+        assert result.exit_code == 0, result.output
+        found = json.loads(result.stdout)["incidents"][0]
+        assert {"batching_policy", "prep_time_drift", "dasher_shortage"} <= set(
+            found["not_testable"]
+        ), name
+        assert "eta_model_bias" not in found["not_testable"]  # both record promises
 
 
 def test_doordash_original_file_without_index_column(tmp_path: Path) -> None:

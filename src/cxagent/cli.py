@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 from typing import Annotated, Any
@@ -226,15 +227,32 @@ def investigate(
     bootstrap: Annotated[
         int, typer.Option(min=20, help="Day-bootstrap replicates for the intervals.")
     ] = 100,
+    slice_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--slice",
+            help="Investigate this slice instead of detected incidents, e.g. "
+            "--slice region=SF --slice category=grocery (needs --since).",
+        ),
+    ] = None,
+    since: Annotated[
+        dt.datetime | None,
+        typer.Option(help="With --slice: when the regression started (local time)."),
+    ] = None,
 ) -> None:
     """Detect incidents, then investigate each one: ranked causes with evidence."""
     from cxagent.engine.connection import connect
     from cxagent.incidents import detect_incidents
-    from cxagent.rca.investigate import investigate_report
+    from cxagent.rca.investigate import investigate_report, requested_report
 
     try:
-        reports = detect_incidents(data, store_url=db)
+        if (slice_ is None) != (since is None):
+            raise CXAgentError("--slice and --since go together")
         engine = connect(data)
+        if slice_ is not None and since is not None:
+            reports = [requested_report(engine, _parse_slice(slice_), since)]
+        else:
+            reports = detect_incidents(data, store_url=db)
         found = [
             investigate_report(engine, r, n_bootstrap=bootstrap)
             for r in track(
@@ -250,15 +268,32 @@ def investigate(
         payload = {"incidents": [i.as_dict() for i in found]}
         typer.echo(json.dumps(payload, indent=2, default=str))
     else:
-        _print_feed(reports)
+        if slice_ is None:
+            _print_feed(reports)
         _print_investigations(found)
+
+
+def _parse_slice(items: list[str]) -> dict[str, Any]:
+    """``["region=SF", "store_id=1002"]`` -> ``{"region": "SF", "store_id": 1002}``."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            raise CXAgentError(f"--slice: expected KEY=VALUE, got {item!r}")
+        out[key] = int(value) if key == "store_id" and value.isdigit() else value
+    return out
 
 
 def _print_investigations(found: list[Any]) -> None:
     for inv in found:
         d = inv.as_dict()
         where = " + ".join(f"{k}={v}" for k, v in inv.slice.items())
-        table = RichTable(title=f"{d['severity']} incident {d.get('id') or ''}: {where}")
+        kind = (
+            "requested investigation"
+            if d.get("detector") == "requested"
+            else f"{d['severity']} incident {d.get('id') or ''}"
+        )
+        table = RichTable(title=f"{kind}: {where}")
         for col in ("cause", "confidence", "CX impact", "90% interval", "evidence"):
             table.add_column(col, no_wrap=col in ("cause", "confidence", "CX impact"))
         for c in d["causes"]:

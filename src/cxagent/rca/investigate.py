@@ -34,12 +34,14 @@ import numpy as np
 import pandas as pd
 
 from cxagent.engine.connection import Engine, connect
+from cxagent.errors import CXAgentError
 from cxagent.incidents.effects import SLOPE
 from cxagent.incidents.feed import IncidentReport
 from cxagent.incidents.pipeline import detect_incidents
 from cxagent.rca.changelog import ChangeMatch, match_changes
 from cxagent.rca.orders import order_frame
 from cxagent.rca.timeline import MECHANISMS, MechanismImpact, late_impacts
+from cxagent.store.repository import IncidentDraft
 
 CAUSES = (*MECHANISMS, "inventory_drop")
 NORMAL = "normal_variance"
@@ -102,7 +104,8 @@ def _driver_line(frame: pd.DataFrame, cause: str) -> str | None:
     if cause == "batching_policy":
         return f"batched share {b['batched'].mean():.0%} -> {a['batched'].mean():.0%}"
     if cause == "prep_time_drift":
-        return f"merchant prep {b['prep_min'].mean():.1f} -> {a['prep_min'].mean():.1f} min"
+        was, now = _minutes(b["prep_min"].mean()), _minutes(a["prep_min"].mean())
+        return f"merchant prep {was} -> {now}"
     if cause == "dasher_shortage":
         ub, ua = b[b["batched"] == 0], a[a["batched"] == 0]
         return (
@@ -113,12 +116,20 @@ def _driver_line(frame: pd.DataFrame, cause: str) -> str | None:
     if cause == "eta_model_bias":
         new = sorted(set(a["eta_model"]) - set(b["eta_model"]))
         models = f"; new ETA model {', '.join(new)}" if new else ""
-        return (
-            f"promised {b['promised_min'].mean():.1f} -> {a['promised_min'].mean():.1f} min{models}"
-        )
+        was, now = _minutes(b["promised_min"].mean()), _minutes(a["promised_min"].mean())
+        return f"promised {was} -> {now}{models}"
     if cause == "inventory_drop":
         return f"bad item lines {_bad_rate(b):.1%} -> {_bad_rate(a):.1%}"
     return None
+
+
+def _minutes(value: float) -> str:
+    """A duration for people: minutes, or hours or days when long (marketplace promises)."""
+    if value >= 48 * 60:
+        return f"{value / 1440:.1f} days"
+    if value >= 120:
+        return f"{value / 60:.1f} h"
+    return f"{value:.1f} min"
 
 
 def _bad_rate(frame: pd.DataFrame) -> float:
@@ -215,6 +226,12 @@ def investigate_report(
         causes.append(Cause(name, imp.p_positive, points, ci, evidence, change))
     causes.sort(key=lambda c: -c.impact)
     narrative = _narrative(report, where, causes)
+    if not causes and not ruled_out:
+        narrative = (
+            f"{_label(where)}: none of the hypotheses can be tested on this data "
+            f"(it lacks the fields of {', '.join(not_testable)})."
+        )
+        return Investigation(report, where, [], ruled_out, not_testable, narrative)
     if not causes:
         ruled = ", ".join(r["cause"] for r in ruled_out)
         # as sure as the best-supported mechanism is not: 1 - its bootstrap support
@@ -237,6 +254,12 @@ def _narrative(report: IncidentReport, where: dict[str, Any], causes: list[Cause
         f"{_label(where)}: CX Score {d.baseline:.1f} -> {d.current:.1f} since "
         f"{d.window_start:%b %d %H:%M}."
     )
+    if d.delta >= 0:
+        head += " The score did not fall: nothing to explain."
+        if not causes:
+            return head
+        rest = ", ".join(f"{c.cause} (about {c.impact:.1f} points)" for c in causes)
+        return head + f" Mechanisms that still cost points: {rest}."
     if not causes:
         return head + " No hypothesis explains it beyond noise: monitor, no action needed."
     first = causes[0]
@@ -248,6 +271,56 @@ def _narrative(report: IncidentReport, where: dict[str, Any], causes: list[Cause
         rest = ", ".join(f"{c.cause} (about {c.impact:.1f} points)" for c in causes[1:])
         text += f" Secondary: {rest}."
     return head + text
+
+
+def requested_report(
+    engine: Engine,
+    where: dict[str, Any],
+    since: dt.datetime,
+    until: dt.datetime | None = None,
+    *,
+    baseline_days: int = 14,
+) -> IncidentReport:
+    """An incident the engineer names instead of detection: slice ``where`` since ``since``
+    (to ``until``, default the end of the data), with its CX Score before and after from
+    the cube."""
+    from cxagent.engine.cube import build_cube
+    from cxagent.metrics.definitions import STAT_FIELDS, CXStats
+
+    rows = build_cube(engine).slice_rows(where).to_pandas()
+    if rows.empty:
+        raise CXAgentError(f"slice {where}: no orders in this dataset")
+    hours = pd.to_datetime(rows["hour"])
+    end = until or (hours.max() + pd.Timedelta(hours=1)).to_pydatetime()
+    before = rows[(hours >= since - dt.timedelta(days=baseline_days)) & (hours < since)]
+    after = rows[(hours >= since) & (hours < end)]
+    if before.empty or after.empty:
+        raise CXAgentError(
+            f"since: {since} leaves no orders of {where} before or after it in this dataset"
+        )
+
+    def score(part: pd.DataFrame) -> float:
+        stats = CXStats(**{f: float(part[f].fillna(0).sum()) for f in STAT_FIELDS})
+        return stats.metrics()["cx_score"]
+
+    was, now = score(before), score(after)
+    label = " + ".join(f"{k}={v}" for k, v in where.items()) or "all"
+    draft = IncidentDraft(
+        metric="cx_score",
+        slice=dict(where),
+        window_start=since,
+        window_end=end,
+        detected_at=end,
+        severity="low",
+        baseline=round(was, 3),
+        current=round(now, 3),
+        delta=round(now - was, 3),
+        affected_orders=int(after["orders"].sum()),
+        p_value=float("nan"),
+        q_value=float("nan"),
+        detector="requested",
+    )
+    return IncidentReport(draft=draft, components={}, label=label, impact=0.0)
 
 
 def investigate(

@@ -44,7 +44,7 @@ NEEDS: Final[dict[str, tuple[str, ...]]] = {
     "batching_policy": ("batched", "dasher_wait_min"),
     "prep_time_drift": ("prep_min",),
     "dasher_shortage": ("dasher_wait_min", "batched"),
-    "eta_model_bias": ("promised_min", "distance_mi"),
+    "eta_model_bias": ("promised_min",),
 }
 
 
@@ -96,9 +96,12 @@ def _baseline_promise(before: pd.DataFrame, after: pd.DataFrame) -> np.ndarray:
     """What the baseline quoted for orders like ``after``'s: least squares of the promised
     minutes on store, hour, distance and basket size, fitted on the baseline orders."""
 
+    use_distance = bool(before["distance_mi"].notna().all())  # not every source has it
+
     def design(frame: pd.DataFrame, stores: list, hours: list) -> np.ndarray:
-        cols = [np.ones(len(frame)), frame["distance_mi"].to_numpy(float)]
-        cols.append(frame["item_count"].to_numpy(float))
+        cols = [np.ones(len(frame)), frame["item_count"].to_numpy(float)]
+        if use_distance:
+            cols.append(frame["distance_mi"].fillna(0.0).to_numpy(float))
         cols += [(frame["store_id"] == s).to_numpy(float) for s in stores[1:]]
         cols += [(frame["hour"] == h).to_numpy(float) for h in hours[1:]]
         return np.column_stack(cols)
@@ -142,7 +145,7 @@ def late_impacts(
     """Impact of each mechanism on the late rate of the delivered orders of ``frame``
     (``order_frame`` rows plus a boolean ``after`` column), most harmful first."""
     cols = ["order_time", after, "late", "late_min", "store_id", "daypart", "hour", "item_count"]
-    cols += sorted({c for m in MECHANISMS for c in NEEDS[m]} | {"prep_min"})
+    cols += sorted({c for m in MECHANISMS for c in NEEDS[m]} | {"prep_min", "distance_mi"})
     delivered = frame.loc[frame["delivered"], cols].copy()
     delivered["daypart"] = delivered["daypart"].astype("category")  # cheap to resample
     if not (set(NEEDS["eta_model_bias"]) & set(missing)):
