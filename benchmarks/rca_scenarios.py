@@ -1,0 +1,233 @@
+"""Benchmark: root-cause analysis on generated scenarios whose causes are known.
+
+    python benchmarks/rca_scenarios.py [--first-seed 1000] [--scenarios 60]
+        [--orders-per-day 6000] [--bootstrap 50] [--out FILE]
+
+A suite of scenarios is drawn from seeds (so another seed range is another, unseen suite):
+six in ten plant one cause (each of the five causes, at region, region + category or category
+scope, magnitude 0.3 to 1.5, logged or not), two in ten plant two causes whose scopes
+overlap, two in ten plant nothing (controls). Each scenario runs 28 days, the causes start
+on day 24. For each, ``cxagent`` detects incidents and investigates them; an incident counts
+for a planted cause when its slice agrees with the cause's scope and its window starts at
+most a day before the cause. A planted cause that cost its whole scope less than a CX point
+(truth.json's exact counterfactual) left nothing to find: such scenarios are counted but not
+scored. Prints JSON:
+
+- top-1 accuracy on single-cause scenarios (a missed detection counts as wrong);
+- the share of two-cause scenarios with both causes among the top 2 of their incidents;
+- expected calibration error of the top cause's confidence (10 equal-width bins);
+- false-alarm rate on controls: any cause other than normal_variance above 0.5 confidence;
+- seconds per scenario, and every scenario's row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cxagent.data.scenario.generator import generate
+from cxagent.data.scenario.spec import parse_spec
+from cxagent.engine.connection import connect
+from cxagent.incidents import detect_incidents
+from cxagent.rca.investigate import Investigation, investigate_report
+
+CAUSES = (
+    "batching_policy",
+    "prep_time_drift",
+    "dasher_shortage",
+    "inventory_drop",
+    "eta_model_bias",
+)
+REGIONS = ("SF", "NYC", "LA")
+CATEGORIES = ("grocery", "convenience", "retail")
+START = dt.date(2024, 3, 4)
+DAYS, CAUSE_DAY = 28, 24
+MAGNITUDES = (0.3, 0.5, 0.8, 1.0, 1.5)
+MATERIAL_CX = -1.0  # a planted cause counts when it cost its whole scope at least a CX point
+
+
+def _scope(cause: str, rng: np.random.Generator) -> dict[str, str]:
+    region, category = str(rng.choice(REGIONS)), str(rng.choice(CATEGORIES))
+    if cause == "dasher_shortage":  # the courier pool is regional
+        return {"region": region}
+    kind = int(rng.integers(3))
+    return [{"region": region}, {"region": region, "category": category}, {"category": category}][
+        kind
+    ]
+
+
+def _intervention(cause: str, scope: dict[str, str], rng: np.random.Generator) -> dict[str, Any]:
+    start = dt.datetime.combine(START + dt.timedelta(days=CAUSE_DAY), dt.time())
+    return {
+        "cause": cause,
+        "start": start.isoformat(),
+        "scope": scope,
+        "magnitude": float(rng.choice(MAGNITUDES)),
+        "logged": bool(rng.random() < 0.5),
+    }
+
+
+def scenario_spec(seed: int, orders_per_day: int) -> dict[str, Any]:
+    """The scenario of ``seed``: its kind from the seed's last digit, the rest drawn."""
+    rng = np.random.default_rng(seed)
+    kind = seed % 10
+    interventions = []
+    if kind < 6:
+        cause = CAUSES[(seed // 10 + kind) % len(CAUSES)]
+        interventions.append(_intervention(cause, _scope(cause, rng), rng))
+    elif kind < 8:
+        first, second = rng.choice(len(CAUSES), size=2, replace=False)
+        region = str(rng.choice(REGIONS))
+        for c in (CAUSES[first], CAUSES[second]):
+            scope = {"region": region}
+            if c != "dasher_shortage" and rng.random() < 0.5:
+                scope["category"] = str(rng.choice(CATEGORIES))
+            interventions.append(_intervention(c, scope, rng))
+    return {
+        "name": f"rca-{seed}",
+        "seed": seed,
+        "start": START.isoformat(),
+        "days": DAYS,
+        "orders_per_day": orders_per_day,
+        "regions": list(REGIONS),
+        "background_changes": 3,
+        "interventions": interventions,
+    }
+
+
+def _relevant(inv: Investigation, iv: dict[str, Any]) -> bool:
+    draft = inv.report.draft
+    agrees = all(draft.slice.get(k, v) == v for k, v in iv["scope"].items())
+    return agrees and draft.window_start >= dt.datetime.fromisoformat(iv["start"]) - dt.timedelta(
+        days=1
+    )
+
+
+def run_scenario(seed: int, orders_per_day: int, bootstrap: int, work: Path) -> dict[str, Any]:
+    spec = scenario_spec(seed, orders_per_day)
+    root = work / f"s{seed}"
+    truth = generate(parse_spec(spec), root, workers=2)
+    t = time.perf_counter()
+    reports = detect_incidents(root, store_url=f"sqlite:///{work / f's{seed}.db'}")
+    engine = connect(root)
+    found = [investigate_report(engine, r, n_bootstrap=bootstrap) for r in reports]
+    seconds = time.perf_counter() - t
+    planted = spec["interventions"]
+    effects = [iv["effect"]["scope"]["delta"]["cx_score"] for iv in truth["interventions"]]
+    row: dict[str, Any] = {
+        "seed": seed,
+        "planted": [
+            {k: iv[k] for k in ("cause", "scope", "magnitude", "logged")} for iv in planted
+        ],
+        "incidents": [
+            {
+                "slice": inv.slice,
+                "causes": [(c.cause, round(c.confidence, 3)) for c in inv.causes],
+            }
+            for inv in found
+        ],
+        "seconds": round(seconds, 2),
+        "scope_cx_delta": [round(e, 2) for e in effects],
+        "material": all(e <= MATERIAL_CX for e in effects),
+    }
+    if not planted:
+        top = [c for inv in found for c in inv.causes if c.cause != "normal_variance"]
+        row["false_alarm"] = any(c.confidence > 0.5 for c in top)
+        return row
+    per_cause = []
+    for iv in planted:
+        hits = [inv for inv in found if _relevant(inv, iv) and inv.causes]
+        hits.sort(key=lambda inv: inv.report.draft.severity != "high")
+        per_cause.append(hits)
+    if len(planted) == 1:
+        hits = per_cause[0]
+        top = hits[0].causes[0] if hits else None
+        row["top1"] = top.cause if top else None
+        row["correct"] = bool(top and top.cause == planted[0]["cause"])
+        row["confidence"] = top.confidence if top else None
+    else:
+        top2 = {c.cause for hits in per_cause for inv in hits for c in inv.causes[:2]}
+        row["both_in_top2"] = all(iv["cause"] in top2 for iv in planted)
+    return row
+
+
+def expected_calibration_error(conf: list[float], correct: list[bool], bins: int = 10) -> float:
+    c, y = np.asarray(conf, dtype=float), np.asarray(correct, dtype=float)
+    if c.size == 0:
+        return float("nan")
+    idx = np.minimum((c * bins).astype(int), bins - 1)
+    return float(
+        sum(
+            abs(c[idx == b].mean() - y[idx == b].mean()) * np.mean(idx == b)
+            for b in range(bins)
+            if np.any(idx == b)
+        )
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--first-seed", type=int, default=1000)
+    parser.add_argument("--scenarios", type=int, default=60)
+    parser.add_argument("--orders-per-day", type=int, default=6000)
+    parser.add_argument("--bootstrap", type=int, default=50)
+    parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
+    args = parser.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="cx-rca-") as tmp:
+        for seed in range(args.first_seed, args.first_seed + args.scenarios):
+            rows.append(run_scenario(seed, args.orders_per_day, args.bootstrap, Path(tmp)))
+            print(json.dumps(rows[-1]), flush=True, file=__import__("sys").stderr)
+    single = [r for r in rows if "correct" in r and r["material"]]
+    pairs = [r for r in rows if "both_in_top2" in r and r["material"]]
+    immaterial = [r for r in rows if r["planted"] and not r["material"]]
+    controls = [r for r in rows if "false_alarm" in r]
+    scored = [r for r in single if r["confidence"] is not None]
+    result = {
+        "benchmark": "rca_scenarios",
+        "seeds": [args.first_seed, args.first_seed + args.scenarios - 1],
+        "orders_per_day": args.orders_per_day,
+        "days": DAYS,
+        "scenarios": {
+            "single": len(single),
+            "pairs": len(pairs),
+            "controls": len(controls),
+            "immaterial_not_scored": len(immaterial),
+        },
+        "top1_accuracy": round(float(np.mean([r["correct"] for r in single])), 3)
+        if single
+        else None,
+        "both_in_top2": round(float(np.mean([r["both_in_top2"] for r in pairs])), 3)
+        if pairs
+        else None,
+        "ece": round(
+            expected_calibration_error(
+                [r["confidence"] for r in scored], [r["correct"] for r in scored]
+            ),
+            3,
+        ),
+        "controls_without_false_alarm": round(
+            1 - float(np.mean([r["false_alarm"] for r in controls])), 3
+        )
+        if controls
+        else None,
+        "mean_seconds_detect_and_investigate": round(
+            float(np.mean([r["seconds"] for r in rows])), 2
+        ),
+        "rows": rows,
+    }
+    text = json.dumps(result, indent=2, default=str)
+    print(text)
+    if args.out:
+        args.out.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
