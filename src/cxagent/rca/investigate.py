@@ -17,15 +17,18 @@ A hypothesis whose impact interval lies above zero is a cause; the others are ru
 the reason; one whose fields the data lacks is "not testable". With no cause standing, the
 answer is normal_variance: monitor, no action needed.
 
-``confidence`` is, for now, the day-bootstrap share of replicates in which the mechanism's
-impact is positive (a support score, not yet a calibrated probability that it is the cause;
-``confidence_calibrated`` says so). Calibration against the scenario benchmark is issue 4's
-next step.
+``confidence`` is the probability that a listed cause is right, from a logistic model of its
+features (impact z-score, share of the change, rank, a fitting logged change) fitted on the
+scenario benchmark (``benchmarks/rca_calibrate.py``, shipped as ``confidence.json``); without
+that file it falls back to the day-bootstrap share of replicates with a positive impact, and
+the JSON says ``confidence_calibrated: false``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +58,7 @@ class Cause:
     impact_ci: tuple[float, float]
     evidence: list[str] = field(default_factory=list)
     change: ChangeMatch | None = None
+    features: dict[str, float] = field(default_factory=dict)  # what confidence is computed from
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -64,6 +68,7 @@ class Cause:
             "impact_interval": [round(-self.impact_ci[1], 2), round(-self.impact_ci[0], 2)],
             "evidence": self.evidence,
             "change_id": self.change.change_id if self.change else None,
+            "features": {k: round(v, 4) for k, v in self.features.items()},
         }
 
 
@@ -75,7 +80,6 @@ class Investigation:
     ruled_out: list[dict[str, str]]
     not_testable: list[str]
     narrative: str
-    calibrated: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         d = self.report.as_dict()
@@ -84,7 +88,7 @@ class Investigation:
         d["ruled_out"] = self.ruled_out
         d["not_testable"] = self.not_testable
         d["narrative"] = self.narrative
-        d["confidence_calibrated"] = self.calibrated
+        d["confidence_calibrated"] = load_confidence_model() is not None
         return d
 
 
@@ -121,6 +125,27 @@ def _driver_line(frame: pd.DataFrame, cause: str) -> str | None:
     if cause == "inventory_drop":
         return f"bad item lines {_bad_rate(b):.1%} -> {_bad_rate(a):.1%}"
     return None
+
+
+CONFIDENCE_FILE = Path(__file__).with_name("confidence.json")
+
+
+def load_confidence_model(
+    path: Path = CONFIDENCE_FILE,
+) -> Callable[[dict[str, float]], float] | None:
+    """The calibrated confidence: a logistic model of "this cause is a planted one" on the
+    cause's features, fitted on the scenario benchmark (``benchmarks/rca_calibrate.py``);
+    None until one is fitted."""
+    if not path.exists():
+        return None
+    spec = json.loads(path.read_text())
+    names, coef = spec["features"], np.asarray(spec["coef"], dtype=float)
+
+    def confidence(features: dict[str, float]) -> float:
+        x = np.array([1.0, *(features.get(n, 0.0) for n in names)])
+        return float(1.0 / (1.0 + np.exp(-float(x @ coef))))
+
+    return confidence
 
 
 def _minutes(value: float) -> str:
@@ -223,8 +248,25 @@ def investigate_report(
             )
         points = slope[name] * imp.late_rate_change
         ci = (slope[name] * imp.ci_low, slope[name] * imp.ci_high)
-        causes.append(Cause(name, imp.p_positive, points, ci, evidence, change))
+        se = max((imp.ci_high - imp.ci_low) / 3.29, 1e-9)  # a 90% interval spans 3.29 sd
+        share = imp.share if np.isfinite(imp.share) else 1.0
+        feats = {
+            "z": float(min(imp.late_rate_change / se, 20.0)),
+            "share": float(np.clip(share, -1.0, 2.0)),
+            "points": float(points),
+            "logged": float(change is not None),
+            "support": float(imp.p_positive),
+        }
+        causes.append(Cause(name, imp.p_positive, points, ci, evidence, change, feats))
     causes.sort(key=lambda c: -c.impact)
+    for rank, c in enumerate(causes):
+        c.features["first"] = float(rank == 0)
+        c.features["rel_points"] = c.impact / max(causes[0].impact, 1e-9)
+        c.features["n_causes"] = float(len(causes))
+    confidence_model = load_confidence_model()
+    if confidence_model is not None:
+        for c in causes:
+            c.confidence = confidence_model(c.features)
     narrative = _narrative(report, where, causes)
     if not causes and not ruled_out:
         narrative = (

@@ -12,9 +12,11 @@ the late orders that would not have been late, a counterfactual that needs no mo
 outcome (the Oaxaca-Blinder idea of splitting a change into its sources, on the timeline):
 
 - prep_time_drift: each store's prep times scaled back to its baseline median;
-- dasher_shortage: courier wait of unbatched orders moved back by its change (per daypart);
+- dasher_shortage: courier wait of unbatched orders moved back by its change (per daypart),
+  plus the extra batching of a busier courier pool;
 - batching_policy: the batched share and the batching penalty (batched minus unbatched late
-  rate) back at baseline, per daypart;
+  rate) back at baseline, per daypart and tercile of courier load: batching that busier
+  couriers bring by design is the courier shortage's doing (mediation), not the policy's;
 - eta_model_bias: promises lengthened back by how much shorter they now are than what the
   baseline quoted for like orders (same store, distance, basket and hour; least squares on
   the baseline orders, fitted once), on average.
@@ -113,25 +115,41 @@ def _baseline_promise(before: pd.DataFrame, after: pd.DataFrame) -> np.ndarray:
     return np.asarray(design(after, stores, hours) @ coef)
 
 
-def _batching_rate_cf(after: pd.DataFrame, before: pd.DataFrame) -> float:
-    """Counterfactual late rate of ``after`` with baseline batching, per daypart: the
-    unbatched late rate now, plus the baseline batched share times the baseline penalty."""
-    total, weight = 0.0, 0
-    for dp, now in after.groupby("daypart"):
-        then = before[before["daypart"] == dp]
-        if then.empty:
-            total += float(now["late"].mean()) * len(now)
-            weight += len(now)
+def _strata(
+    after: pd.DataFrame, before: pd.DataFrame, by_load: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Stratum of each order: its daypart (a categorical shared by both frames), and with
+    ``by_load`` its tercile of courier busy share (cut at the baseline's terciles), since a
+    busier courier pool batches more by design."""
+    a = np.asarray(after["daypart"].cat.codes, dtype=np.int64) * 3
+    b = np.asarray(before["daypart"].cat.codes, dtype=np.int64) * 3
+    load_b = before["busy_share"].to_numpy(float)
+    if by_load and np.isfinite(load_b).any():
+        cuts = np.nanquantile(load_b, [1 / 3, 2 / 3])
+        a = a + np.searchsorted(cuts, np.nan_to_num(after["busy_share"].to_numpy(float)))
+        b = b + np.searchsorted(cuts, np.nan_to_num(load_b))
+    return a, b
+
+
+def _batching_rate_cf(after: pd.DataFrame, before: pd.DataFrame, *, by_load: bool) -> float:
+    """Counterfactual late rate of ``after`` with baseline batching, per stratum (daypart,
+    and courier load with ``by_load``): the unbatched late rate now, plus the baseline
+    batched share times the baseline penalty (batched minus unbatched late rate)."""
+    sa, sb = _strata(after, before, by_load)
+    late_a, late_b = after["late"].to_numpy(float), before["late"].to_numpy(float)
+    bat_a, bat_b = after["batched"].to_numpy(float) > 0, before["batched"].to_numpy(float) > 0
+    total = 0.0
+    for key in np.unique(sa):
+        now, then = sa == key, sb == key
+        if not then.any():
+            total += late_a[now].sum()
             continue
-        unb_now = now.loc[now["batched"] == 0, "late"]
-        base_unb = then.loc[then["batched"] == 0, "late"].mean()
-        base_b = then.loc[then["batched"] == 1, "late"].mean()
-        share0 = float(then["batched"].mean())
-        penalty = 0.0 if np.isnan(base_b) or np.isnan(base_unb) else float(base_b - base_unb)
-        unb = float(unb_now.mean()) if len(unb_now) else float(now["late"].mean())
-        total += (unb + share0 * penalty) * len(now)
-        weight += len(now)
-    return total / max(weight, 1)
+        unb_now = late_a[now & ~bat_a]
+        base_unb, base_b = late_b[then & ~bat_b], late_b[then & bat_b]
+        penalty = base_b.mean() - base_unb.mean() if base_b.size and base_unb.size else 0.0
+        unb = unb_now.mean() if unb_now.size else late_a[now].mean()
+        total += (unb + bat_b[then].mean() * penalty) * now.sum()
+    return float(total / max(len(late_a), 1))
 
 
 def late_impacts(
@@ -145,7 +163,10 @@ def late_impacts(
     """Impact of each mechanism on the late rate of the delivered orders of ``frame``
     (``order_frame`` rows plus a boolean ``after`` column), most harmful first."""
     cols = ["order_time", after, "late", "late_min", "store_id", "daypart", "hour", "item_count"]
-    cols += sorted({c for m in MECHANISMS for c in NEEDS[m]} | {"prep_min", "distance_mi"})
+    cols += sorted(
+        {c for m in MECHANISMS for c in NEEDS[m]} | {"prep_min", "distance_mi", "busy_share"}
+    )
+    frame = frame if "busy_share" in frame else frame.assign(busy_share=np.nan)
     delivered = frame.loc[frame["delivered"], cols].copy()
     delivered["daypart"] = delivered["daypart"].astype("category")  # cheap to resample
     if not (set(NEEDS["eta_model_bias"]) & set(missing)):
@@ -159,10 +180,14 @@ def late_impacts(
 
     def impact(sample: pd.DataFrame, mechanism: str) -> float:
         a, b = sample[sample[after]], sample[~sample[after]]
-        if mechanism == "batching_policy":
-            return float(a["late"].mean()) - _batching_rate_cf(a, b)
+        now = float(a["late"].mean())
+        if mechanism == "batching_policy":  # more batching at the same courier load
+            return now - _batching_rate_cf(a, b, by_load=True)
         cf = _late_cf(a, b, mechanism)
-        return float(a["late"].mean()) - float(np.mean(cf > GRACE_MIN))
+        effect = now - float(np.mean(cf > GRACE_MIN))
+        if mechanism == "dasher_shortage":  # and the batching that busier couriers bring
+            effect += _batching_rate_cf(a, b, by_load=True) - _batching_rate_cf(a, b, by_load=False)
+        return effect
 
     rng = np.random.default_rng(seed)
     delivered = delivered.reset_index(drop=True)
