@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from cxagent.cli import app
 from cxagent.engine.connection import connect
 from cxagent.incidents.feed import IncidentReport
-from cxagent.rca.investigate import investigate_report
+from cxagent.rca.investigate import CONFIDENCE_FILE, investigate_report, load_confidence_model
 from cxagent.rca.timeline import late_impacts
 from cxagent.store.repository import IncidentDraft
 
@@ -126,3 +126,22 @@ def test_without_courier_data_the_courier_hypotheses_are_not_testable(
     assert set(found.not_testable) == {"batching_policy", "dasher_shortage"}
     tested = {c.cause for c in found.causes} | {r["cause"] for r in found.ruled_out}
     assert "prep_time_drift" in tested and "batching_policy" not in tested
+
+
+def test_the_confidence_model_is_a_logistic_map_of_the_causes_features(tmp_path: Path) -> None:
+    spec = {"features": ["z", "logged"], "coef": [-1.0, 0.5, 2.0]}
+    path = tmp_path / "confidence.json"
+    path.write_text(json.dumps(spec))
+    model = load_confidence_model(path)
+    assert model is not None
+    assert model({"z": 2.0, "logged": 1.0}) == pytest.approx(1 / (1 + np.exp(-2.0)))
+    assert model({}) == pytest.approx(1 / (1 + np.exp(1.0)))  # absent features count as 0
+    assert load_confidence_model(tmp_path / "none.json") is None
+
+
+def test_the_shipped_confidence_model_uses_features_investigate_computes() -> None:
+    spec = json.loads(CONFIDENCE_FILE.read_text())
+    produced = {"z", "share", "points", "logged", "support", "first", "rel_points", "n_causes"}
+    assert set(spec["features"]) <= produced
+    assert len(spec["coef"]) == len(spec["features"]) + 1
+    assert spec["fitted_on"]["seeds"][1] < 2000  # evaluation seeds (2000+) stay unseen
