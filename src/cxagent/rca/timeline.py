@@ -21,17 +21,14 @@ outcome (the Oaxaca-Blinder idea of splitting a change into its sources, on the 
   baseline quoted for like orders (same store, distance, basket and hour; least squares on
   the baseline orders, fitted once), on average.
 
-Other outcomes (cancellations, refunds, support contacts) respond to lateness, so their
-counterfactuals go through a response curve estimated on the slice's orders (the outcome's
-rate per bin of late minutes), plus item issues for inventory_drop. Intervals come from a
-bootstrap over days. Impacts are not exactly additive (lateness is a threshold), and need
+Item issues (inventory_drop) are measured on their own rate (``investigate``). Intervals come
+from a bootstrap over days, on arrays. Impacts are not exactly additive (lateness is a threshold), and need
 not sum to the observed change: what no mechanism explains is left as such.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Final
 
 import numpy as np
@@ -63,29 +60,6 @@ class MechanismImpact:
     p_positive: float = np.nan  # share of bootstrap replicates with a positive impact
 
 
-def _late_cf(after: pd.DataFrame, before: pd.DataFrame, mechanism: str) -> np.ndarray:
-    """Counterfactual late minutes of the delivered ``after`` orders without ``mechanism``."""
-    late = after["late_min"].to_numpy(float)
-    if mechanism == "prep_time_drift":
-        base = before.groupby("store_id")["prep_min"].median()
-        now = after.groupby("store_id")["prep_min"].median()
-        ratio = (base / now).reindex(after["store_id"]).to_numpy(float)
-        ratio = np.where(np.isfinite(ratio), ratio, 1.0)
-        prep = after["prep_min"].to_numpy(float)
-        return late - prep * (1.0 - ratio)
-    if mechanism == "dasher_shortage":
-        unb_b = before[before["batched"] == 0].groupby("daypart")["dasher_wait_min"].mean()
-        unb_a = after[after["batched"] == 0].groupby("daypart")["dasher_wait_min"].mean()
-        shift = (unb_a - unb_b).reindex(after["daypart"]).fillna(0.0).to_numpy(float)
-        return late - shift
-    if mechanism == "eta_model_bias":
-        # shift every promise by the average amount it now falls short of the baseline
-        # quote (not order by order: that would also strip the promises' own noise)
-        gap = float(after["promise_gap"].mean() - before["promise_gap"].mean())
-        return late + gap
-    raise ValueError(f"mechanism: {mechanism!r} has no timeline counterfactual")
-
-
 def promise_gap(frame: pd.DataFrame, after: str) -> np.ndarray:
     """Promised minutes minus what the baseline quoted for a like order (least squares of
     the promise on store, hour, distance and basket size, fitted once on the orders before
@@ -96,60 +70,128 @@ def promise_gap(frame: pd.DataFrame, after: str) -> np.ndarray:
 
 def _baseline_promise(before: pd.DataFrame, after: pd.DataFrame) -> np.ndarray:
     """What the baseline quoted for orders like ``after``'s: least squares of the promised
-    minutes on store, hour, distance and basket size, fitted on the baseline orders."""
-
+    minutes on store (fixed effects, partialled out by demeaning within store), hour,
+    basket size and distance, fitted on the baseline orders."""
     use_distance = bool(before["distance_mi"].notna().all())  # not every source has it
+    hours = sorted(before["hour"].unique().tolist())
 
-    def design(frame: pd.DataFrame, stores: list, hours: list) -> np.ndarray:
-        cols = [np.ones(len(frame)), frame["item_count"].to_numpy(float)]
+    def design(frame: pd.DataFrame) -> np.ndarray:
+        cols = [frame["item_count"].to_numpy(float)]
         if use_distance:
             cols.append(frame["distance_mi"].fillna(0.0).to_numpy(float))
-        cols += [(frame["store_id"] == s).to_numpy(float) for s in stores[1:]]
         cols += [(frame["hour"] == h).to_numpy(float) for h in hours[1:]]
         return np.column_stack(cols)
 
-    stores = sorted(before["store_id"].unique().tolist())
-    hours = sorted(before["hour"].unique().tolist())
-    x = design(before, stores, hours)
-    coef, *_ = np.linalg.lstsq(x, before["promised_min"].to_numpy(float), rcond=None)
-    return np.asarray(design(after, stores, hours) @ coef)
+    x, y = design(before), before["promised_min"].to_numpy(float)
+    store = before["store_id"].to_numpy()
+    x_mean = pd.DataFrame(x).groupby(store).transform("mean").to_numpy()
+    y_mean = pd.Series(y).groupby(store).transform("mean").to_numpy()
+    coef, *_ = np.linalg.lstsq(x - x_mean, y - y_mean, rcond=None)
+    # each store's level: its mean promise net of its orders' mix
+    level = pd.Series(y - x @ coef).groupby(store).mean()
+    base = level.reindex(after["store_id"].to_numpy()).to_numpy(float)
+    base = np.where(np.isfinite(base), base, float(level.mean()))  # a store new after the change
+    return np.asarray(base + design(after) @ coef)
 
 
-def _strata(
-    after: pd.DataFrame, before: pd.DataFrame, by_load: bool
-) -> tuple[np.ndarray, np.ndarray]:
-    """Stratum of each order: its daypart (a categorical shared by both frames), and with
-    ``by_load`` its tercile of courier busy share (cut at the baseline's terciles), since a
-    busier courier pool batches more by design."""
-    a = np.asarray(after["daypart"].cat.codes, dtype=np.int64) * 3
-    b = np.asarray(before["daypart"].cat.codes, dtype=np.int64) * 3
-    load_b = before["busy_share"].to_numpy(float)
-    if by_load and np.isfinite(load_b).any():
-        cuts = np.nanquantile(load_b, [1 / 3, 2 / 3])
-        a = a + np.searchsorted(cuts, np.nan_to_num(after["busy_share"].to_numpy(float)))
-        b = b + np.searchsorted(cuts, np.nan_to_num(load_b))
-    return a, b
+@dataclass(frozen=True)
+class _Orders:
+    """The delivered orders as arrays (resampling arrays is far cheaper than frames)."""
+
+    after: np.ndarray  # bool
+    late: np.ndarray  # float 0/1
+    late_min: np.ndarray
+    store: np.ndarray  # int codes
+    daypart: np.ndarray  # int codes
+    busy: np.ndarray
+    batched: np.ndarray  # bool
+    prep: np.ndarray
+    wait: np.ndarray
+    gap: np.ndarray  # promise gap (NaN when untestable)
+
+    def take(self, idx: np.ndarray) -> _Orders:
+        return _Orders(*(getattr(self, f.name)[idx] for f in fields(self)))
 
 
-def _batching_rate_cf(after: pd.DataFrame, before: pd.DataFrame, *, by_load: bool) -> float:
-    """Counterfactual late rate of ``after`` with baseline batching, per stratum (daypart,
-    and courier load with ``by_load``): the unbatched late rate now, plus the baseline
-    batched share times the baseline penalty (batched minus unbatched late rate)."""
-    sa, sb = _strata(after, before, by_load)
-    late_a, late_b = after["late"].to_numpy(float), before["late"].to_numpy(float)
-    bat_a, bat_b = after["batched"].to_numpy(float) > 0, before["batched"].to_numpy(float) > 0
-    total = 0.0
-    for key in np.unique(sa):
-        now, then = sa == key, sb == key
-        if not then.any():
-            total += late_a[now].sum()
-            continue
-        unb_now = late_a[now & ~bat_a]
-        base_unb, base_b = late_b[then & ~bat_b], late_b[then & bat_b]
-        penalty = base_b.mean() - base_unb.mean() if base_b.size and base_unb.size else 0.0
-        unb = unb_now.mean() if unb_now.size else late_a[now].mean()
-        total += (unb + bat_b[then].mean() * penalty) * now.sum()
-    return float(total / max(len(late_a), 1))
+def _group_mean(values: np.ndarray, groups: np.ndarray, n: int) -> np.ndarray:
+    ok = np.isfinite(values)
+    total = np.bincount(groups[ok], weights=values[ok], minlength=n)
+    count = np.bincount(groups[ok], minlength=n)
+    return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
+def _group_median(values: np.ndarray, groups: np.ndarray, n: int) -> np.ndarray:
+    ok = np.isfinite(values)
+    v, g = values[ok], groups[ok]
+    order = np.lexsort((v, g))
+    v = v[order]
+    count = np.bincount(g, minlength=n)
+    start = np.concatenate([[0], np.cumsum(count)[:-1]])
+    out = np.full(n, np.nan)
+    has = count > 0
+    lo, hi = start + (count - 1) // 2, start + count // 2
+    out[has] = (v[lo[has]] + v[hi[has]]) / 2.0
+    return out
+
+
+def _late_rate_cf(o: _Orders, mechanism: str) -> float:
+    """Counterfactual late rate of the ``after`` orders of ``o`` without ``mechanism``."""
+    a, b = o.after, ~o.after
+    late = o.late_min[a]
+    if mechanism == "prep_time_drift":  # each store's prep scaled back to its baseline median
+        n = int(o.store.max()) + 1
+        ratio = _group_median(o.prep[b], o.store[b], n) / _group_median(o.prep[a], o.store[a], n)
+        r = ratio[o.store[a]]
+        cf = late - o.prep[a] * (1.0 - np.where(np.isfinite(r), r, 1.0))
+    elif mechanism == "dasher_shortage":  # courier wait of unbatched orders, per daypart
+        n = int(o.daypart.max()) + 1
+        ub, ua = b & ~o.batched, a & ~o.batched
+        shift = _group_mean(o.wait[ua], o.daypart[ua], n) - _group_mean(
+            o.wait[ub], o.daypart[ub], n
+        )
+        cf = late - np.nan_to_num(shift)[o.daypart[a]]
+    elif mechanism == "eta_model_bias":
+        # every promise moved by the average amount it now falls short of the baseline quote
+        # (not order by order: that would also strip the promises' own noise)
+        cf = late + (np.nanmean(o.gap[a]) - np.nanmean(o.gap[b]))
+    else:
+        raise ValueError(f"mechanism: {mechanism!r} has no timeline counterfactual")
+    return float(np.mean(cf > GRACE_MIN))
+
+
+def _batching_rate_cf(o: _Orders, *, by_load: bool) -> float:
+    """Counterfactual late rate of the ``after`` orders with baseline batching, per stratum
+    (daypart, and with ``by_load`` the tercile of courier busy share cut at the baseline's
+    terciles: a busier pool batches more by design): the unbatched late rate now, plus the
+    baseline batched share times the baseline penalty (batched minus unbatched late rate)."""
+    a, b = o.after, ~o.after
+    stratum = o.daypart * 3
+    if by_load and np.isfinite(o.busy[b]).any():
+        cuts = np.nanquantile(o.busy[b], [1 / 3, 2 / 3])
+        stratum = stratum + np.searchsorted(cuts, np.nan_to_num(o.busy))
+    n = int(stratum.max()) + 1
+
+    def rate(mask: np.ndarray) -> np.ndarray:
+        return _group_mean(o.late[mask], stratum[mask], n)
+
+    unb_now, all_now = rate(a & ~o.batched), rate(a)
+    base_unb, base_b = rate(b & ~o.batched), rate(b & o.batched)
+    share0 = _group_mean(o.batched[b].astype(float), stratum[b], n)
+    penalty = np.where(np.isfinite(base_b) & np.isfinite(base_unb), base_b - base_unb, 0.0)
+    cf = np.where(np.isfinite(unb_now), unb_now, all_now) + np.nan_to_num(share0) * penalty
+    cf = np.where(np.isfinite(share0), cf, all_now)  # a stratum the baseline never saw
+    weight = np.bincount(stratum[a], minlength=n)
+    return float(np.nansum(cf * weight) / max(weight.sum(), 1))
+
+
+def _impact(o: _Orders, mechanism: str) -> float:
+    now = float(o.late[o.after].mean())
+    if mechanism == "batching_policy":  # more batching at the same courier load
+        return now - _batching_rate_cf(o, by_load=True)
+    effect = now - _late_rate_cf(o, mechanism)
+    if mechanism == "dasher_shortage":  # and the batching that a busier pool brings
+        effect += _batching_rate_cf(o, by_load=True) - _batching_rate_cf(o, by_load=False)
+    return effect
 
 
 def late_impacts(
@@ -162,72 +204,50 @@ def late_impacts(
 ) -> list[MechanismImpact]:
     """Impact of each mechanism on the late rate of the delivered orders of ``frame``
     (``order_frame`` rows plus a boolean ``after`` column), most harmful first."""
-    cols = ["order_time", after, "late", "late_min", "store_id", "daypart", "hour", "item_count"]
-    cols += sorted(
-        {c for m in MECHANISMS for c in NEEDS[m]} | {"prep_min", "distance_mi", "busy_share"}
-    )
-    frame = frame if "busy_share" in frame else frame.assign(busy_share=np.nan)
-    delivered = frame.loc[frame["delivered"], cols].copy()
-    delivered["daypart"] = delivered["daypart"].astype("category")  # cheap to resample
-    if not (set(NEEDS["eta_model_bias"]) & set(missing)):
-        delivered["promise_gap"] = promise_gap(delivered, after)
+    delivered = frame[frame["delivered"]]
     if delivered[after].all() or not delivered[after].any():
         raise ValueError("frame: needs delivered orders both before and after the change")
-    days = delivered["order_time"].dt.floor("D")
-    observed = float(delivered.loc[delivered[after], "late"].mean()) - float(
-        delivered.loc[~delivered[after], "late"].mean()
+    testable_eta = not (set(NEEDS["eta_model_bias"]) & set(missing))
+
+    def column(name: str) -> np.ndarray:
+        if name not in delivered:
+            return np.full(len(delivered), np.nan)
+        return delivered[name].to_numpy(float)
+
+    orders = _Orders(
+        after=delivered[after].to_numpy(bool),
+        late=delivered["late"].to_numpy(float),
+        late_min=column("late_min"),
+        store=pd.factorize(delivered["store_id"])[0].astype(np.int64),
+        daypart=pd.factorize(delivered["daypart"])[0].astype(np.int64),
+        busy=column("busy_share"),
+        batched=np.nan_to_num(column("batched")) > 0,
+        prep=column("prep_min"),
+        wait=column("dasher_wait_min"),
+        gap=promise_gap(delivered, after) if testable_eta else np.full(len(delivered), np.nan),
     )
-
-    def impact(sample: pd.DataFrame, mechanism: str) -> float:
-        a, b = sample[sample[after]], sample[~sample[after]]
-        now = float(a["late"].mean())
-        if mechanism == "batching_policy":  # more batching at the same courier load
-            return now - _batching_rate_cf(a, b, by_load=True)
-        cf = _late_cf(a, b, mechanism)
-        effect = now - float(np.mean(cf > GRACE_MIN))
-        if mechanism == "dasher_shortage":  # and the batching that busier couriers bring
-            effect += _batching_rate_cf(a, b, by_load=True) - _batching_rate_cf(a, b, by_load=False)
-        return effect
-
+    late_a, late_b = orders.late[orders.after], orders.late[~orders.after]
+    observed = float(late_a.mean() - late_b.mean())
     rng = np.random.default_rng(seed)
-    delivered = delivered.reset_index(drop=True)
-    by_day = [np.asarray(ix) for ix in delivered.groupby(days.to_numpy()).indices.values()]
-    samples = [
-        delivered.iloc[np.concatenate([by_day[i] for i in pick])]
-        for pick in rng.integers(0, len(by_day), size=(n_bootstrap, len(by_day)))
-    ]
-    samples = [s for s in samples if s[after].any() and not s[after].all()]
+    days = delivered["order_time"].dt.floor("D").to_numpy()
+    by_day = list(pd.Series(np.arange(len(days))).groupby(days).indices.values())
+    samples = []
+    for pick in rng.integers(0, len(by_day), size=(n_bootstrap, len(by_day))):
+        sample = orders.take(np.concatenate([by_day[i] for i in pick]))
+        if sample.after.any() and not sample.after.all():
+            samples.append(sample)
     out = []
     for mechanism in MECHANISMS:
         testable = not (set(NEEDS[mechanism]) & set(missing))
         if not testable:
             out.append(MechanismImpact(mechanism, np.nan, np.nan, np.nan, np.nan, False))
             continue
-        point = impact(delivered, mechanism)
+        point = _impact(orders, mechanism)
         # days resampled (shocks are shared within a day), the same days for every mechanism
-        reps = np.array([impact(s, mechanism) for s in samples])
+        reps = np.array([_impact(s, mechanism) for s in samples])
         lo, hi = np.quantile(reps, [0.05, 0.95]) if reps.size else (np.nan, np.nan)
         share = point / observed if observed > 0 else np.nan
         positive = float(np.mean(reps > 0)) if reps.size else np.nan
         out.append(MechanismImpact(mechanism, point, float(lo), float(hi), share, True, positive))
     out.sort(key=lambda m: -(m.late_rate_change if np.isfinite(m.late_rate_change) else -1e9))
     return out
-
-
-ResponseCurve = Callable[[np.ndarray], np.ndarray]
-
-
-def response_curve(late_min: np.ndarray, outcome: np.ndarray, width: float = 2.5) -> ResponseCurve:
-    """Rate of ``outcome`` per bin of late minutes (bins of ``width``, ends pooled so each
-    has at least 30 orders): how cancellations, refunds or contacts follow lateness."""
-    edges = np.arange(-30.0, 60.0 + width, width)
-    idx = np.clip(np.searchsorted(edges, late_min), 0, len(edges))
-    counts = np.bincount(idx, minlength=len(edges) + 1).astype(float)
-    hits = np.bincount(idx, weights=outcome.astype(float), minlength=len(edges) + 1)
-    overall = hits.sum() / max(counts.sum(), 1.0)
-    rate = np.where(counts >= 30, hits / np.maximum(counts, 1.0), overall)
-
-    def curve(x: np.ndarray) -> np.ndarray:
-        return np.asarray(rate[np.clip(np.searchsorted(edges, x), 0, len(edges))])
-
-    return curve
