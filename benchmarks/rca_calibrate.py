@@ -6,7 +6,8 @@
 
 Every cause ``investigate`` listed in the training suite is one example: its features (impact
 z-score, share of the late-rate change it explains, first or not, impact relative to the
-first, a logged change that fits, how many causes stand) and whether it was a planted cause
+first, a logged change that fits, how many causes stand, how many days the regression has
+lasted) and whether it was a planted cause
 of what its incident is about. A logistic regression with a small ridge penalty (so that a
 feature that separates the examples perfectly does not run off to infinity) maps features to
 the probability of being right: that is the confidence ``investigate`` shows (Platt-style
@@ -25,7 +26,7 @@ import statsmodels.api as sm
 
 from cxagent.rca.investigate import CONFIDENCE_FILE
 
-FEATURES = ("z", "share", "first", "rel_points", "logged", "n_causes")
+FEATURES = ("z", "share", "first", "rel_points", "logged", "n_causes", "after_days")
 
 
 def main() -> None:

@@ -142,6 +142,7 @@ def test_the_confidence_model_is_a_logistic_map_of_the_causes_features(tmp_path:
 def test_the_shipped_confidence_model_uses_features_investigate_computes() -> None:
     spec = json.loads(CONFIDENCE_FILE.read_text())
     produced = {"z", "share", "points", "logged", "support", "first", "rel_points", "n_causes"}
+    produced |= {"after_days"}
     assert set(spec["features"]) <= produced
     assert len(spec["coef"]) == len(spec["features"]) + 1
     assert spec["fitted_on"]["seeds"][1] < 2000  # evaluation seeds (2000+) stay unseen

@@ -274,6 +274,8 @@ def investigate_report(
         c.features["first"] = float(rank == 0)
         c.features["rel_points"] = c.impact / max(causes[0].impact, 1e-9)
         c.features["n_causes"] = float(len(causes))
+        # how long the regression has lasted: a planted change persists, a bad evening passes
+        c.features["after_days"] = (draft.window_end - draft.window_start).total_seconds() / 86400
     confidence_model = load_confidence_model()
     if confidence_model is not None:
         for c in causes:
