@@ -56,3 +56,16 @@ def test_detect_reports_bad_input_clearly(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["detect", "--data", str(tmp_path / "nope")])
     assert result.exit_code == 2
     assert "does not exist" in result.output
+
+
+def test_investigate_reports_bad_requests_clearly(small_dataset: Path) -> None:
+    runner = CliRunner()
+    data = ["investigate", "--data", str(small_dataset)]
+    result = runner.invoke(app, [*data, "--slice", "regionSF", "--since", "2024-03-06"])
+    assert result.exit_code == 2 and "expected KEY=VALUE" in result.output
+    result = runner.invoke(app, [*data, "--slice", "region=SF"])
+    assert result.exit_code == 2 and "--slice and --since go together" in result.output
+    result = runner.invoke(app, [*data, "--slice", "city=SF", "--since", "2024-03-06"])
+    assert result.exit_code == 2 and "unknown dimension" in result.output
+    result = runner.invoke(app, [*data, "--slice", "region=SF", "--since", "2030-01-01"])
+    assert result.exit_code == 2 and "before or after" in result.output
