@@ -20,7 +20,7 @@ LEAF_DIMS = ("store_id", "region", "category", "basket_size")  # + hour, which f
 SQUARE_FIELDS = ("eta_abs_error_s_sq", "stars_sq", "delivery_cost_sq")
 
 
-def _per_order_items(engine: Engine) -> ir.Table | None:
+def per_order_items(engine: Engine) -> ir.Table | None:
     """Bad item lines and refunds per order, for orders that have any: most item lines are
     fine, and filtering them out first makes the aggregation and its join a few percent of
     the work (an order without a row here has neither)."""
@@ -34,6 +34,14 @@ def _per_order_items(engine: Engine) -> ir.Table | None:
         bad_items=bad.cast("int64").sum(),
         refund=refund.sum(),
     )
+
+
+def per_order_tickets(engine: Engine) -> ir.Table | None:
+    """Orders with at least one support contact (``ticket`` = 1), or None without the table."""
+    if not engine.has("support_events"):
+        return None
+    tickets = engine.table("support_events").select("order_id").distinct()
+    return tickets.mutate(ticket=ibis.literal(1))
 
 
 def _with_trip_size(d: ir.Table) -> ir.Table:
@@ -66,17 +74,12 @@ def order_facts(engine: Engine) -> ir.Table:
     # orders per trip, counted before the join so the big join is on order_id only
     d = _with_trip_size(engine.table("deliveries").drop("order_time"))
     f = o.inner_join(d, "order_id")
-    items = _per_order_items(engine)
+    items = per_order_items(engine)
     if items is not None:
         f = f.left_join(items, "order_id").drop("order_id_right")
-    if engine.has("support_events"):
-        s = (
-            engine.table("support_events")
-            .select("order_id")
-            .distinct()
-            .mutate(ticket=ibis.literal(1))
-        )
-        f = f.left_join(s, "order_id").drop("order_id_right")
+    tickets = per_order_tickets(engine)
+    if tickets is not None:
+        f = f.left_join(tickets, "order_id").drop("order_id_right")
     if engine.has("ratings"):
         r = engine.table("ratings")
         r = r.group_by("order_id").aggregate(star=r.stars.max())

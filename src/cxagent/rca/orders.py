@@ -22,6 +22,7 @@ import ibis.expr.types as ir
 import pandas as pd
 
 from cxagent.engine.connection import Engine
+from cxagent.engine.facts import per_order_items, per_order_tickets
 from cxagent.errors import CXAgentError
 from cxagent.metrics.definitions import ON_TIME_GRACE_S
 
@@ -116,26 +117,20 @@ def _missing_features(engine: Engine) -> set[str]:
 
 
 def _with_items(engine: Engine, f: ir.Table) -> ir.Table:
-    if not engine.has("items"):
+    items = per_order_items(engine)  # orders with a bad item line or a refund
+    if items is None:
         return f.mutate(bad_items=ibis.null("float64"), refunded=ibis.null("float64"))
-    items = engine.table("items")
-    bad = (items.missing_flag | items.substituted_flag).fill_null(False).cast("float64")
-    per_order = items.group_by("order_id").aggregate(
-        bad_items=bad.sum(), refund=items.refund_amount.fill_null(0.0).sum()
-    )
-    f = f.left_join(per_order, "order_id").drop("order_id_right")
+    f = f.left_join(items, "order_id").drop("order_id_right")
     return f.mutate(
-        bad_items=f.bad_items.fill_null(0.0),
+        bad_items=f.bad_items.fill_null(0).cast("float64"),
         refunded=(f.refund.fill_null(0.0) > 0).cast("float64"),
     ).drop("refund")
 
 
 def _with_support(engine: Engine, f: ir.Table) -> ir.Table:
-    if not engine.has("support_events"):
+    tickets = per_order_tickets(engine)
+    if tickets is None:
         return f.mutate(support=ibis.null("float64"))
-    tickets = (
-        engine.table("support_events").select("order_id").distinct().mutate(ticket=ibis.literal(1))
-    )
     f = f.left_join(tickets, "order_id").drop("order_id_right")
     return f.mutate(support=f.ticket.notnull().cast("float64")).drop("ticket")
 
