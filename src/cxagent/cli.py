@@ -28,6 +28,11 @@ app.add_typer(import_app, name="import")
 console = Console(stderr=True)
 OutOpt = Annotated[Path, typer.Option("--out", help="Directory to write the dataset to.")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace --out if it exists.")]
+DataOpt = Annotated[Path, typer.Option("--data", help="Dataset directory.")]
+DbOpt = Annotated[
+    str | None,
+    typer.Option("--db", help="Incident store URL (default: $CXAGENT_DB_URL or DATA/cxagent.db)."),
+]
 
 
 def _fail(exc: CXAgentError) -> typer.Exit:
@@ -148,14 +153,10 @@ def demo(
         raise _fail(exc) from exc
     _print_feed(reports)
     from cxagent.engine.connection import connect
-    from cxagent.rca.investigate import investigate_report
+    from cxagent.rca.investigate import investigate_reports
 
-    engine = connect(out)
-    found = [
-        investigate_report(engine, r)
-        for r in track(reports, description="investigating root causes", console=console)
-    ]
-    _print_investigations(found)
+    progress = track(reports, description="investigating root causes", console=console)
+    _print_investigations(investigate_reports(connect(out), progress))
     _print_truth(out / "truth.json")
 
 
@@ -184,14 +185,9 @@ def _print_truth(path: Path) -> None:
 
 @app.command()
 def detect(
-    data: Annotated[Path, typer.Option("--data", help="Dataset directory.")],
+    data: DataOpt,
     as_json: Annotated[bool, typer.Option("--json", help="Print the feed as JSON.")] = False,
-    db: Annotated[
-        str | None,
-        typer.Option(
-            "--db", help="Incident store URL (default: $CXAGENT_DB_URL or DATA/cxagent.db)."
-        ),
-    ] = None,
+    db: DbOpt = None,
     detector: Annotated[str, typer.Option(help="ewma, zscore or bocpd.")] = "ewma",
     monitor_days: Annotated[
         int, typer.Option(min=1, help="Last days monitored window by window.")
@@ -216,14 +212,9 @@ def detect(
 
 @app.command()
 def investigate(
-    data: Annotated[Path, typer.Option("--data", help="Dataset directory.")],
+    data: DataOpt,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
-    db: Annotated[
-        str | None,
-        typer.Option(
-            "--db", help="Incident store URL (default: $CXAGENT_DB_URL or DATA/cxagent.db)."
-        ),
-    ] = None,
+    db: DbOpt = None,
     bootstrap: Annotated[
         int, typer.Option(min=20, help="Day-bootstrap replicates for the intervals.")
     ] = 100,
@@ -243,7 +234,7 @@ def investigate(
     """Detect incidents, then investigate each one: ranked causes with evidence."""
     from cxagent.engine.connection import connect
     from cxagent.incidents import detect_incidents
-    from cxagent.rca.investigate import investigate_report, requested_report
+    from cxagent.rca.investigate import investigate_reports, requested_report
 
     try:
         if (slice_ is None) != (since is None):
@@ -253,15 +244,10 @@ def investigate(
             reports = [requested_report(engine, _parse_slice(slice_), since)]
         else:
             reports = detect_incidents(data, store_url=db)
-        found = [
-            investigate_report(engine, r, n_bootstrap=bootstrap)
-            for r in track(
-                reports,
-                description="investigating root causes",
-                console=console,
-                disable=as_json,
-            )
-        ]
+        progress = track(
+            reports, description="investigating root causes", console=console, disable=as_json
+        )
+        found = investigate_reports(engine, progress, n_bootstrap=bootstrap)
     except CXAgentError as exc:
         raise _fail(exc) from exc
     if as_json:

@@ -27,12 +27,14 @@ the JSON says ``confidence_calibrated: false``.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import ibis
 import numpy as np
 import pandas as pd
 
@@ -42,8 +44,14 @@ from cxagent.incidents.effects import SLOPE
 from cxagent.incidents.feed import IncidentReport
 from cxagent.incidents.pipeline import detect_incidents
 from cxagent.rca.changelog import ChangeMatch, match_changes
-from cxagent.rca.orders import order_frame
-from cxagent.rca.timeline import MECHANISMS, MechanismImpact, late_impacts
+from cxagent.rca.orders import check_slice, order_frame
+from cxagent.rca.timeline import (
+    MECHANISMS,
+    MechanismImpact,
+    day_picks,
+    late_impacts,
+    summarise,
+)
 from cxagent.store.repository import IncidentDraft
 
 CAUSES = (*MECHANISMS, "inventory_drop")
@@ -130,12 +138,13 @@ def _driver_line(frame: pd.DataFrame, cause: str) -> str | None:
 CONFIDENCE_FILE = Path(__file__).with_name("confidence.json")
 
 
+@functools.cache
 def load_confidence_model(
     path: Path = CONFIDENCE_FILE,
 ) -> Callable[[dict[str, float]], float] | None:
     """The calibrated confidence: a logistic model of "this cause is a planted one" on the
     cause's features, fitted on the scenario benchmark (``benchmarks/rca_calibrate.py``);
-    None until one is fitted."""
+    None until one is fitted. Read once per process and path."""
     if not path.exists():
         return None
     spec = json.loads(path.read_text())
@@ -183,16 +192,13 @@ def _inventory_impact(frame: pd.DataFrame, n_bootstrap: int, seed: int) -> Mecha
         b = float(weight @ bad_b) / max(float(weight @ items_b), 1.0)
         return a - b
 
-    rng = np.random.default_rng(seed)
     reps = []
-    for pick in rng.integers(0, n, size=(n_bootstrap, n)):
+    for pick in day_picks(n, n_bootstrap, seed):
         weight = np.bincount(pick, minlength=n).astype(float)
         if float(weight @ items_a) > 0 and float(weight @ items_b) > 0:
             reps.append(change(weight))
-    lo, hi = np.quantile(reps, [0.05, 0.95]) if reps else (np.nan, np.nan)
-    positive = float(np.mean(np.asarray(reps) > 0)) if reps else np.nan
-    point = change(np.ones(n))
-    return MechanismImpact("inventory_drop", point, float(lo), float(hi), np.nan, True, positive)
+    lo, hi, positive = summarise(reps)
+    return MechanismImpact("inventory_drop", change(np.ones(n)), lo, hi, np.nan, True, positive)
 
 
 def investigate_report(
@@ -337,27 +343,33 @@ def requested_report(
     baseline_days: int = 14,
 ) -> IncidentReport:
     """An incident the engineer names instead of detection: slice ``where`` since ``since``
-    (to ``until``, default the end of the data), with its CX Score before and after from
-    the cube."""
-    from cxagent.engine.cube import build_cube
+    (to ``until``, default the end of the data), with its CX Score before and after, summed
+    from the slice's order facts on the engine (no need for the whole cube)."""
+    from cxagent.engine.facts import daypart_of, order_facts
     from cxagent.metrics.definitions import STAT_FIELDS, CXStats
 
-    rows = build_cube(engine).slice_rows(where).to_pandas()
-    if rows.empty:
-        raise CXAgentError(f"slice {where}: no orders in this dataset")
-    hours = pd.to_datetime(rows["hour"])
-    end = until or (hours.max() + pd.Timedelta(hours=1)).to_pydatetime()
-    before = rows[(hours >= since - dt.timedelta(days=baseline_days)) & (hours < since)]
-    after = rows[(hours >= since) & (hours < end)]
-    if before.empty or after.empty:
+    check_slice(where)
+    f = order_facts(engine)
+    cond = f.hour >= ibis.literal(since - dt.timedelta(days=baseline_days))
+    if until is not None:
+        cond &= f.hour < ibis.literal(until)
+    for key, value in where.items():
+        cond &= (daypart_of(f.hour) if key == "daypart" else f[key]) == ibis.literal(value)
+    f = f.filter(cond)
+    sums = f.group_by(after=f.hour >= ibis.literal(since)).aggregate(
+        last=f.hour.max(), **{s: f[s].sum() for s in STAT_FIELDS}
+    )
+    parts = {bool(r["after"]): r for r in engine.con.to_pyarrow(sums).to_pylist()}
+    if set(parts) != {False, True}:
         raise CXAgentError(
             f"since: {since} leaves no orders of {where} before or after it in this dataset"
         )
+    end = until or parts[True]["last"] + dt.timedelta(hours=1)
 
-    def score(part: pd.DataFrame) -> float:
-        stats = CXStats(**{f: float(part[f].fillna(0).sum()) for f in STAT_FIELDS})
-        return stats.metrics()["cx_score"]
+    def score(part: dict[str, Any]) -> float:
+        return CXStats(**{s: float(part[s] or 0.0) for s in STAT_FIELDS}).metrics()["cx_score"]
 
+    before, after = parts[False], parts[True]
     was, now = score(before), score(after)
     label = " + ".join(f"{k}={v}" for k, v in where.items()) or "all"
     draft = IncidentDraft(
@@ -370,7 +382,7 @@ def requested_report(
         baseline=round(was, 3),
         current=round(now, 3),
         delta=round(now - was, 3),
-        affected_orders=int(after["orders"].sum()),
+        affected_orders=int(after["orders"] or 0),
         p_value=float("nan"),
         q_value=float("nan"),
         detector="requested",
@@ -378,10 +390,19 @@ def requested_report(
     return IncidentReport(draft=draft, components={}, label=label, impact=0.0)
 
 
+def investigate_reports(
+    engine: Engine,
+    reports: Iterable[IncidentReport],
+    *,
+    n_bootstrap: int = 100,
+) -> list[Investigation]:
+    """Investigate each report (pass an iterable wrapped in a progress bar to show one)."""
+    return [investigate_report(engine, r, n_bootstrap=n_bootstrap) for r in reports]
+
+
 def investigate(
     data_dir: Path | str, *, store_url: str | None = None, n_bootstrap: int = 100
 ) -> list[Investigation]:
     """Detect incidents in the dataset, then investigate each one."""
     reports = detect_incidents(data_dir, store_url=store_url)
-    engine = connect(data_dir)
-    return [investigate_report(engine, r, n_bootstrap=n_bootstrap) for r in reports]
+    return investigate_reports(connect(data_dir), reports, n_bootstrap=n_bootstrap)

@@ -53,9 +53,7 @@ def order_frame(
     """Orders of slice ``where`` (e.g. ``{"region": "SF", "category": "grocery"}``) placed in
     ``[start, end)``, one row each: cohort, promised and actual times, fulfilment features
     and outcomes (``late`` is a delivered order past its promise plus the grace period)."""
-    unknown = set(where) - set(SLICE_KEYS)
-    if unknown:
-        raise CXAgentError(f"slice: unknown dimension(s) {sorted(unknown)}; use {SLICE_KEYS}")
+    check_slice(where)
     if end <= start:
         raise CXAgentError(f"time range: end {end} is not after start {start}")
     o = engine.table("orders")
@@ -106,6 +104,13 @@ def order_frame(
         frame[feature] = float("nan")
     frame.attrs["missing"] = sorted(missing)
     return frame
+
+
+def check_slice(where: Mapping[str, Any]) -> None:
+    """A slice names only cohort dimensions."""
+    unknown = set(where) - set(SLICE_KEYS)
+    if unknown:
+        raise CXAgentError(f"slice: unknown dimension(s) {sorted(unknown)}; use {SLICE_KEYS}")
 
 
 def _missing_features(engine: Engine) -> set[str]:

@@ -194,6 +194,22 @@ def _impact(o: _Orders, mechanism: str) -> float:
     return effect
 
 
+def day_picks(n_days: int, n_bootstrap: int, seed: int) -> np.ndarray:
+    """Days drawn with replacement, one row per bootstrap replicate: days, not orders, are
+    resampled because a day's shocks are shared by its orders. The same seed gives every
+    mechanism of an incident the same replicates."""
+    return np.random.default_rng(seed).integers(0, n_days, size=(n_bootstrap, n_days))
+
+
+def summarise(replicates: list[float]) -> tuple[float, float, float]:
+    """90% percentile interval of bootstrap replicates and the share of them above zero."""
+    reps = np.asarray(replicates, dtype=float)
+    if not reps.size:
+        return np.nan, np.nan, np.nan
+    lo, hi = np.quantile(reps, [0.05, 0.95])
+    return float(lo), float(hi), float(np.mean(reps > 0))
+
+
 def late_impacts(
     frame: pd.DataFrame,
     *,
@@ -228,11 +244,10 @@ def late_impacts(
     )
     late_a, late_b = orders.late[orders.after], orders.late[~orders.after]
     observed = float(late_a.mean() - late_b.mean())
-    rng = np.random.default_rng(seed)
     days = delivered["order_time"].dt.floor("D").to_numpy()
     by_day = list(pd.Series(np.arange(len(days))).groupby(days).indices.values())
     samples = []
-    for pick in rng.integers(0, len(by_day), size=(n_bootstrap, len(by_day))):
+    for pick in day_picks(len(by_day), n_bootstrap, seed):
         sample = orders.take(np.concatenate([by_day[i] for i in pick]))
         if sample.after.any() and not sample.after.all():
             samples.append(sample)
@@ -244,10 +259,8 @@ def late_impacts(
             continue
         point = _impact(orders, mechanism)
         # days resampled (shocks are shared within a day), the same days for every mechanism
-        reps = np.array([_impact(s, mechanism) for s in samples])
-        lo, hi = np.quantile(reps, [0.05, 0.95]) if reps.size else (np.nan, np.nan)
+        lo, hi, positive = summarise([_impact(s, mechanism) for s in samples])
         share = point / observed if observed > 0 else np.nan
-        positive = float(np.mean(reps > 0)) if reps.size else np.nan
-        out.append(MechanismImpact(mechanism, point, float(lo), float(hi), share, True, positive))
+        out.append(MechanismImpact(mechanism, point, lo, hi, share, True, positive))
     out.sort(key=lambda m: -(m.late_rate_change if np.isfinite(m.late_rate_change) else -1e9))
     return out
