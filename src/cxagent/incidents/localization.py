@@ -20,9 +20,10 @@ import numpy as np
 import pandas as pd
 
 from cxagent.data.cohorts import DAYPARTS
-from cxagent.incidents.detection import BAD_EVENT_RATE, COMPONENTS, MetricModel
+from cxagent.incidents.detection import MetricModel
 from cxagent.incidents.effects import Effects
 from cxagent.incidents.hierarchy import Hierarchy
+from cxagent.incidents.ranking import slice_summary
 
 LEAF_KEYS = frozenset({"store_id", "basket_size"})
 DIMS = ("region", "category", "store_id", "basket_size", "daypart")
@@ -100,25 +101,8 @@ def localize_top_slices(
             "stars": found.stars,
         }
         if row is not None:
-            sub = cols if daypart is None else cols[dayparts[cols] == DAYPARTS.index(daypart)]
-            t = effects.sums([row], sub)
-            now, was = t.cx_scores()
-            entry["slice"] = dict(hier.slices[row]) | (
-                {} if daypart is None else {"daypart": daypart}
-            )
-            entry["label"] = hier.label(row) + ("" if daypart is None else f" + daypart={daypart}")
-            entry |= {
-                "orders": int(round(t.orders)),
-                "delta": round(now - was, 2),
-                "loss": round(float(loss[row, sub].sum()), 1),
-                "share": round(float(loss[row, sub].sum()) / max(total_loss, 1e-12), 3),
-                "components": {
-                    BAD_EVENT_RATE[c]: round(
-                        (t.observed[c] - t.expected[c]) / max(t.trials[c], 1e-12), 4
-                    )
-                    for c in COMPONENTS
-                },
-            }
+            dp = None if daypart is None else DAYPARTS.index(daypart)
+            entry |= slice_summary(effects, loss, hier, row, dp, cols, dayparts, total_loss)
         out.append(entry)
     return out
 

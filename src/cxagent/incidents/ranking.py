@@ -107,28 +107,40 @@ def top_slices(
     out = []
     for k in order:
         r, d = cands[k]
-        sub = cols if d is None else cols[dayparts[cols] == d]
-        t = effects.sums([r], sub)
-        now, was = t.cx_scores()
-        s = dict(hier.slices[r]) | ({} if d is None else {"daypart": DAYPARTS[d]})
-        label = hier.label(r) + ("" if d is None else f" + daypart={DAYPARTS[d]}")
-        out.append(
-            {
-                "slice": s,
-                "label": label,
-                "orders": int(round(t.orders)),
-                "delta": round(now - was, 2),
-                "loss": round(float(loss[r, sub].sum()), 1),
-                "share": round(float(loss[r, sub].sum()) / total_loss, 3),
-                "excess_share": round(scores[k] / total_loss, 3),
-                "p_value": pvals[k],
-                "q_value": float(q[k]),
-                "components": {
-                    BAD_EVENT_RATE[c]: round(
-                        (t.observed[c] - t.expected[c]) / max(t.trials[c], 1e-12), 4
-                    )
-                    for c in COMPONENTS
-                },
-            }
-        )
+        entry = slice_summary(effects, loss, hier, r, d, cols, dayparts, total_loss)
+        entry["excess_share"] = round(scores[k] / total_loss, 3)
+        entry["p_value"], entry["q_value"] = pvals[k], float(q[k])
+        out.append(entry)
     return out
+
+
+def slice_summary(
+    effects: Effects,
+    loss: np.ndarray,
+    hier: Hierarchy,
+    row: int,
+    daypart: int | None,
+    cols: np.ndarray,
+    dayparts: np.ndarray,
+    total_loss: float,
+) -> dict[str, Any]:
+    """How slice ``row`` (only its windows of ``daypart`` when given) fared over window
+    positions ``cols``: its orders, CX Score delta, CX loss and share of ``total_loss``, and
+    the move of each component's bad-event rate against expectation."""
+    sub = cols if daypart is None else cols[dayparts[cols] == daypart]
+    t = effects.sums([row], sub)
+    now, was = t.cx_scores()
+    name = None if daypart is None else DAYPARTS[daypart]
+    lost = float(loss[row, sub].sum())
+    return {
+        "slice": dict(hier.slices[row]) | ({} if name is None else {"daypart": name}),
+        "label": hier.label(row) + ("" if name is None else f" + daypart={name}"),
+        "orders": int(round(t.orders)),
+        "delta": round(now - was, 2),
+        "loss": round(lost, 1),
+        "share": round(lost / max(total_loss, 1e-12), 3),
+        "components": {
+            BAD_EVENT_RATE[c]: round((t.observed[c] - t.expected[c]) / max(t.trials[c], 1e-12), 4)
+            for c in COMPONENTS
+        },
+    }
