@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -198,7 +199,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="cx-rca-") as tmp:
         for seed in range(args.first_seed, args.first_seed + args.scenarios):
             rows.append(run_scenario(seed, args.orders_per_day, args.bootstrap, Path(tmp)))
-            print(json.dumps(rows[-1]), flush=True, file=__import__("sys").stderr)
+            print(json.dumps(rows[-1]), flush=True, file=sys.stderr)  # progress, one row a scenario
     single = [r for r in rows if "correct" in r and r["material"]]
     pairs = [r for r in rows if "both_in_top2" in r and r["material"]]
     immaterial = [r for r in rows if r["planted"] and not r["material"]]
