@@ -28,7 +28,8 @@ not sum to the observed change: what no mechanism explains is left as such.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Final
 
 import numpy as np
@@ -96,102 +97,161 @@ def _baseline_promise(before: pd.DataFrame, after: pd.DataFrame) -> np.ndarray:
 
 @dataclass(frozen=True)
 class _Orders:
-    """The delivered orders as arrays (resampling arrays is far cheaper than frames)."""
+    """The delivered orders as arrays, with what every replicate shares computed once.
+
+    A bootstrap replicate is a weight per order (how often its day was drawn), so no replicate
+    copies the orders; the point estimate is the replicate with every weight 1."""
 
     after: np.ndarray  # bool
     late: np.ndarray  # float 0/1
     late_min: np.ndarray
     store: np.ndarray  # int codes
     daypart: np.ndarray  # int codes
-    busy: np.ndarray
     batched: np.ndarray  # bool
     prep: np.ndarray
     wait: np.ndarray
     gap: np.ndarray  # promise gap (NaN when untestable)
+    # orders with a known prep time, sorted by (store, prep), per period: for weighted medians
+    prep_sorted: dict[bool, np.ndarray]
+    n_strata: int  # daypart x load tercile
+    cell_load: np.ndarray  # (daypart x load tercile) x after x batched
+    cell_daypart: np.ndarray  # daypart x after x batched, on the same strata numbering
 
-    def take(self, idx: np.ndarray) -> _Orders:
-        return _Orders(*(getattr(self, f.name)[idx] for f in fields(self)))
+    @classmethod
+    def build(cls, columns: dict[str, np.ndarray]) -> _Orders:
+        after, busy, daypart = columns["after"], columns["busy"], columns["daypart"]
+        load = daypart * 3
+        known = np.isfinite(busy[~after])
+        if known.any():
+            cuts = np.quantile(busy[~after][known], [1 / 3, 2 / 3])
+            load = load + np.searchsorted(cuts, np.nan_to_num(busy))
+        prep, store = columns["prep"], columns["store"]
+        prep_sorted = {}
+        for period in (False, True):
+            rows = np.flatnonzero((after == period) & np.isfinite(prep))
+            prep_sorted[period] = rows[np.lexsort((prep[rows], store[rows]))]
+        # cell of an order: stratum x after x batched, for one bincount per replicate
+        inner = after.astype(np.int64) * 2 + columns["batched"].astype(np.int64)
+        return cls(
+            after=after,
+            late=columns["late"],
+            late_min=columns["late_min"],
+            store=store,
+            daypart=daypart,
+            batched=columns["batched"],
+            prep=prep,
+            wait=columns["wait"],
+            gap=columns["gap"],
+            prep_sorted=prep_sorted,
+            n_strata=int(load.max()) + 1 if len(load) else 1,
+            cell_load=load * 4 + inner,
+            cell_daypart=daypart * 3 * 4 + inner,
+        )
 
 
-def _group_mean(values: np.ndarray, groups: np.ndarray, n: int) -> np.ndarray:
+def _group_mean(values: np.ndarray, groups: np.ndarray, n: int, w: np.ndarray) -> np.ndarray:
+    """Weighted mean of ``values`` per group (NaN values and zero weights left out)."""
     ok = np.isfinite(values)
-    total = np.bincount(groups[ok], weights=values[ok], minlength=n)
-    count = np.bincount(groups[ok], minlength=n)
-    return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+    weight = np.where(ok, w, 0.0)
+    total = np.bincount(groups, weights=weight * np.where(ok, values, 0.0), minlength=n)
+    count = np.bincount(groups, weights=weight, minlength=n)
+    return np.where(count > 0, total / np.where(count > 0, count, 1.0), np.nan)
 
 
-def _group_median(values: np.ndarray, groups: np.ndarray, n: int) -> np.ndarray:
-    ok = np.isfinite(values)
-    v, g = values[ok], groups[ok]
-    order = np.lexsort((v, g))
-    v = v[order]
-    count = np.bincount(g, minlength=n)
-    start = np.concatenate([[0], np.cumsum(count)[:-1]])
+def _group_median(
+    values: np.ndarray, groups: np.ndarray, n: int, w: np.ndarray, rows: np.ndarray
+) -> np.ndarray:
+    """Median per group of ``values`` repeated by their integer weights ``w``; ``rows`` are the
+    orders to use, sorted by (group, value). The cumulative weight is monotone across groups,
+    so one ``searchsorted`` finds every group's middle (the mean of the two middles when the
+    group's total weight is even)."""
+    g, v, ws = groups[rows], values[rows], w[rows]
+    total = np.bincount(g, weights=ws, minlength=n)
+    first = np.cumsum(total) - total  # weight before the group
+    cum = np.cumsum(ws)
+    lo = np.searchsorted(cum, first + np.floor((total - 1) / 2) + 1, side="left")
+    hi = np.searchsorted(cum, first + np.floor(total / 2) + 1, side="left")
+    has = total > 0
     out = np.full(n, np.nan)
-    has = count > 0
-    lo, hi = start + (count - 1) // 2, start + count // 2
-    out[has] = (v[lo[has]] + v[hi[has]]) / 2.0
+    out[has] = (v[np.minimum(lo[has], len(v) - 1)] + v[np.minimum(hi[has], len(v) - 1)]) / 2.0
     return out
 
 
-def _late_rate_cf(o: _Orders, mechanism: str) -> float:
-    """Counterfactual late rate of the ``after`` orders of ``o`` without ``mechanism``."""
+def _wmean(values: np.ndarray, w: np.ndarray) -> float:
+    return float(values @ w / max(float(w.sum()), 1e-12))
+
+
+def _late_rate_cf(o: _Orders, mechanism: str, w: np.ndarray) -> float:
+    """Counterfactual late rate of the ``after`` orders of ``o`` (weighted by ``w``) without
+    ``mechanism``."""
     a, b = o.after, ~o.after
+    wa = w[a]
     late = o.late_min[a]
     if mechanism == "prep_time_drift":  # each store's prep scaled back to its baseline median
         n = int(o.store.max()) + 1
-        ratio = _group_median(o.prep[b], o.store[b], n) / _group_median(o.prep[a], o.store[a], n)
+        ratio = _group_median(o.prep, o.store, n, w, o.prep_sorted[False]) / _group_median(
+            o.prep, o.store, n, w, o.prep_sorted[True]
+        )
         r = ratio[o.store[a]]
         cf = late - o.prep[a] * (1.0 - np.where(np.isfinite(r), r, 1.0))
     elif mechanism == "dasher_shortage":  # courier wait of unbatched orders, per daypart
         n = int(o.daypart.max()) + 1
-        ub, ua = b & ~o.batched, a & ~o.batched
-        shift = _group_mean(o.wait[ua], o.daypart[ua], n) - _group_mean(
-            o.wait[ub], o.daypart[ub], n
+        unbatched = w * ~o.batched
+        shift = _group_mean(o.wait, o.daypart, n, unbatched * a) - _group_mean(
+            o.wait, o.daypart, n, unbatched * b
         )
         cf = late - np.nan_to_num(shift)[o.daypart[a]]
     elif mechanism == "eta_model_bias":
         # every promise moved by the average amount it now falls short of the baseline quote
         # (not order by order: that would also strip the promises' own noise)
-        cf = late + (np.nanmean(o.gap[a]) - np.nanmean(o.gap[b]))
+        known = np.isfinite(o.gap)
+        gap = np.where(known, o.gap, 0.0)
+        wk = w * known
+        cf = late + (_wmean(gap * a, wk * a) - _wmean(gap * b, wk * b))
     else:
         raise ValueError(f"mechanism: {mechanism!r} has no timeline counterfactual")
-    return float(np.mean(cf > GRACE_MIN))
+    return _wmean((cf > GRACE_MIN).astype(float), wa)
 
 
-def _batching_rate_cf(o: _Orders, *, by_load: bool) -> float:
+def _batching_rate_cf(o: _Orders, w: np.ndarray, late_w: np.ndarray, *, by_load: bool) -> float:
     """Counterfactual late rate of the ``after`` orders with baseline batching, per stratum
     (daypart, and with ``by_load`` the tercile of courier busy share cut at the baseline's
     terciles: a busier pool batches more by design): the unbatched late rate now, plus the
-    baseline batched share times the baseline penalty (batched minus unbatched late rate)."""
-    a, b = o.after, ~o.after
-    stratum = o.daypart * 3
-    if by_load and np.isfinite(o.busy[b]).any():
-        cuts = np.nanquantile(o.busy[b], [1 / 3, 2 / 3])
-        stratum = stratum + np.searchsorted(cuts, np.nan_to_num(o.busy))
-    n = int(stratum.max()) + 1
-
-    def rate(mask: np.ndarray) -> np.ndarray:
-        return _group_mean(o.late[mask], stratum[mask], n)
-
-    unb_now, all_now = rate(a & ~o.batched), rate(a)
-    base_unb, base_b = rate(b & ~o.batched), rate(b & o.batched)
-    share0 = _group_mean(o.batched[b].astype(float), stratum[b], n)
+    baseline batched share times the baseline penalty (batched minus unbatched late rate).
+    ``late_w`` is ``o.late * w``."""
+    cell = o.cell_load if by_load else o.cell_daypart  # stratum x after x batched
+    size = np.bincount(cell, weights=w, minlength=4 * o.n_strata).reshape(-1, 2, 2)
+    late = np.bincount(cell, weights=late_w, minlength=4 * o.n_strata).reshape(-1, 2, 2)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rate = late / size  # [stratum, after, batched]
+        all_now = late[:, 1].sum(axis=1) / size[:, 1].sum(axis=1)
+        share0 = size[:, 0, 1] / size[:, 0].sum(axis=1)
+    unb_now, base_unb, base_b = rate[:, 1, 0], rate[:, 0, 0], rate[:, 0, 1]
     penalty = np.where(np.isfinite(base_b) & np.isfinite(base_unb), base_b - base_unb, 0.0)
     cf = np.where(np.isfinite(unb_now), unb_now, all_now) + np.nan_to_num(share0) * penalty
     cf = np.where(np.isfinite(share0), cf, all_now)  # a stratum the baseline never saw
-    weight = np.bincount(stratum[a], minlength=n)
-    return float(np.nansum(cf * weight) / max(weight.sum(), 1))
+    weight = size[:, 1].sum(axis=1)
+    return float(np.nansum(cf * weight) / max(weight.sum(), 1e-12))
 
 
-def _impact(o: _Orders, mechanism: str) -> float:
-    now = float(o.late[o.after].mean())
-    if mechanism == "batching_policy":  # more batching at the same courier load
-        return now - _batching_rate_cf(o, by_load=True)
-    effect = now - _late_rate_cf(o, mechanism)
-    if mechanism == "dasher_shortage":  # and the batching that a busier pool brings
-        effect += _batching_rate_cf(o, by_load=True) - _batching_rate_cf(o, by_load=False)
-    return effect
+def _impacts(o: _Orders, w: np.ndarray, mechanisms: Iterable[str]) -> dict[str, float]:
+    """Late-rate change each mechanism explains, on the orders weighted by ``w``."""
+    late_w = o.late * w
+    wa = w * o.after
+    now = float(late_w @ o.after / max(float(wa.sum()), 1e-12))
+    batching = {
+        by_load: _batching_rate_cf(o, w, late_w, by_load=by_load) for by_load in (True, False)
+    }
+    out = {}
+    for mechanism in mechanisms:
+        if mechanism == "batching_policy":  # more batching at the same courier load
+            out[mechanism] = now - batching[True]
+            continue
+        effect = now - _late_rate_cf(o, mechanism, w)
+        if mechanism == "dasher_shortage":  # and the batching that a busier pool brings
+            effect += batching[True] - batching[False]
+        out[mechanism] = effect
+    return out
 
 
 def day_picks(n_days: int, n_bootstrap: int, seed: int) -> np.ndarray:
@@ -230,37 +290,42 @@ def late_impacts(
             return np.full(len(delivered), np.nan)
         return delivered[name].to_numpy(float)
 
-    orders = _Orders(
-        after=delivered[after].to_numpy(bool),
-        late=delivered["late"].to_numpy(float),
-        late_min=column("late_min"),
-        store=pd.factorize(delivered["store_id"])[0].astype(np.int64),
-        daypart=pd.factorize(delivered["daypart"])[0].astype(np.int64),
-        busy=column("busy_share"),
-        batched=np.nan_to_num(column("batched")) > 0,
-        prep=column("prep_min"),
-        wait=column("dasher_wait_min"),
-        gap=promise_gap(delivered, after) if testable_eta else np.full(len(delivered), np.nan),
+    orders = _Orders.build(
+        {
+            "after": delivered[after].to_numpy(bool),
+            "late": delivered["late"].to_numpy(float),
+            "late_min": column("late_min"),
+            "store": pd.factorize(delivered["store_id"])[0].astype(np.int64),
+            "daypart": pd.factorize(delivered["daypart"])[0].astype(np.int64),
+            "busy": column("busy_share"),
+            "batched": np.nan_to_num(column("batched")) > 0,
+            "prep": column("prep_min"),
+            "wait": column("dasher_wait_min"),
+            "gap": promise_gap(delivered, after)
+            if testable_eta
+            else np.full(len(delivered), np.nan),
+        }
     )
     late_a, late_b = orders.late[orders.after], orders.late[~orders.after]
     observed = float(late_a.mean() - late_b.mean())
-    days = delivered["order_time"].dt.floor("D").to_numpy()
-    by_day = list(pd.Series(np.arange(len(days))).groupby(days).indices.values())
-    samples = []
-    for pick in day_picks(len(by_day), n_bootstrap, seed):
-        sample = orders.take(np.concatenate([by_day[i] for i in pick]))
-        if sample.after.any() and not sample.after.all():
-            samples.append(sample)
+    day = pd.factorize(delivered["order_time"].dt.floor("D"))[0]
+    n_days = int(day.max()) + 1
+    testable = [m for m in MECHANISMS if not (set(NEEDS[m]) & set(missing))]
+    point = _impacts(orders, np.ones(len(day)), testable)
+    # a replicate: days resampled (shocks are shared within a day), as weights on the orders;
+    # the same replicates for every mechanism
+    replicates = []
+    for pick in day_picks(n_days, n_bootstrap, seed):
+        w = np.bincount(pick, minlength=n_days).astype(float)[day]
+        if (w * orders.after).any() and (w * ~orders.after).any():
+            replicates.append(_impacts(orders, w, testable))
     out = []
     for mechanism in MECHANISMS:
-        testable = not (set(NEEDS[mechanism]) & set(missing))
-        if not testable:
+        if mechanism not in testable:
             out.append(MechanismImpact(mechanism, np.nan, np.nan, np.nan, np.nan, False))
             continue
-        point = _impact(orders, mechanism)
-        # days resampled (shocks are shared within a day), the same days for every mechanism
-        lo, hi, positive = summarise([_impact(s, mechanism) for s in samples])
-        share = point / observed if observed > 0 else np.nan
-        out.append(MechanismImpact(mechanism, point, lo, hi, share, True, positive))
+        lo, hi, positive = summarise([r[mechanism] for r in replicates])
+        share = point[mechanism] / observed if observed > 0 else np.nan
+        out.append(MechanismImpact(mechanism, point[mechanism], lo, hi, share, True, positive))
     out.sort(key=lambda m: -(m.late_rate_change if np.isfinite(m.late_rate_change) else -1e9))
     return out
