@@ -95,6 +95,13 @@ def test_on_the_demo_batching_ranks_first_and_prep_second(
     chi = next(i for i in found if i["slice"] == {"region": "CHI", "category": "convenience"})
     assert chi["causes"][0]["cause"] == "inventory_drop"
     assert "Most likely cause: batching_policy" in sf["narrative"]
+    # the contrast with comparable slices and the SHAP attribution back the timeline
+    assert sf["contrast"]["comparison"].startswith("grocery in the other regions")
+    batched = sf["contrast"]["drivers"]["batching_policy"]
+    assert batched["effect"] > 0.03 and batched["p_value"] < 0.01
+    assert any(e.startswith("diff-in-diff against") for e in sf["causes"][0]["evidence"])
+    shap = {f["feature"]: f["contribution"] for f in sf["shift_attribution"]["features"]}
+    assert shap["batched"] > 0.01 and sf["shift_attribution"]["model_auc"] > 0.7
 
 
 def test_without_courier_data_the_courier_hypotheses_are_not_testable(
@@ -142,7 +149,7 @@ def test_the_confidence_model_is_a_logistic_map_of_the_causes_features(tmp_path:
 def test_the_shipped_confidence_model_uses_features_investigate_computes() -> None:
     spec = json.loads(CONFIDENCE_FILE.read_text())
     produced = {"z", "share", "points", "logged", "support", "first", "rel_points", "n_causes"}
-    produced |= {"after_days"}
+    produced |= {"after_days", "did_t", "has_did", "shap_share", "late_did_t"}
     assert set(spec["features"]) <= produced
     assert len(spec["coef"]) == len(spec["features"]) + 1
     assert spec["fitted_on"]["seeds"][1] < 2000  # evaluation seeds (2000+) stay unseen

@@ -104,7 +104,7 @@ def _level_rows(cube: Cube) -> dict[str, pa.Table]:
 def build_series(cube: Cube, *, min_orders: float = 0.0, with_dayparts: bool = True) -> SliceSeries:
     """Every slice of the cube with at least ``min_orders`` orders in total."""
     hours = cube.hours
-    hour_index = {h: i for i, h in enumerate(hours.astype("datetime64[us]").tolist())}
+    hour_keys = hours.astype("datetime64[us]")
     slices: list[dict[str, Any]] = []
     blocks: dict[str, list[np.ndarray]] = {f: [] for f in SUM_FIELDS}
     for level, rows in _level_rows(cube).items():
@@ -117,22 +117,27 @@ def build_series(cube: Cube, *, min_orders: float = 0.0, with_dayparts: bool = T
         uniq = sorted(set(keys), key=lambda k: tuple(str(x) for x in k))
         pos = {k: i for i, k in enumerate(uniq)}
         r = np.array([pos[k] for k in keys], dtype=np.int64)
-        c = np.array([hour_index[h] for h in rows.column("hour").to_pylist()], dtype=np.int64)
-        dp = np.array(
-            [DAYPARTS.index(x) for x in rows.column("daypart").to_pylist()], dtype=np.int64
-        )
+        hour = rows.column("hour").to_numpy(zero_copy_only=False).astype("datetime64[us]")
+        c = np.searchsorted(hour_keys, hour)
+        names = rows.column("daypart").to_numpy(zero_copy_only=False)
+        dp = np.full(len(names), -1)
+        for code, name in enumerate(DAYPARTS):
+            dp[names == name] = code
+        cell = r * len(hours) + c  # one bincount per field fills a slice x hour matrix
+        values = {
+            f: np.nan_to_num(rows.column(f).to_numpy(zero_copy_only=False).astype(float))
+            for f in SUM_FIELDS
+        }
+        size = len(uniq) * len(hours)
         variants = [None, *range(len(DAYPARTS))] if with_dayparts else [None]
         for variant in variants:
-            keep = np.ones(len(r), dtype=bool) if variant is None else dp == variant
-            mats = {}
-            for f in SUM_FIELDS:
-                m = np.zeros((len(uniq), len(hours)))
-                np.add.at(
-                    m,
-                    (r[keep], c[keep]),
-                    np.nan_to_num(rows.column(f).to_numpy(zero_copy_only=False)[keep]),
+            keep = slice(None) if variant is None else dp == variant
+            mats = {
+                f: np.bincount(cell[keep], weights=values[f][keep], minlength=size).reshape(
+                    len(uniq), len(hours)
                 )
-                mats[f] = m
+                for f in SUM_FIELDS
+            }
             enough = mats["orders"].sum(axis=1) >= max(min_orders, 1e-9)
             for i in np.flatnonzero(enough):
                 s = {d: uniq[i][j] for j, d in enumerate(dims)}

@@ -114,6 +114,7 @@ def diff_in_diff(
     numerator: str = "num",
     denominator: str = "den",
     placebo_fraction: float = 0.5,
+    bounded: bool = True,
 ) -> DidResult:
     """Estimate how much treatment changed the treated units' rate, with clustered errors.
 
@@ -128,13 +129,17 @@ def diff_in_diff(
     periods) and the placebo (``placebo_effect``/``placebo_p``, NaN with fewer than 4 pre
     periods; the fake ``t0`` is at the ``placebo_fraction`` quantile of the pre periods).
 
+    With ``bounded=False`` the outcome is a per-row mean rather than a share (``num`` the
+    sum of a non-negative quantity such as prep minutes, ``den`` the orders), so ``num`` may
+    exceed ``den``.
+
     Raises ``ValueError`` naming the column at fault for missing columns and bad values, and
     naming the missing group when there are no treated or control units or no pre or post
     rows.
     """
     if not 0.0 < placebo_fraction < 1.0:
         raise ValueError(f"placebo_fraction must be in (0, 1), got {placebo_fraction}")
-    data = _validate(panel, unit, period, treated, post, numerator, denominator)
+    data = _validate(panel, unit, period, treated, post, numerator, denominator, bounded)
 
     unit_codes, _ = pd.factorize(data[unit], sort=False)
     period_codes, _ = pd.factorize(data[period], sort=True)
@@ -180,6 +185,7 @@ def _validate(
     post: str,
     numerator: str,
     denominator: str,
+    bounded: bool = True,
 ) -> pd.DataFrame:
     """Check the panel and return its rows with a positive denominator, flags as bools."""
     columns = [unit, period, treated, post, numerator, denominator]
@@ -201,7 +207,8 @@ def _validate(
             raise ValueError(f"column '{column}' has missing or infinite values")
         if (values < 0).any():
             raise ValueError(f"column '{column}' has negative values")
-    if (data[numerator].to_numpy(dtype=float) > data[denominator].to_numpy(dtype=float)).any():
+    num, den = data[numerator].to_numpy(dtype=float), data[denominator].to_numpy(dtype=float)
+    if bounded and (num > den).any():
         raise ValueError(f"column '{numerator}' exceeds column '{denominator}' in some rows")
 
     for column in (treated, post):

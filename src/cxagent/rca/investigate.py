@@ -44,7 +44,9 @@ from cxagent.incidents.effects import SLOPE
 from cxagent.incidents.feed import IncidentReport
 from cxagent.incidents.pipeline import detect_incidents
 from cxagent.rca.changelog import ChangeMatch, match_changes
+from cxagent.rca.contrast import SliceContrast, slice_contrast
 from cxagent.rca.orders import check_slice, order_frame
+from cxagent.rca.shift import ShiftAttribution, attribute_shift
 from cxagent.rca.timeline import (
     MECHANISMS,
     MechanismImpact,
@@ -56,6 +58,18 @@ from cxagent.store.repository import IncidentDraft
 
 CAUSES = (*MECHANISMS, "inventory_drop")
 NORMAL = "normal_variance"
+# per-order features the lateness model may use, and the hypothesis each one speaks for
+SHAP_FEATURES: dict[str, str | None] = {
+    "batched": "batching_policy",
+    "prep_min": "prep_time_drift",
+    "dasher_wait_min": "dasher_shortage",
+    "busy_share": "dasher_shortage",
+    "orders_per_dasher": "dasher_shortage",
+    "promised_min": "eta_model_bias",
+    "distance_mi": None,
+    "item_count": None,
+    "hour": None,
+}
 
 
 @dataclass
@@ -88,10 +102,14 @@ class Investigation:
     ruled_out: list[dict[str, str]]
     not_testable: list[str]
     narrative: str
+    contrast: SliceContrast | None = None
+    shift: ShiftAttribution | None = None
 
     def as_dict(self) -> dict[str, Any]:
         d = self.report.as_dict()
         d["investigated_slice"] = self.slice
+        d["contrast"] = _contrast_dict(self.contrast)
+        d["shift_attribution"] = _shift_dict(self.shift)
         d["causes"] = [c.as_dict() for c in self.causes]
         d["ruled_out"] = self.ruled_out
         d["not_testable"] = self.not_testable
@@ -110,9 +128,9 @@ def investigation_slice(report: IncidentReport) -> dict[str, Any]:
     return base
 
 
-def _driver_line(frame: pd.DataFrame, cause: str) -> str | None:
-    d = frame[frame["delivered"]]
-    a, b = d[d["after"]], d[~d["after"]]
+def _driver_line(periods: tuple[pd.DataFrame, pd.DataFrame], cause: str) -> str | None:
+    """The mechanism's own quantity before and after, from the delivered orders of each."""
+    b, a = periods
     if cause == "batching_policy":
         return f"batched share {b['batched'].mean():.0%} -> {a['batched'].mean():.0%}"
     if cause == "prep_time_drift":
@@ -126,7 +144,7 @@ def _driver_line(frame: pd.DataFrame, cause: str) -> str | None:
             f"{b['busy_share'].mean():.0%} -> {a['busy_share'].mean():.0%}"
         )
     if cause == "eta_model_bias":
-        new = sorted(set(a["eta_model"]) - set(b["eta_model"]))
+        new = sorted(set(a["eta_model"].unique()) - set(b["eta_model"].unique()))
         models = f"; new ETA model {', '.join(new)}" if new else ""
         was, now = _minutes(b["promised_min"].mean()), _minutes(a["promised_min"].mean())
         return f"promised {was} -> {now}{models}"
@@ -201,6 +219,54 @@ def _inventory_impact(frame: pd.DataFrame, n_bootstrap: int, seed: int) -> Mecha
     return MechanismImpact("inventory_drop", change(np.ones(n)), lo, hi, np.nan, True, positive)
 
 
+def _shift(frame: pd.DataFrame, missing: set[str], seed: int) -> ShiftAttribution | None:
+    """TreeSHAP attribution of the late rate's change to the orders' features, or None when
+    the slice is too small or has no lateness to explain."""
+    delivered = frame[frame["delivered"]]
+    usable = [f for f in SHAP_FEATURES if f not in missing and delivered[f].notna().any()]
+    if not usable:
+        return None
+    try:
+        return attribute_shift(
+            delivered,
+            outcome="late",
+            features=usable,
+            seed=seed,
+            n_bootstrap=100,
+            max_rows=30_000,
+            max_explained=4_000,
+        )
+    except ValueError:  # too few orders in a period, or lateness constant
+        return None
+
+
+def _shap_by_cause(shift: ShiftAttribution | None) -> dict[str, tuple[float, float, float]]:
+    """Per hypothesis: SHAP contribution to the late rate's change (summed over its
+    features) with its interval's bounds (summed too, so conservative), in rate points."""
+    out: dict[str, tuple[float, float, float]] = {}
+    if shift is None:
+        return out
+    for fs in shift.features:
+        cause = SHAP_FEATURES.get(fs.feature)
+        if cause is None:
+            continue
+        c, lo, hi = out.get(cause, (0.0, 0.0, 0.0))
+        out[cause] = (c + fs.contribution, lo + fs.ci_low, hi + fs.ci_high)
+    return out
+
+
+def _shap_line(
+    cause: str, shap: dict[str, tuple[float, float, float]], shift: ShiftAttribution
+) -> str:
+    c, lo, hi = shap[cause]
+    names = ", ".join(f for f, h in SHAP_FEATURES.items() if h == cause)
+    return (
+        f"SHAP shift attribution ({names}): {c:+.1%} of the {shift.predicted_change:+.1%} "
+        f"predicted late-rate change (90% interval {lo:+.1%} to {hi:+.1%}; "
+        f"model AUC {shift.model_auc:.2f}; associational)"
+    )
+
+
 def investigate_report(
     engine: Engine,
     report: IncidentReport,
@@ -221,6 +287,12 @@ def investigate_report(
         for m in late_impacts(frame, missing=missing, n_bootstrap=n_bootstrap, seed=seed)
     }
     impacts["inventory_drop"] = _inventory_impact(frame, n_bootstrap, seed)
+    untestable = {name for name in CAUSES if not impacts[name].testable}
+    contrast = slice_contrast(
+        engine, where, draft.window_start, start, draft.window_end, missing=untestable
+    )
+    shift = _shift(frame, missing, seed)
+    shap = _shap_by_cause(shift)
     slope = {c: SLOPE["on_time"] for c in MECHANISMS} | {"inventory_drop": SLOPE["item_accuracy"]}
     changes = (
         match_changes(
@@ -231,22 +303,23 @@ def investigate_report(
         if engine.has("change_events")
         else []
     )
+    delivered = frame[frame["delivered"]]
+    periods = (delivered[~delivered["after"]], delivered[delivered["after"]])
     causes, ruled_out, not_testable = [], [], []
     for name in CAUSES:
         imp = impacts[name]
         if not imp.testable:
             not_testable.append(name)
             continue
-        driver = _driver_line(frame, name)
+        driver = _driver_line(periods, name)
+        did = contrast.drivers.get(name) if contrast else None
         if not (imp.ci_low > 0):
-            ruled_out.append(
-                {
-                    "cause": name,
-                    "reason": f"its effect is within noise: {imp.late_rate_change:+.1%} "
-                    f"(90% interval {imp.ci_low:+.1%} to {imp.ci_high:+.1%})"
-                    + (f"; {driver}" if driver else ""),
-                }
+            reason = (
+                f"its effect is within noise: {imp.late_rate_change:+.1%} "
+                f"(90% interval {imp.ci_low:+.1%} to {imp.ci_high:+.1%})"
+                + (f"; {driver}" if driver else "")
             )
+            ruled_out.append({"cause": name, "reason": reason})
             continue
         change = next((c for c in changes if c.candidate and name in c.hypotheses), None)
         evidence = [
@@ -258,6 +331,10 @@ def investigate_report(
         ]
         if driver:
             evidence.append(driver)
+        if did and contrast:
+            evidence.append(did.describe(contrast.comparison))
+        if shift is not None and name in shap:
+            evidence.append(_shap_line(name, shap, shift))
         if change:
             evidence.append(
                 f"logged change {change.change_id} '{change.name}' in scope, "
@@ -267,32 +344,49 @@ def investigate_report(
         ci = (slope[name] * imp.ci_low, slope[name] * imp.ci_high)
         se = max((imp.ci_high - imp.ci_low) / 3.29, 1e-9)  # a 90% interval spans 3.29 sd
         share = imp.share if np.isfinite(imp.share) else 1.0
+        shap_share = (
+            shap[name][0] / shift.predicted_change
+            if shift is not None and name in shap and shift.predicted_change > 0
+            else 0.0
+        )
         feats = {
             "z": float(min(imp.late_rate_change / se, 20.0)),
             "share": float(np.clip(share, -1.0, 2.0)),
             "points": float(points),
             "logged": float(change is not None),
             "support": float(imp.p_positive),
+            "did_t": float(np.clip(did.t, -10.0, 10.0)) if did else 0.0,
+            "has_did": float(did is not None),
+            "shap_share": float(np.clip(shap_share, -1.0, 2.0)),
         }
         causes.append(Cause(name, imp.p_positive, points, ci, evidence, change, feats))
     causes.sort(key=lambda c: -c.impact)
+    late_did = contrast.drivers.get("late") if contrast else None
     for rank, c in enumerate(causes):
         c.features["first"] = float(rank == 0)
         c.features["rel_points"] = c.impact / max(causes[0].impact, 1e-9)
         c.features["n_causes"] = float(len(causes))
         # how long the regression has lasted: a planted change persists, a bad evening passes
         c.features["after_days"] = (draft.window_end - draft.window_start).total_seconds() / 86400
+        # whether the slice got worse than comparable slices at all
+        c.features["late_did_t"] = float(np.clip(late_did.t, -10.0, 10.0)) if late_did else 0.0
     confidence_model = load_confidence_model()
     if confidence_model is not None:
         for c in causes:
             c.confidence = confidence_model(c.features)
     narrative = _narrative(report, where, causes)
+
+    def result(listed: list[Cause], text: str) -> Investigation:
+        return Investigation(
+            report, where, listed, ruled_out, not_testable, text, contrast=contrast, shift=shift
+        )
+
     if not causes and not ruled_out:
         narrative = (
             f"{_label(where)}: none of the hypotheses can be tested on this data "
             f"(it lacks the fields of {', '.join(not_testable)})."
         )
-        return Investigation(report, where, [], ruled_out, not_testable, narrative)
+        return result([], narrative)
     if not causes:
         ruled = ", ".join(r["cause"] for r in ruled_out)
         # as sure as the best-supported mechanism is not: 1 - its bootstrap support
@@ -301,8 +395,50 @@ def investigate_report(
         causes_out = [
             Cause(NORMAL, 1.0 - best, 0.0, (0.0, 0.0), [f"no hypothesis beats noise ({ruled})"])
         ]
-        return Investigation(report, where, causes_out, ruled_out, not_testable, narrative)
-    return Investigation(report, where, causes, ruled_out, not_testable, narrative)
+        return result(causes_out, narrative)
+    return result(causes, narrative)
+
+
+def _contrast_dict(contrast: SliceContrast | None) -> dict[str, Any] | None:
+    if contrast is None:
+        return None
+    return {
+        "comparison": contrast.comparison,
+        "skipped": contrast.skipped,
+        "drivers": {
+            name: {
+                "measure": c.label,
+                "effect": round(c.result.effect, 5),
+                "ci": [round(c.result.ci_low, 5), round(c.result.ci_high, 5)],
+                "p_value": c.result.p_value,
+                "pretrend_p": c.result.pretrend_p,
+                "placebo_p": c.result.placebo_p,
+                "treated_stores": c.result.n_treated,
+                "stores": c.result.n_units,
+            }
+            for name, c in contrast.drivers.items()
+        },
+    }
+
+
+def _shift_dict(shift: ShiftAttribution | None) -> dict[str, Any] | None:
+    if shift is None:
+        return None
+    return {
+        "outcome": shift.outcome,
+        "observed_change": round(shift.observed_change, 5),
+        "predicted_change": round(shift.predicted_change, 5),
+        "model_auc": round(shift.model_auc, 4),
+        "features": [
+            {
+                "feature": f.feature,
+                "hypothesis": SHAP_FEATURES.get(f.feature),
+                "contribution": round(f.contribution, 5),
+                "interval": [round(f.ci_low, 5), round(f.ci_high, 5)],
+            }
+            for f in shift.features
+        ],
+    }
 
 
 def _label(where: dict[str, Any]) -> str:
