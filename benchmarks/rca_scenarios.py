@@ -131,6 +131,8 @@ def run_scenario(seed: int, orders_per_day: int, bootstrap: int, work: Path) -> 
         "incidents": [
             {
                 "slice": inv.slice,
+                "window_start": inv.report.draft.window_start.isoformat(),
+                "severity": inv.report.draft.severity,
                 "causes": [(c.cause, round(c.confidence, 3)) for c in inv.causes],
             }
             for inv in found
@@ -187,29 +189,17 @@ def expected_calibration_error(conf: list[float], correct: list[bool], bins: int
     )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--first-seed", type=int, default=1000)
-    parser.add_argument("--scenarios", type=int, default=60)
-    parser.add_argument("--orders-per-day", type=int, default=6000)
-    parser.add_argument("--bootstrap", type=int, default=50)
-    parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
-    args = parser.parse_args()
-    rows = []
-    with tempfile.TemporaryDirectory(prefix="cx-rca-") as tmp:
-        for seed in range(args.first_seed, args.first_seed + args.scenarios):
-            rows.append(run_scenario(seed, args.orders_per_day, args.bootstrap, Path(tmp)))
-            print(json.dumps(rows[-1]), flush=True, file=sys.stderr)  # progress, one row a scenario
+def summarise(rows: list[dict[str, Any]], seeds: list[int], orders_per_day: int) -> dict[str, Any]:
     single = [r for r in rows if "correct" in r and r["material"]]
     pairs = [r for r in rows if "both_in_top2" in r and r["material"]]
     immaterial = [r for r in rows if r["planted"] and not r["material"]]
     controls = [r for r in rows if "false_alarm" in r]
     scored = [r for r in single if r["confidence"] is not None]
     preds = [p for r in rows for p in r["predictions"]]
-    result = {
+    return {
         "benchmark": "rca_scenarios",
-        "seeds": [args.first_seed, args.first_seed + args.scenarios - 1],
-        "orders_per_day": args.orders_per_day,
+        "seeds": seeds,
+        "orders_per_day": orders_per_day,
         "days": DAYS,
         "scenarios": {
             "single": len(single),
@@ -247,6 +237,56 @@ def main() -> None:
         ),
         "rows": rows,
     }
+
+
+def rescore(suite: dict[str, Any]) -> dict[str, Any]:
+    """The suite's summary with every listed cause's confidence recomputed by the current
+    confidence model from the features the run recorded (the confidence is a function of
+    them alone, so this equals re-running the suite with the new model)."""
+    model = load_confidence_model()
+    if model is None:
+        raise SystemExit("no confidence model to rescore with")
+    rows = suite["rows"]
+    for r in rows:
+        top = r.get("top1")
+        old_top = r.get("confidence")
+        for p in r["predictions"]:
+            features = p["features"] | {f"is_{c}": float(p["cause"] == c) for c in CAUSES}
+            new = round(model(features), 4)
+            if top is not None and p["cause"] == top and abs(p["confidence"] - old_top) < 1e-3:
+                r["confidence"] = new  # the top cause the row was scored on
+                top = None
+            p["confidence"] = new
+        if "false_alarm" in r:
+            r["false_alarm"] = any(p["confidence"] > 0.5 for p in r["predictions"])
+    return summarise(rows, suite["seeds"], suite["orders_per_day"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--first-seed", type=int, default=1000)
+    parser.add_argument("--scenarios", type=int, default=60)
+    parser.add_argument("--orders-per-day", type=int, default=6000)
+    parser.add_argument("--bootstrap", type=int, default=50)
+    parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
+    parser.add_argument(
+        "--rescore",
+        type=Path,
+        default=None,
+        help="a suite's JSON: recompute its confidences with the shipped model, no re-run",
+    )
+    args = parser.parse_args()
+    if args.rescore is not None:
+        result = rescore(json.loads(args.rescore.read_text()))
+    else:
+        rows = []
+        with tempfile.TemporaryDirectory(prefix="cx-rca-") as tmp:
+            for seed in range(args.first_seed, args.first_seed + args.scenarios):
+                rows.append(run_scenario(seed, args.orders_per_day, args.bootstrap, Path(tmp)))
+                # progress, one row a scenario
+                print(json.dumps(rows[-1]), flush=True, file=sys.stderr)
+        seeds = [args.first_seed, args.first_seed + args.scenarios - 1]
+        result = summarise(rows, seeds, args.orders_per_day)
     text = json.dumps(result, indent=2, default=str)
     print(text)
     if args.out:

@@ -54,6 +54,7 @@ from cxagent.rca.timeline import (
     late_impacts,
     summarise,
 )
+from cxagent.rca.timing import LaggedCorrelation, lagged_correlations
 from cxagent.store.repository import IncidentDraft
 
 CAUSES = (*MECHANISMS, "inventory_drop")
@@ -104,12 +105,21 @@ class Investigation:
     narrative: str
     contrast: SliceContrast | None = None
     shift: ShiftAttribution | None = None
+    timing: dict[str, LaggedCorrelation] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         d = self.report.as_dict()
         d["investigated_slice"] = self.slice
         d["contrast"] = _contrast_dict(self.contrast)
         d["shift_attribution"] = _shift_dict(self.shift)
+        d["timing"] = {
+            cause: {
+                "correlation": round(t.correlation, 4),
+                "lag_hours": t.lag_hours,
+                "hours": t.hours,
+            }
+            for cause, t in self.timing.items()
+        }
         d["causes"] = [c.as_dict() for c in self.causes]
         d["ruled_out"] = self.ruled_out
         d["not_testable"] = self.not_testable
@@ -293,6 +303,7 @@ def investigate_report(
     )
     shift = _shift(frame, missing, seed)
     shap = _shap_by_cause(shift)
+    timing = lagged_correlations(frame, missing=untestable)
     slope = {c: SLOPE["on_time"] for c in MECHANISMS} | {"inventory_drop": SLOPE["item_accuracy"]}
     changes = (
         match_changes(
@@ -335,6 +346,8 @@ def investigate_report(
             evidence.append(did.describe(contrast.comparison))
         if shift is not None and name in shap:
             evidence.append(_shap_line(name, shap, shift))
+        if name in timing:
+            evidence.append(timing[name].describe())
         if change:
             evidence.append(
                 f"logged change {change.change_id} '{change.name}' in scope, "
@@ -358,7 +371,9 @@ def investigate_report(
             "did_t": float(np.clip(did.t, -10.0, 10.0)) if did else 0.0,
             "has_did": float(did is not None),
             "shap_share": float(np.clip(shap_share, -1.0, 2.0)),
+            "lag_corr": timing[name].correlation if name in timing else 0.0,
         }
+        feats |= {f"is_{other}": float(other == name) for other in CAUSES}  # per-cause priors
         causes.append(Cause(name, imp.p_positive, points, ci, evidence, change, feats))
     causes.sort(key=lambda c: -c.impact)
     late_did = contrast.drivers.get("late") if contrast else None
@@ -378,7 +393,15 @@ def investigate_report(
 
     def result(listed: list[Cause], text: str) -> Investigation:
         return Investigation(
-            report, where, listed, ruled_out, not_testable, text, contrast=contrast, shift=shift
+            report,
+            where,
+            listed,
+            ruled_out,
+            not_testable,
+            text,
+            contrast=contrast,
+            shift=shift,
+            timing=timing,
         )
 
     if not causes and not ruled_out:
