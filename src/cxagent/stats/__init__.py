@@ -1,0 +1,1 @@
+"""Shared statistics for experiments and the storefront."""
