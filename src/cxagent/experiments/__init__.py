@@ -1,0 +1,1 @@
+"""Experiment planning: sample size, power and duration for tests of CX fixes."""
