@@ -32,12 +32,14 @@ from cxagent.rca.investigate import CAUSES, CONFIDENCE_FILE
 BASE = ("z", "share", "first", "rel_points", "logged", "n_causes", "after_days")
 EVIDENCE = ("did_t", "has_did", "shap_share", "late_did_t")
 PRIORS = tuple(f"is_{c}" for c in CAUSES)
+RECOVERY = ("recovered_days",)
 FEATURE_SETS: dict[str, tuple[str, ...]] = {
     "timeline": BASE,
     "timeline+contrast+shap": BASE + EVIDENCE,
     "timeline+contrast+shap+cause": BASE + EVIDENCE + PRIORS,
+    "timeline+contrast+shap+cause+recovery": BASE + EVIDENCE + PRIORS + RECOVERY,
 }
-RIDGES = (0.003, 0.01, 0.03)
+RIDGES = (0.0003, 0.001, 0.003, 0.01, 0.03)
 FOLDS = 5
 
 

@@ -133,7 +133,16 @@ def run_scenario(seed: int, orders_per_day: int, bootstrap: int, work: Path) -> 
                 "slice": inv.slice,
                 "window_start": inv.report.draft.window_start.isoformat(),
                 "severity": inv.report.draft.severity,
-                "causes": [(c.cause, round(c.confidence, 3)) for c in inv.causes],
+                # which planted causes this incident is about
+                "relevant": [_relevant(inv, iv) for iv in planted],
+                "causes": [
+                    {
+                        "cause": c.cause,
+                        "confidence": round(c.confidence, 4),
+                        "features": {k: round(v, 4) for k, v in c.features.items()},
+                    }
+                    for c in inv.causes
+                ],
             }
             for inv in found
         ],
@@ -141,36 +150,46 @@ def run_scenario(seed: int, orders_per_day: int, bootstrap: int, work: Path) -> 
         "scope_cx_delta": [round(e, 2) for e in effects],
         "material": all(e <= MATERIAL_CX for e in effects),
     }
+    return score_row(row)
+
+
+def score_row(row: dict[str, Any]) -> dict[str, Any]:
+    """Label every listed cause and score the scenario from its incidents' ranked causes."""
+    planted = row["planted"]
     # every cause listed, labelled: is it a planted cause of an intervention the incident is
     # about (on a spurious incident nothing is)
     row["predictions"] = [
         {
-            "cause": c.cause,
-            "confidence": round(c.confidence, 4),
-            "label": any(_relevant(inv, iv) and iv["cause"] == c.cause for iv in planted),
-            "features": {k: round(v, 4) for k, v in c.features.items()},
+            "cause": c["cause"],
+            "confidence": c["confidence"],
+            "label": any(
+                rel and iv["cause"] == c["cause"]
+                for rel, iv in zip(inc["relevant"], planted, strict=True)
+            ),
+            "features": c["features"],
         }
-        for inv in found
-        for c in inv.causes
-        if c.cause != "normal_variance"
+        for inc in row["incidents"]
+        for c in inc["causes"]
+        if c["cause"] != "normal_variance"
     ]
+    for key in ("false_alarm", "top1", "correct", "confidence", "both_in_top2"):
+        row.pop(key, None)
     if not planted:
-        top = [c for inv in found for c in inv.causes if c.cause != "normal_variance"]
-        row["false_alarm"] = any(c.confidence > 0.5 for c in top)
+        row["false_alarm"] = any(p["confidence"] > 0.5 for p in row["predictions"])
         return row
     per_cause = []
-    for iv in planted:
-        hits = [inv for inv in found if _relevant(inv, iv) and inv.causes]
-        hits.sort(key=lambda inv: inv.report.draft.severity != "high")
+    for k in range(len(planted)):
+        hits = [inc for inc in row["incidents"] if inc["relevant"][k] and inc["causes"]]
+        hits.sort(key=lambda inc: inc["severity"] != "high")
         per_cause.append(hits)
     if len(planted) == 1:
         hits = per_cause[0]
-        top = hits[0].causes[0] if hits else None
-        row["top1"] = top.cause if top else None
-        row["correct"] = bool(top and top.cause == planted[0]["cause"])
-        row["confidence"] = top.confidence if top else None
+        top = hits[0]["causes"][0] if hits else None
+        row["top1"] = top["cause"] if top else None
+        row["correct"] = bool(top and top["cause"] == planted[0]["cause"])
+        row["confidence"] = top["confidence"] if top else None
     else:
-        top2 = {c.cause for hits in per_cause for inv in hits for c in inv.causes[:2]}
+        top2 = {c["cause"] for hits in per_cause for inc in hits for c in inc["causes"][:2]}
         row["both_in_top2"] = all(iv["cause"] in top2 for iv in planted)
     return row
 
@@ -241,25 +260,20 @@ def summarise(rows: list[dict[str, Any]], seeds: list[int], orders_per_day: int)
 
 def rescore(suite: dict[str, Any]) -> dict[str, Any]:
     """The suite's summary with every listed cause's confidence recomputed by the current
-    confidence model from the features the run recorded (the confidence is a function of
-    them alone, so this equals re-running the suite with the new model)."""
+    confidence model from the features the run recorded, and each incident's causes ranked
+    by it, as ``investigate`` ranks them (both are functions of the features alone, so this
+    equals re-running the suite with the new model)."""
     model = load_confidence_model()
     if model is None:
         raise SystemExit("no confidence model to rescore with")
-    rows = suite["rows"]
-    for r in rows:
-        top = r.get("top1")
-        old_top = r.get("confidence")
-        for p in r["predictions"]:
-            features = p["features"] | {f"is_{c}": float(p["cause"] == c) for c in CAUSES}
-            new = round(model(features), 4)
-            if top is not None and p["cause"] == top and abs(p["confidence"] - old_top) < 1e-3:
-                r["confidence"] = new  # the top cause the row was scored on
-                top = None
-            p["confidence"] = new
-        if "false_alarm" in r:
-            r["false_alarm"] = any(p["confidence"] > 0.5 for p in r["predictions"])
-    return summarise(rows, suite["seeds"], suite["orders_per_day"])
+    for r in suite["rows"]:
+        for inc in r["incidents"]:
+            for c in inc["causes"]:
+                if c["cause"] != "normal_variance":
+                    c["confidence"] = round(model(c["features"]), 4)
+            inc["causes"].sort(key=lambda c: -c["confidence"])
+        score_row(r)
+    return summarise(suite["rows"], suite["seeds"], suite["orders_per_day"])
 
 
 def main() -> None:

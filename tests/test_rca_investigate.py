@@ -17,7 +17,12 @@ from typer.testing import CliRunner
 from cxagent.cli import app
 from cxagent.engine.connection import connect
 from cxagent.incidents.feed import IncidentReport
-from cxagent.rca.investigate import CONFIDENCE_FILE, investigate_report, load_confidence_model
+from cxagent.rca.investigate import (
+    CAUSES,
+    CONFIDENCE_FILE,
+    investigate_report,
+    load_confidence_model,
+)
 from cxagent.rca.timeline import late_impacts
 from cxagent.store.repository import IncidentDraft
 
@@ -149,7 +154,8 @@ def test_the_confidence_model_is_a_logistic_map_of_the_causes_features(tmp_path:
 def test_the_shipped_confidence_model_uses_features_investigate_computes() -> None:
     spec = json.loads(CONFIDENCE_FILE.read_text())
     produced = {"z", "share", "points", "logged", "support", "first", "rel_points", "n_causes"}
-    produced |= {"after_days", "did_t", "has_did", "shap_share", "late_did_t"}
+    produced |= {"after_days", "recovered_days", "did_t", "has_did", "shap_share", "late_did_t"}
+    produced |= {f"is_{cause}" for cause in CAUSES} | {"lag_corr"}
     assert set(spec["features"]) <= produced
     assert len(spec["coef"]) == len(spec["features"]) + 1
     assert spec["fitted_on"]["seeds"][1] < 2000  # evaluation seeds (2000+) stay unseen

@@ -289,6 +289,7 @@ def investigate_report(
     draft = report.draft
     where = investigation_slice(report)
     start = draft.window_start - dt.timedelta(days=baseline_days)
+    data_end = _data_end(engine)
     frame = order_frame(engine, where, start, draft.window_end)
     frame["after"] = frame["order_time"] >= draft.window_start
     missing = set(frame.attrs.get("missing", []))
@@ -383,12 +384,16 @@ def investigate_report(
         c.features["n_causes"] = float(len(causes))
         # how long the regression has lasted: a planted change persists, a bad evening passes
         c.features["after_days"] = (draft.window_end - draft.window_start).total_seconds() / 86400
+        # and whether it is over: days from its last window to the end of the data (a
+        # regression that recovered on its own is more often a passing shock)
+        c.features["recovered_days"] = max((data_end - draft.window_end).total_seconds(), 0) / 86400
         # whether the slice got worse than comparable slices at all
         c.features["late_did_t"] = float(np.clip(late_did.t, -10.0, 10.0)) if late_did else 0.0
     confidence_model = load_confidence_model()
     if confidence_model is not None:
         for c in causes:
             c.confidence = confidence_model(c.features)
+        causes.sort(key=lambda c: -c.confidence)  # most probable first
     narrative = _narrative(report, where, causes)
 
     def result(listed: list[Cause], text: str) -> Investigation:
@@ -420,6 +425,13 @@ def investigate_report(
         ]
         return result(causes_out, narrative)
     return result(causes, narrative)
+
+
+def _data_end(engine: Engine) -> dt.datetime:
+    """The end of the last hour with orders."""
+    o = engine.table("orders")
+    last = engine.con.to_pyarrow(o.aggregate(last=o.order_time.max())).to_pylist()[0]["last"]
+    return pd.Timestamp(last).floor("h").to_pydatetime() + dt.timedelta(hours=1)
 
 
 def _contrast_dict(contrast: SliceContrast | None) -> dict[str, Any] | None:
