@@ -289,7 +289,7 @@ def _print_investigations(found: list[Any]) -> None:
                 f"{c['confidence']:.2f}",
                 f"{c['impact']:+.1f}",
                 f"{lo:+.1f} to {hi:+.1f}",
-                "; ".join(c["evidence"]),
+                "\n".join(f"- {e}" for e in c["evidence"]),
             )
         for r in d["ruled_out"]:
             table.add_row(f"[dim]{r['cause']}[/]", "-", "ruled out", "", f"[dim]{r['reason']}[/]")
