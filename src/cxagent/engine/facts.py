@@ -44,7 +44,7 @@ def per_order_tickets(engine: Engine) -> ir.Table | None:
     return tickets.mutate(ticket=ibis.literal(1))
 
 
-def _with_trip_size(d: ir.Table) -> ir.Table:
+def with_trip_size(d: ir.Table) -> ir.Table:
     """Deliveries with the number of orders on their trip (rows per ``trip_id``; 1 without
     one). An order with ``batched_flag`` false rode alone (the data contract, checked by
     ``cxagent validate``), so only the others are counted: a few percent of the rows, and
@@ -72,7 +72,7 @@ def order_facts(engine: Engine) -> ir.Table:
     """
     o = engine.table("orders")
     # orders per trip, counted before the join so the big join is on order_id only
-    d = _with_trip_size(engine.table("deliveries").drop("order_time"))
+    d = with_trip_size(engine.table("deliveries").drop("order_time"))
     f = o.inner_join(d, "order_id")
     items = per_order_items(engine)
     if items is not None:

@@ -22,7 +22,7 @@ import ibis.expr.types as ir
 import pandas as pd
 
 from cxagent.engine.connection import Engine
-from cxagent.engine.facts import per_order_items, per_order_tickets
+from cxagent.engine.facts import per_order_items, per_order_tickets, with_trip_size
 from cxagent.errors import CXAgentError
 from cxagent.metrics.definitions import ON_TIME_GRACE_S
 
@@ -49,10 +49,16 @@ def order_frame(
     where: Mapping[str, Any],
     start: dt.datetime,
     end: dt.datetime,
+    *,
+    outcomes: bool = False,
 ) -> pd.DataFrame:
     """Orders of slice ``where`` (e.g. ``{"region": "SF", "category": "grocery"}``) placed in
     ``[start, end)``, one row each: cohort, promised and actual times, fulfilment features
-    and outcomes (``late`` is a delivered order past its promise plus the grace period)."""
+    and outcomes (``late`` is a delivered order past its promise plus the grace period).
+
+    With ``outcomes`` every per-order statistic of the CX Score and efficiency is added too:
+    ``stars`` (NaN when unrated), ``trip_size``, ``delivery_cost`` and ``delivery_min`` (order
+    to hand-off), for what-if estimates."""
     check_slice(where)
     if end <= start:
         raise CXAgentError(f"time range: end {end} is not after start {start}")
@@ -62,10 +68,15 @@ def order_frame(
         cond &= o[key] == ibis.literal(value)
     o = o.filter(cond)
     d = engine.table("deliveries").drop("order_time")
+    if outcomes:
+        d = with_trip_size(d)
     f = o.inner_join(d, "order_id")
     f = _with_items(engine, f)
     f = _with_support(engine, f)
     f = _with_supply(engine, f)
+    extra: dict[str, ir.Value] = {}
+    if outcomes:
+        f, extra = _outcome_columns(engine, f)
     late_s = f.actual_delivery_time.epoch_seconds() - f.promised_eta.epoch_seconds()
     promised_s = f.promised_eta.epoch_seconds() - f.order_time.epoch_seconds()
     delivered = ~f.canceled_flag
@@ -96,6 +107,7 @@ def order_frame(
         bad_items=f.bad_items,
         refunded=f.refunded,
         support=f.support,
+        **extra,
     )
     frame = engine.con.to_pyarrow(expr).to_pandas()
     frame = frame.sort_values("order_time", kind="stable").reset_index(drop=True)
@@ -119,6 +131,28 @@ def _missing_features(engine: Engine) -> set[str]:
         if not engine.has(table) or any(not engine.manifest.has(table, c) for c in columns):
             out.add(feature)
     return out
+
+
+def _outcome_columns(engine: Engine, f: ir.Table) -> tuple[ir.Table, dict[str, ir.Value]]:
+    """The joined orders with their rating, and the extra per-order outcome columns."""
+    if engine.has("ratings"):
+        r = engine.table("ratings")
+        r = r.group_by("order_id").aggregate(stars=r.stars.max().cast("float64"))
+        f = f.left_join(r, "order_id").drop("order_id_right")
+        stars = f.stars
+    else:
+        stars = ibis.null("float64")
+    delivered = ~f.canceled_flag
+    return f, {
+        "stars": stars,
+        "trip_size": f.trip_size.cast("float64"),
+        "delivery_cost": ibis.ifelse(delivered, f.delivery_cost, ibis.null("float64")),
+        "delivery_min": ibis.ifelse(
+            delivered,
+            (f.actual_delivery_time.epoch_seconds() - f.order_time.epoch_seconds()) / 60.0,
+            ibis.null("float64"),
+        ),
+    }
 
 
 def _with_items(engine: Engine, f: ir.Table) -> ir.Table:

@@ -45,6 +45,7 @@ class Levers:
     instock_drop: np.ndarray  # per order: subtracted from in-stock probabilities
     eta_scale: np.ndarray  # per order: multiplier on the promised duration
     eta_new_model: np.ndarray  # per order: bool, promise made by the new model version
+    promise_add_s: np.ndarray  # per order: seconds added to the promise (a fix's ETA buffer)
 
     @staticmethod
     def baseline(n_orders: int, n_regions: int) -> Levers:
@@ -56,6 +57,7 @@ class Levers:
             instock_drop=np.zeros(n_orders),
             eta_scale=np.ones(n_orders),
             eta_new_model=np.zeros(n_orders, dtype=bool),
+            promise_add_s=np.zeros(n_orders),
         )
 
 

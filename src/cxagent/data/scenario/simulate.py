@@ -178,7 +178,7 @@ def simulate_day(world: World, supply: SupplyPlan, d: DayDraws, lv: Levers) -> D
         + HANDOFF_S
         + ETA_BUFFER_S
     )
-    promised = d.t_s + expected * np.exp(0.10 * d.z_eta) * lv.eta_scale
+    promised = d.t_s + expected * np.exp(0.10 * d.z_eta) * lv.eta_scale + lv.promise_add_s
 
     # --- customers react to lateness
     late_min = (arrive - promised) / 60.0

@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
+import datetime as dt
+from typing import Protocol
+
 import numpy as np
 
 from cxagent.data.cohorts import DAYPART_OF_HOUR, DAYPARTS
 from cxagent.data.scenario.causes import CAUSE_REGISTRY, INSTOCK_DROP, Levers
 from cxagent.data.scenario.draws import DayDraws
-from cxagent.data.scenario.spec import Intervention, ScenarioSpec
+from cxagent.data.scenario.spec import Intervention, ScenarioSpec, Scope
 from cxagent.data.scenario.world import World
 
 DAY_S = 86400.0
+
+
+class Windowed(Protocol):
+    """Anything that acts on a scope over a time window: an intervention, a fix."""
+
+    @property
+    def scope(self) -> Scope: ...
+    @property
+    def start(self) -> dt.datetime: ...
+    @property
+    def end(self) -> dt.datetime | None: ...
 
 
 def _seconds(spec: ScenarioSpec, t: object) -> float:
@@ -26,7 +40,7 @@ def active_on_day(spec: ScenarioSpec, iv: Intervention, day_index: int) -> bool:
 def in_window_and_scope(
     spec: ScenarioSpec,
     world: World,
-    iv: Intervention,
+    iv: Windowed,
     *,
     t_abs: np.ndarray,
     region: np.ndarray,
@@ -49,7 +63,7 @@ def in_window_and_scope(
     return inside & in_window(spec, iv, t_abs)
 
 
-def in_window(spec: ScenarioSpec, iv: Intervention, t_abs: np.ndarray) -> np.ndarray:
+def in_window(spec: ScenarioSpec, iv: Windowed, t_abs: np.ndarray) -> np.ndarray:
     """Whether each time (seconds since the scenario start) lies in the intervention's window."""
     inside = t_abs >= _seconds(spec, iv.start)
     if iv.end is not None:

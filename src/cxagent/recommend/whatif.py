@@ -1,0 +1,351 @@
+"""What a fix would have done: counterfactual CX and efficiency of an incident's orders.
+
+The orders of the incident's slice after the regression began are the ones a fix is for. For
+each fix the per-order statistics of the CX Score and of efficiency (``CXStats`` fields plus
+the customer's wait) are re-estimated as they would have been with the fix, and summed; the
+metrics of both sums give every change (CX Score, on-time rate, cancellations, refunds,
+support contacts, rating; orders per trip, dasher minutes per delivery, cost per delivery,
+customer wait, deliveries per dasher hour). Two estimators cover the fixes:
+
+- **Batching** (``batching_estimate``): within strata of daypart x tercile of courier load
+  (cut at the baseline's terciles), an order's outcome is the unbatched outcome now plus, for
+  the share of orders the fix would batch, the baseline penalty of batching (batched minus
+  unbatched outcome before the change). Restoring the previous policy brings back the
+  baseline batched share and penalty; capping trips at the old size keeps today's share
+  (eligibility does not depend on the cap) with the baseline penalty; stopping batching sets
+  the share to 0. Unbatched orders now carry everything else that changed (prep drift,
+  supply), so that is not credited to the fix.
+- **Promise shift** (``promise_estimate``): adding ``shift`` minutes to an order's promise
+  moves its lateness by exactly that, so on-time and ETA error are recomputed order by order.
+  What customers do about lateness comes from response curves fitted on the slice's own
+  orders (isotonic regression on lateness bins): support contacts and refunds rise with
+  lateness, stars fall. Cancellations happen before delivery, so their curve is on the
+  lateness an order was heading for: prep + courier wait + a predicted travel leg (least
+  squares of the delivered orders' leg on distance, per daypart) - promise.
+
+Intervals resample days (a day's shocks are shared by its orders): 90% percentile intervals
+of the changes over bootstrap replicates, the curves and strata refitted in each. Known
+limits, measured by ``benchmarks/whatif.py``: the estimators ignore how a fix feeds back on
+courier load (a busier pool when fewer orders share trips).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Final, Literal
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import isotonic_regression
+
+from cxagent.metrics.definitions import ON_TIME_GRACE_S, STAT_FIELDS, CXStats
+from cxagent.rca.timeline import day_picks
+
+GRACE_MIN: Final = ON_TIME_GRACE_S / 60.0
+FIELDS: Final = (*STAT_FIELDS, "wait_s", "promised_s")
+METRICS: Final = (
+    "cx_score",
+    "on_time_rate",
+    "eta_mae_min",
+    "item_accuracy",
+    "cancellation_rate",
+    "refund_rate",
+    "support_contact_rate",
+    "avg_rating",
+    "orders_per_trip",
+    "dasher_min_per_delivery",
+    "cost_per_delivery",
+    "customer_wait_min",
+    "promised_min",
+    "deliveries_per_dasher_hour",
+)
+BatchingTarget = Literal["baseline", "cap_only", "none"]
+LATE_BIN_MIN: Final = 1.0  # lateness bins of the response curves
+LATE_RANGE: Final = (-45.0, 90.0)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Changes of every metric with the fix (with minus without) and their 90% intervals."""
+
+    orders: int
+    without: dict[str, float]
+    delta: dict[str, float]
+    low: dict[str, float]
+    high: dict[str, float]
+    replicates: int
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def efficiency_change(self) -> float:
+        """Relative change of deliveries per dasher hour (-0.05 = 5% less efficient)."""
+        return self.relative("deliveries_per_dasher_hour")
+
+    def relative(self, metric: str) -> float:
+        base = self.without.get(metric, np.nan)
+        return float(self.delta[metric] / base) if base else float("nan")
+
+    def relative_interval(self, metric: str) -> tuple[float, float]:
+        base = self.without.get(metric, np.nan)
+        if not base:
+            return float("nan"), float("nan")
+        return float(self.low[metric] / base), float(self.high[metric] / base)
+
+
+def metrics_of(sums: np.ndarray) -> dict[str, float]:
+    """Metrics of summed ``FIELDS``: CX Score, rates, efficiency, customer wait."""
+    stats = CXStats(**dict(zip(STAT_FIELDS, map(float, sums[: len(STAT_FIELDS)]), strict=True)))
+    out = stats.metrics()
+    delivered = max(stats.delivered, 1e-12)
+    out["customer_wait_min"] = float(sums[len(STAT_FIELDS)]) / delivered / 60.0
+    out["promised_min"] = float(sums[len(STAT_FIELDS) + 1]) / max(stats.orders, 1e-12) / 60.0
+    minutes = out["dasher_min_per_delivery"]
+    out["deliveries_per_dasher_hour"] = 60.0 / minutes if minutes and minutes > 0 else np.nan
+    return {k: float(out[k]) for k in METRICS}
+
+
+def order_stats(frame: pd.DataFrame) -> np.ndarray:
+    """Per-order contributions to ``FIELDS`` (rows) from an ``order_frame(outcomes=True)``."""
+    delivered = frame["delivered"].to_numpy(bool)
+    late = frame["late_min"].to_numpy(float)
+    stars = frame["stars"].to_numpy(float)
+    rated = np.isfinite(stars)
+
+    def when_delivered(col: str, scale: float = 1.0) -> np.ndarray:
+        return np.where(delivered, np.nan_to_num(frame[col].to_numpy(float)) * scale, 0.0)
+
+    cols = {
+        "orders": np.ones(len(frame)),
+        "delivered": delivered.astype(float),
+        "on_time": (delivered & (np.nan_to_num(late) <= GRACE_MIN)).astype(float),
+        "eta_abs_error_s": np.where(delivered, np.abs(np.nan_to_num(late)) * 60.0, 0.0),
+        "canceled": frame["canceled"].to_numpy(float),
+        "refunded": np.nan_to_num(frame["refunded"].to_numpy(float)),
+        "items": when_delivered("item_count"),
+        "bad_items": when_delivered("bad_items"),
+        "support": np.nan_to_num(frame["support"].to_numpy(float)),
+        "ratings": rated.astype(float),
+        "stars": np.where(rated, stars, 0.0),
+        "trips": np.where(delivered, 1.0 / np.maximum(frame["trip_size"].to_numpy(float), 1), 0),
+        "dasher_active_s": when_delivered("dasher_active_min", 60.0),
+        "delivery_cost": when_delivered("delivery_cost"),
+        "wait_s": when_delivered("delivery_min", 60.0),
+        "promised_s": frame["promised_min"].to_numpy(float) * 60.0,
+    }
+    return np.vstack([np.asarray(cols[f], dtype=float) for f in FIELDS])
+
+
+# A counterfactual: (weights per order) -> (factual sums, counterfactual sums) over after orders
+Counterfactual = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+def _bootstrap(
+    frame: pd.DataFrame, cf: Counterfactual, n_bootstrap: int, seed: int, notes: list[str]
+) -> Estimate:
+    day = pd.factorize(frame["order_time"].dt.floor("D"))[0]
+    n_days = int(day.max()) + 1 if len(day) else 0
+    f_sum, c_sum = cf(np.ones(len(frame)))
+    without, with_fix = metrics_of(f_sum), metrics_of(c_sum)
+    delta = {k: with_fix[k] - without[k] for k in METRICS}
+    reps: dict[str, list[float]] = {k: [] for k in METRICS}
+    after = frame["after"].to_numpy(bool)
+    for pick in day_picks(n_days, n_bootstrap, seed):
+        w = np.bincount(pick, minlength=n_days).astype(float)[day]
+        if not (w * after).any() or not (w * ~after).any():
+            continue
+        f, c = cf(w)
+        mf, mc = metrics_of(f), metrics_of(c)
+        for k in METRICS:
+            reps[k].append(mc[k] - mf[k])
+    low, high = {}, {}
+    for k in METRICS:
+        r = np.asarray(reps[k], dtype=float)
+        r = r[np.isfinite(r)]
+        low[k], high[k] = (
+            (float(np.quantile(r, 0.05)), float(np.quantile(r, 0.95)))
+            if r.size
+            else (np.nan, np.nan)
+        )
+    return Estimate(int(after.sum()), without, delta, low, high, len(reps["cx_score"]), list(notes))
+
+
+# --- batching ------------------------------------------------------------------------------
+
+
+def _load_strata(frame: pd.DataFrame, after: np.ndarray) -> np.ndarray:
+    daypart = pd.factorize(frame["daypart"])[0].astype(np.int64)
+    busy = frame["busy_share"].to_numpy(float)
+    known = np.isfinite(busy[~after])
+    stratum = daypart * 3
+    if known.any():
+        cuts = np.quantile(busy[~after][known], [1 / 3, 2 / 3])
+        stratum = stratum + np.searchsorted(cuts, np.nan_to_num(busy))
+    return stratum
+
+
+def batching_estimate(
+    frame: pd.DataFrame,
+    target: BatchingTarget = "baseline",
+    *,
+    n_bootstrap: int = 100,
+    seed: int = 0,
+) -> Estimate:
+    """Change of every metric of the ``after`` orders of ``frame`` (an ``order_frame`` with
+    ``outcomes`` and a boolean ``after`` column) had batching been at ``target``."""
+    _require(frame, ("batched", "busy_share", "trip_size"))
+    after = frame["after"].to_numpy(bool)
+    batched = np.nan_to_num(frame["batched"].to_numpy(float)) > 0
+    stats = order_stats(frame)
+    stratum = _load_strata(frame, after)
+    n_strata = int(stratum.max()) + 1 if len(stratum) else 1
+    cell = stratum * 4 + after * 2 + batched  # stratum x after x batched
+    k = len(FIELDS)
+    promised = FIELDS.index("promised_s")
+
+    def cf(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        size = np.bincount(cell, weights=w, minlength=4 * n_strata).reshape(-1, 2, 2)
+        sums = np.vstack(
+            [np.bincount(cell, weights=w * stats[i], minlength=4 * n_strata) for i in range(k)]
+        ).reshape(k, -1, 2, 2)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = sums / size  # [field, stratum, after, batched]
+            now_all = sums[:, :, 1].sum(axis=2) / size[:, 1].sum(axis=1)
+            share_before = size[:, 0, 1] / size[:, 0].sum(axis=1)
+            share_now = size[:, 1, 1] / size[:, 1].sum(axis=1)
+        share = {"baseline": share_before, "cap_only": share_now, "none": np.zeros(n_strata)}[
+            target
+        ]
+        penalty = mean[:, :, 0, 1] - mean[:, :, 0, 0]
+        # a stratum without baseline batched orders: no penalty known, assume none
+        penalty = np.where(np.isfinite(penalty), penalty, 0.0)
+        base = np.where(np.isfinite(mean[:, :, 1, 0]), mean[:, :, 1, 0], now_all)
+        cf_mean = base + np.nan_to_num(share) * penalty
+        cf_mean = np.where(np.isfinite(cf_mean), cf_mean, now_all)
+        n_now = size[:, 1].sum(axis=1)
+        factual = sums[:, :, 1].sum(axis=2).sum(axis=1)
+        counterfactual = np.nansum(cf_mean * n_now, axis=1)
+        counterfactual[promised] = factual[promised]  # batching does not move promises
+        return factual, counterfactual
+
+    notes = [f"batching at the {target.replace('_', ' ')} level, per daypart and courier load"]
+    return _bootstrap(frame, cf, n_bootstrap, seed, notes)
+
+
+# --- promise shifts ------------------------------------------------------------------------
+
+
+def _curve(x: np.ndarray, y: np.ndarray, w: np.ndarray, *, increasing: bool) -> np.ndarray:
+    """Isotonic response of ``y`` to lateness ``x`` on fixed lateness bins, weighted by
+    ``w``; returns the fitted value per bin (the bins of ``_bin``)."""
+    lo, hi = LATE_RANGE
+    n_bins = int((hi - lo) / LATE_BIN_MIN) + 1
+    b = _bin(x)
+    ok = np.isfinite(x) & np.isfinite(y) & (w > 0)
+    weight = np.bincount(b[ok], weights=w[ok], minlength=n_bins)
+    total = np.bincount(b[ok], weights=(w * y)[ok], minlength=n_bins)
+    has = weight > 0
+    centres = lo + LATE_BIN_MIN * np.arange(n_bins)
+    if has.sum() < 2:
+        return np.full(n_bins, float(total.sum() / max(weight.sum(), 1e-12)))
+    fitted = isotonic_regression(
+        total[has] / weight[has], weights=weight[has], increasing=increasing
+    ).x
+    # bins without orders take the fit of the nearest bins (flat beyond the observed range)
+    return np.asarray(np.interp(centres, centres[has], fitted), dtype=float)
+
+
+def _bin(x: np.ndarray) -> np.ndarray:
+    lo, hi = LATE_RANGE
+    clipped = np.clip(np.nan_to_num(x, nan=lo), lo, hi)
+    return np.rint((clipped - lo) / LATE_BIN_MIN).astype(np.int64)
+
+
+def heading_lateness(frame: pd.DataFrame) -> np.ndarray:
+    """Lateness (minutes) every order was heading for, canceled ones included: prep + courier
+    wait + a predicted travel leg - promise; the leg is least squares of the delivered
+    orders' leg (late + promise - prep - wait) on distance, per daypart."""
+    prep = frame["prep_min"].to_numpy(float)
+    wait = frame["dasher_wait_min"].to_numpy(float)
+    promised = frame["promised_min"].to_numpy(float)
+    late = frame["late_min"].to_numpy(float)
+    distance = frame["distance_mi"].to_numpy(float)
+    daypart = pd.factorize(frame["daypart"])[0]
+    leg = late + promised - prep - wait
+    x = np.column_stack([np.ones(len(frame)), np.nan_to_num(distance)])
+    predicted = np.full(len(frame), np.nan)
+    for dp in np.unique(daypart):
+        rows = daypart == dp
+        fit = rows & np.isfinite(leg)
+        if fit.sum() < 10:
+            continue
+        coef, *_ = np.linalg.lstsq(x[fit], leg[fit], rcond=None)
+        predicted[rows] = x[rows] @ coef
+    return np.asarray(prep + wait + predicted - promised)
+
+
+def promise_estimate(
+    frame: pd.DataFrame,
+    shift_min: np.ndarray | float,
+    *,
+    n_bootstrap: int = 100,
+    seed: int = 0,
+) -> Estimate:
+    """Change of every metric of the ``after`` orders of ``frame`` had each order's promise
+    been ``shift_min`` minutes longer (an array aligned with ``frame``, or one number)."""
+    after = frame["after"].to_numpy(bool)
+    shift = np.broadcast_to(np.asarray(shift_min, dtype=float), (len(frame),))
+    shift = np.where(after, np.nan_to_num(shift), 0.0)
+    stats = order_stats(frame)
+    idx = {f: i for i, f in enumerate(FIELDS)}
+    delivered = frame["delivered"].to_numpy(bool)
+    late = frame["late_min"].to_numpy(float)
+    late_cf = late - shift
+    stars = frame["stars"].to_numpy(float)
+    support = np.nan_to_num(frame["support"].to_numpy(float))
+    refunded = frame["refunded"].to_numpy(float)
+    canceled = frame["canceled"].to_numpy(float)
+    notes = []
+    try:
+        heading = heading_lateness(frame)
+    except KeyError:
+        heading = np.full(len(frame), np.nan)
+    if not np.isfinite(heading).any():
+        notes.append("cancellations held fixed: the data lacks prep or courier wait times")
+    refunds_known = bool(np.isfinite(refunded).any())
+    if not refunds_known:
+        notes.append("refunds held fixed: the data has no refunds")
+    cf_stats = stats.copy()
+    cf_stats[idx["on_time"]] = (delivered & (np.nan_to_num(late_cf) <= GRACE_MIN)).astype(float)
+    cf_stats[idx["eta_abs_error_s"]] = np.where(delivered, np.abs(np.nan_to_num(late_cf)) * 60, 0)
+    cf_stats[idx["promised_s"]] = stats[idx["promised_s"]] + 60.0 * shift
+    b_now, b_cf = _bin(late), _bin(late_cf)
+    h_now, h_cf = _bin(heading), _bin(heading - shift)
+    a = after.astype(float)
+
+    def cf(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        wd = w * delivered
+        out = cf_stats.copy()
+        support_curve = _curve(late, support, wd, increasing=True)
+        out[idx["support"]] += np.where(delivered, support_curve[b_cf] - support_curve[b_now], 0)
+        if refunds_known:
+            refund_curve = _curve(late, refunded, wd, increasing=True)
+            out[idx["refunded"]] += np.where(delivered, refund_curve[b_cf] - refund_curve[b_now], 0)
+        rated = np.isfinite(stars)
+        star_curve = _curve(late, stars, w * rated, increasing=False)
+        out[idx["stars"]] += np.where(rated, star_curve[b_cf] - star_curve[b_now], 0)
+        if np.isfinite(heading).any():
+            cancel_curve = _curve(heading, canceled, w, increasing=True)
+            moved = np.where(np.isfinite(heading), cancel_curve[h_cf] - cancel_curve[h_now], 0)
+            out[idx["canceled"]] += moved
+        wa = w * a
+        return stats @ wa, out @ wa
+
+    return _bootstrap(frame, cf, n_bootstrap, seed, notes)
+
+
+def _require(frame: pd.DataFrame, columns: tuple[str, ...]) -> None:
+    missing = set(frame.attrs.get("missing", []))
+    lacking = [c for c in columns if c not in frame or c in missing]
+    if lacking:
+        raise ValueError(f"frame: the data lacks {', '.join(lacking)} for this estimate")
