@@ -153,8 +153,32 @@ class Action:
         return self.type.complexity
 
     @property
+    def where(self) -> str:
+        return " ".join(str(v) for v in self.scope.values()) or "everywhere"
+
+    @property
     def title(self) -> str:
-        where = " ".join(str(v) for v in self.scope.values()) or "everywhere"
+        """"Reduce batching in SF grocery dinner (at most 2 orders per trip, ...)"."""
+        verb, what, detail = self._phrase()
+        return f"{verb} {what} in {self.where}{detail}"
+
+    @property
+    def gerund(self) -> str:
+        """The fix as the subject of a hypothesis, without its scope: "Reducing batching
+        (at most 2 orders per trip, ...)"."""
+        verb, what, detail = self._phrase()
+        gerunds = {
+            "Reduce": "Reducing",
+            "Stop": "Stopping",
+            "Add": "Adding",
+            "Recalibrate": "Recalibrating",
+            "Pay": "Paying",
+            "Hide": "Hiding",
+            "Roll back": "Rolling back",
+        }
+        return f"{gerunds[verb]} {what}{detail}"
+
+    def _phrase(self) -> tuple[str, str, str]:
         p = self.parameters
         match self.name:
             case "reduce_batching" | "reduce_batching_fragile":
@@ -163,19 +187,20 @@ class Action:
                     f", batching above {trigger:.0%} courier utilisation" if trigger else ""
                 )
                 extra = " for fragile items" if self.name.endswith("fragile") else ""
-                return f"Reduce batching{extra} in {where} ({to})"
+                return "Reduce", f"batching{extra}", f" ({to})"
             case "stop_batching":
-                return f"Stop batching in {where}"
+                return "Stop", "batching", ""
             case "eta_buffer":
-                return f"Add {p['minutes']:.1f} min to promised times in {where}"
+                return "Add", f"{p['minutes']:.1f} min to promised times", ""
             case "recalibrate_prep":
-                return f"Recalibrate prep times of {len(p['store_factors'])} store(s) in {where}"
+                n = len(p["store_factors"])
+                return "Recalibrate", f"prep times of {n} drifting store(s)", ""
             case "peak_pay":
-                return f"Peak pay for {p['supply_uplift']:.0%} more dashers in {where}"
+                return "Pay", f"peak incentives for {p['supply_uplift']:.0%} more dashers", ""
             case "suppress_skus":
-                return f"Hide SKUs below {p['instock_threshold']:.0%} in-stock in {where}"
+                return "Hide", f"SKUs below {p['instock_threshold']:.0%} in-stock", ""
             case _:
-                return f"Roll back {self.change_id} ({self.cause.replace('_', ' ')}) in {where}"
+                return "Roll back", f"{self.change_id} ({self.cause.replace('_', ' ')})", ""
 
     def as_dict(self) -> dict[str, Any]:
         return {

@@ -178,7 +178,7 @@ def recommend(
             if {"batched", "busy_share"} & missing:
                 continue
             for action in batching_actions(where, frame, change):
-                proposals.append((action, ("batching", frame, action.parameters["target"])))
+                proposals.append((action, ("batching", frame, action.parameters)))
             if change is not None and _single_valued(change.scope) and change.before:
                 action = Action(
                     "rollback",
@@ -187,7 +187,7 @@ def recommend(
                     {**change.before, "target": "baseline"},
                     change_id=change.change_id,
                 )
-                proposals.append((action, ("batching_scope", change.scope, "baseline")))
+                proposals.append((action, ("batching_scope", change.scope, action.parameters)))
         elif cause.cause == "prep_time_drift":
             if "prep_min" in missing:
                 continue
@@ -246,12 +246,15 @@ def _estimate(
     seed: int,
 ) -> Estimate:
     kind, what, setting = how
-    if kind == "batching":
-        target: BatchingTarget = setting
-        return batching_estimate(what, target, n_bootstrap=n_bootstrap, seed=seed)
-    if kind == "batching_scope":  # a rollback: the change's whole scope
-        start = window_start - dt.timedelta(days=BASELINE_DAYS)
-        frame: pd.DataFrame = order_frame(engine, what, start, window_end, outcomes=True)
-        frame["after"] = frame["order_time"] >= window_start
-        return batching_estimate(frame, setting, n_bootstrap=n_bootstrap, seed=seed)
+    if kind.startswith("batching"):
+        frame: pd.DataFrame = what
+        if kind == "batching_scope":  # a rollback: the change's whole scope
+            start = window_start - dt.timedelta(days=BASELINE_DAYS)
+            frame = order_frame(engine, what, start, window_end, outcomes=True)
+            frame["after"] = frame["order_time"] >= window_start
+        target: BatchingTarget = setting["target"]
+        cap = int(setting["max_orders_per_trip"])
+        return batching_estimate(
+            frame, target, cap=cap if cap > 1 else None, n_bootstrap=n_bootstrap, seed=seed
+        )
     return promise_estimate(what, setting, n_bootstrap=n_bootstrap, seed=seed)

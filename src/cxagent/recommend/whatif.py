@@ -63,6 +63,7 @@ METRICS: Final = (
 BatchingTarget = Literal["baseline", "cap_only", "none"]
 LATE_BIN_MIN: Final = 1.0  # lateness bins of the response curves
 LATE_RANGE: Final = (-45.0, 90.0)
+MIN_CELL: Final = 30  # orders a stratum needs to measure a penalty from today's trips
 
 
 @dataclass(frozen=True)
@@ -188,47 +189,65 @@ def batching_estimate(
     frame: pd.DataFrame,
     target: BatchingTarget = "baseline",
     *,
+    cap: int | None = None,
     n_bootstrap: int = 100,
     seed: int = 0,
 ) -> Estimate:
     """Change of every metric of the ``after`` orders of ``frame`` (an ``order_frame`` with
-    ``outcomes`` and a boolean ``after`` column) had batching been at ``target``."""
+    ``outcomes`` and a boolean ``after`` column) had batching been at ``target`` with trips
+    of at most ``cap`` orders (``target`` "none": no batching)."""
     _require(frame, ("batched", "busy_share", "trip_size"))
+    if target != "none" and (cap is None or cap < 2):
+        raise ValueError(f"cap: batching to {target!r} needs a trip cap of 2 or more, got {cap}")
     after = frame["after"].to_numpy(bool)
     batched = np.nan_to_num(frame["batched"].to_numpy(float)) > 0
+    trip = np.nan_to_num(frame["trip_size"].to_numpy(float), nan=1.0)
+    # 0 alone, 1 batched on a trip the cap allows, 2 batched on a larger trip
+    size_class = np.where(~batched, 0, np.where(trip <= (cap or 1), 1, 2))
     stats = order_stats(frame)
     stratum = _load_strata(frame, after)
     n_strata = int(stratum.max()) + 1 if len(stratum) else 1
-    cell = stratum * 4 + after * 2 + batched  # stratum x after x batched
+    cell = (stratum * 2 + after) * 3 + size_class  # stratum x after x class
     k = len(FIELDS)
     promised = FIELDS.index("promised_s")
 
     def cf(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        size = np.bincount(cell, weights=w, minlength=4 * n_strata).reshape(-1, 2, 2)
+        n = np.bincount(cell, weights=w, minlength=6 * n_strata).reshape(-1, 2, 3)
         sums = np.vstack(
-            [np.bincount(cell, weights=w * stats[i], minlength=4 * n_strata) for i in range(k)]
-        ).reshape(k, -1, 2, 2)
+            [np.bincount(cell, weights=w * stats[i], minlength=6 * n_strata) for i in range(k)]
+        ).reshape(k, -1, 2, 3)
         with np.errstate(invalid="ignore", divide="ignore"):
-            mean = sums / size  # [field, stratum, after, batched]
-            now_all = sums[:, :, 1].sum(axis=2) / size[:, 1].sum(axis=1)
-            share_before = size[:, 0, 1] / size[:, 0].sum(axis=1)
-            share_now = size[:, 1, 1] / size[:, 1].sum(axis=1)
-        share = {"baseline": share_before, "cap_only": share_now, "none": np.zeros(n_strata)}[
-            target
-        ]
-        penalty = mean[:, :, 0, 1] - mean[:, :, 0, 0]
-        # a stratum without baseline batched orders: no penalty known, assume none
-        penalty = np.where(np.isfinite(penalty), penalty, 0.0)
-        base = np.where(np.isfinite(mean[:, :, 1, 0]), mean[:, :, 1, 0], now_all)
-        cf_mean = base + np.nan_to_num(share) * penalty
-        cf_mean = np.where(np.isfinite(cf_mean), cf_mean, now_all)
-        n_now = size[:, 1].sum(axis=1)
+            mean = sums / n  # [field, stratum, period, class]
+            now_all = sums[:, :, 1].sum(axis=2) / n[:, 1].sum(axis=1)
+            before_batched = sums[:, :, 0, 1:].sum(axis=2) / n[:, 0, 1:].sum(axis=1)
+            share_before = n[:, 0, 1:].sum(axis=1) / n[:, 0].sum(axis=1)
+        alone = np.where(np.isfinite(mean[:, :, 1, 0]), mean[:, :, 1, 0], now_all)
+        # what riding on an allowed trip costs over riding alone: measured now where enough
+        # orders did, else the baseline's penalty, else nothing
+        now_ok = n[:, 1, 1] >= MIN_CELL
+        penalty_now = mean[:, :, 1, 1] - alone
+        penalty_before = before_batched - mean[:, :, 0, 0]
+        penalty = np.where(now_ok, penalty_now, np.nan_to_num(penalty_before))
         factual = sums[:, :, 1].sum(axis=2).sum(axis=1)
-        counterfactual = np.nansum(cf_mean * n_now, axis=1)
+        n_now = n[:, 1].sum(axis=1)
+        if target == "none":
+            counterfactual = np.nansum(alone * n_now, axis=1)
+        elif target == "cap_only":  # who is batched stays; larger trips split to allowed ones
+            allowed = alone + penalty
+            counterfactual = np.nansum(
+                sums[:, :, 1, 0] + sums[:, :, 1, 1] + allowed * n[:, 1, 2], axis=1
+            )
+        else:
+            cf_mean = alone + np.nan_to_num(share_before) * penalty
+            counterfactual = np.nansum(cf_mean * n_now, axis=1)
         counterfactual[promised] = factual[promised]  # batching does not move promises
         return factual, counterfactual
 
-    notes = [f"batching at the {target.replace('_', ' ')} level, per daypart and courier load"]
+    notes = [
+        f"batching at the {target.replace('_', ' ')} level"
+        + (f" with trips of at most {cap}" if target != "none" else "")
+        + ", per daypart and courier load"
+    ]
     return _bootstrap(frame, cf, n_bootstrap, seed, notes)
 
 
@@ -319,25 +338,58 @@ def promise_estimate(
     cf_stats[idx["on_time"]] = (delivered & (np.nan_to_num(late_cf) <= GRACE_MIN)).astype(float)
     cf_stats[idx["eta_abs_error_s"]] = np.where(delivered, np.abs(np.nan_to_num(late_cf)) * 60, 0)
     cf_stats[idx["promised_s"]] = stats[idx["promised_s"]] + 60.0 * shift
+    heading_cf = heading - shift
+    heading_on_time = (np.nan_to_num(heading_cf, nan=np.inf) <= GRACE_MIN).astype(float)
+    heading_abs_s = np.abs(np.nan_to_num(heading_cf)) * 60.0
+    # order to hand-off: the promise plus the lateness it was heading for (the shift cancels)
+    heading_wait_s = np.nan_to_num(frame["promised_min"].to_numpy(float) + heading) * 60.0
     b_now, b_cf = _bin(late), _bin(late_cf)
     h_now, h_cf = _bin(heading), _bin(heading - shift)
     a = after.astype(float)
 
+    # the customer's response to lateness, measured on orders that rode alone: batched orders
+    # are both later and more often damaged, which is not lateness's doing
+    batched = np.nan_to_num(frame["batched"].to_numpy(float)) > 0 if "batched" in frame else None
+    alone = delivered & ~batched if batched is not None else delivered
+    if alone.sum() < 0.5 * delivered.sum():
+        alone = delivered
+
     def cf(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         wd = w * delivered
+        wr = w * alone
         out = cf_stats.copy()
-        support_curve = _curve(late, support, wd, increasing=True)
+        support_curve = _curve(late, support, wr, increasing=True)
         out[idx["support"]] += np.where(delivered, support_curve[b_cf] - support_curve[b_now], 0)
+        refund_curve = np.zeros(1)
         if refunds_known:
-            refund_curve = _curve(late, refunded, wd, increasing=True)
+            refund_curve = _curve(late, refunded, wr, increasing=True)
             out[idx["refunded"]] += np.where(delivered, refund_curve[b_cf] - refund_curve[b_now], 0)
         rated = np.isfinite(stars)
-        star_curve = _curve(late, stars, w * rated, increasing=False)
+        star_curve = _curve(late, stars, wr * rated, increasing=False)
         out[idx["stars"]] += np.where(rated, star_curve[b_cf] - star_curve[b_now], 0)
         if np.isfinite(heading).any():
             cancel_curve = _curve(heading, canceled, w, increasing=True)
             moved = np.where(np.isfinite(heading), cancel_curve[h_cf] - cancel_curve[h_now], 0)
             out[idx["canceled"]] += moved
+            # an order kept from cancelling is delivered, as late as it was heading for
+            out[idx["delivered"]] -= moved
+            out[idx["on_time"]] -= moved * heading_on_time
+            out[idx["eta_abs_error_s"]] -= moved * heading_abs_s
+            out[idx["wait_s"]] -= moved * heading_wait_s
+            wd_after = wd * a
+            for name in ("items", "bad_items", "trips", "dasher_active_s", "delivery_cost"):
+                per_delivery = stats[idx[name]] @ wd_after / max(float(wd_after.sum()), 1e-12)
+                out[idx[name]] -= moved * per_delivery
+            # ... and it then contacts support, gets credits and rates as a delivered order
+            # that late does, instead of as a canceled one
+            wc = w * (canceled > 0)
+            support_canceled = support @ wc / max(float(wc.sum()), 1e-12)
+            out[idx["support"]] -= moved * (support_curve[h_cf] - support_canceled)
+            if refunds_known:
+                out[idx["refunded"]] -= moved * refund_curve[h_cf]
+            rated_share = rated @ wd / max(float(wd.sum()), 1e-12)
+            out[idx["ratings"]] -= moved * rated_share
+            out[idx["stars"]] -= moved * rated_share * star_curve[h_cf]
         wa = w * a
         return stats @ wa, out @ wa
 
