@@ -34,6 +34,18 @@ DbOpt = Annotated[
     typer.Option("--db", help="Incident store URL (default: $CXAGENT_DB_URL or DATA/cxagent.db)."),
 ]
 
+ExchangeOpt = Annotated[
+    float,
+    typer.Option(
+        min=0.0,
+        help="CX points one percent of efficiency (deliveries per dasher hour) is worth, "
+        "for ranking fixes by net benefit.",
+    ),
+]
+IncidentOpt = Annotated[
+    str | None, typer.Option(help="Only this incident id (default: every incident).")
+]
+
 
 def _fail(exc: CXAgentError) -> typer.Exit:
     console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
@@ -156,7 +168,10 @@ def demo(
     from cxagent.rca.investigate import investigate_reports
 
     progress = track(reports, description="investigating root causes", console=console)
-    _print_investigations(investigate_reports(connect(out), progress))
+    engine = connect(out)
+    found = investigate_reports(engine, progress)
+    _print_investigations(found)
+    _print_recommendations(_recommended(engine, found, 1.0, 100, False))
     _print_truth(out / "truth.json")
 
 
@@ -230,8 +245,10 @@ def investigate(
         dt.datetime | None,
         typer.Option(help="With --slice: when the regression started (local time)."),
     ] = None,
+    exchange_rate: ExchangeOpt = 1.0,
 ) -> None:
-    """Detect incidents, then investigate each one: ranked causes with evidence."""
+    """Detect incidents, then investigate each one: ranked causes with evidence, and the
+    fixes recommended for them."""
     from cxagent.engine.connection import connect
     from cxagent.incidents import detect_incidents
     from cxagent.rca.investigate import investigate_reports, requested_report
@@ -248,15 +265,169 @@ def investigate(
             reports, description="investigating root causes", console=console, disable=as_json
         )
         found = investigate_reports(engine, progress, n_bootstrap=bootstrap)
-    except CXAgentError as exc:
-        raise _fail(exc) from exc
+        recs = _recommended(engine, found, exchange_rate, bootstrap, as_json)
+    except (CXAgentError, ValueError) as exc:
+        raise _fail(exc if isinstance(exc, CXAgentError) else CXAgentError(str(exc))) from exc
     if as_json:
-        payload = {"incidents": [i.as_dict() for i in found]}
-        typer.echo(json.dumps(payload, indent=2, default=str))
+        incidents = []
+        for inv, rec in zip(found, recs, strict=True):
+            d = inv.as_dict()
+            d["recommendations"] = rec.as_dict()
+            incidents.append(d)
+        typer.echo(json.dumps({"incidents": incidents}, indent=2, default=str))
     else:
         if slice_ is None:
             _print_feed(reports)
         _print_investigations(found)
+        _print_recommendations(recs)
+
+
+def _investigated(
+    data: Path, db: str | None, incident: str | None, bootstrap: int, quiet: bool
+) -> tuple[Any, list[Any]]:
+    """Detect incidents (or the one asked for) and investigate them, with a progress bar."""
+    from cxagent.engine.connection import connect
+    from cxagent.incidents import detect_incidents
+    from cxagent.rca.investigate import investigate_reports
+
+    engine = connect(data)
+    reports = detect_incidents(data, store_url=db)
+    if incident is not None:
+        reports = [r for r in reports if r.incident_id == incident]
+        if not reports:
+            raise CXAgentError(f"--incident: no incident {incident!r} in {data}")
+    progress = track(
+        reports, description="investigating root causes", console=console, disable=quiet
+    )
+    return engine, investigate_reports(engine, progress, n_bootstrap=bootstrap)
+
+
+def _recommended(
+    engine: Any, found: list[Any], exchange_rate: float, bootstrap: int, quiet: bool
+) -> list[Any]:
+    from cxagent.recommend.recommend import recommend as run
+
+    progress = track(found, description="estimating fixes", console=console, disable=quiet)
+    return [
+        run(engine, inv, exchange_rate=exchange_rate, n_bootstrap=bootstrap) for inv in progress
+    ]
+
+
+@app.command()
+def recommend(
+    data: DataOpt,
+    incident: IncidentOpt = None,
+    exchange_rate: ExchangeOpt = 1.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    db: DbOpt = None,
+    bootstrap: Annotated[
+        int, typer.Option(min=20, help="Day-bootstrap replicates for the intervals.")
+    ] = 100,
+) -> None:
+    """Recommend fixes per incident: what-if CX gain and efficiency cost with 90% intervals,
+    ranked by net benefit."""
+    try:
+        engine, found = _investigated(data, db, incident, bootstrap, as_json)
+        recs = _recommended(engine, found, exchange_rate, bootstrap, as_json)
+    except (CXAgentError, ValueError) as exc:
+        raise _fail(exc if isinstance(exc, CXAgentError) else CXAgentError(str(exc))) from exc
+    if as_json:
+        typer.echo(json.dumps({"incidents": [r.as_dict() for r in recs]}, indent=2, default=str))
+    else:
+        _print_recommendations(recs)
+
+
+@app.command()
+def plan(
+    data: DataOpt,
+    incident: Annotated[str, typer.Option(help="The incident id (see `cxagent detect`).")],
+    out: Annotated[Path, typer.Option(help="Markdown file to write.")] = Path("experiment-plan.md"),
+    rank: Annotated[int, typer.Option(min=1, help="Which recommendation (1 = the top).")] = 1,
+    exchange_rate: ExchangeOpt = 1.0,
+    db: DbOpt = None,
+    bootstrap: Annotated[
+        int, typer.Option(min=20, help="Day-bootstrap replicates for the intervals.")
+    ] = 100,
+) -> None:
+    """Write the experiment plan of a recommended fix to a markdown file."""
+    from cxagent.experiments.plan import write_markdown
+    from cxagent.recommend.planning import plan_for
+
+    try:
+        engine, found = _investigated(data, db, incident, bootstrap, False)
+        (recs,) = _recommended(engine, found, exchange_rate, bootstrap, False)
+        estimated = [r for r in recs.items if r.estimate is not None]
+        if not estimated:
+            raise CXAgentError(
+                f"--incident: {incident} has no estimated fix to plan"
+                + (f" ({recs.message})" if recs.message else "")
+            )
+        if rank > len(estimated):
+            raise CXAgentError(f"--rank: {incident} has {len(estimated)} estimated fix(es)")
+        chosen = estimated[rank - 1]
+        experiment = plan_for(recs.frame, chosen, incident_id=incident)
+        write_markdown(experiment, out)
+    except (CXAgentError, ValueError) as exc:
+        raise _fail(exc if isinstance(exc, CXAgentError) else CXAgentError(str(exc))) from exc
+    console.print(f"wrote the plan for '{chosen.action.title}' to {out}")
+
+
+def _interval(lo: float | None, hi: float | None, scale: float = 1.0, fmt: str = "+.1f") -> str:
+    if lo is None or hi is None:
+        return "-"
+    return f"{scale * lo:{fmt}} to {scale * hi:{fmt}}"
+
+
+def _print_recommendations(recs: list[Any]) -> None:
+    for rec in recs:
+        d = rec.as_dict()
+        where = " + ".join(f"{k}={v}" for k, v in d["slice"].items())
+        if d["message"]:
+            Console().print(f"[bold]{d['incident_id']}[/] {where}: {d['message']}", soft_wrap=True)
+            continue
+        table = RichTable(title=f"Fixes for {d['incident_id']}: {where}")
+        for col in (
+            "#",
+            "action",
+            "CX gain",
+            "90% interval",
+            "efficiency",
+            "90% interval ",
+            "net",
+            "complexity",
+        ):
+            if col == "action":
+                table.add_column(col, min_width=28, ratio=1)
+            else:
+                table.add_column(col, no_wrap=True)
+        for i, r in enumerate(d["recommendations"], start=1):
+            e = r["estimate"]
+            if e is None:
+                table.add_row(
+                    str(i),
+                    f"{r['title']}\n[dim]{r['not_estimated']}[/]",
+                    "-",
+                    "",
+                    "-",
+                    "",
+                    "-",
+                    r["complexity"],
+                )
+                continue
+            table.add_row(
+                str(i),
+                r["title"],
+                f"{e['cx_gain']:+.1f}",
+                _interval(e["cx_gain_interval"][0], e["cx_gain_interval"][1]),
+                f"{100 * e['efficiency_change']:+.1f}%",
+                _interval(
+                    e["efficiency_change_interval"][0], e["efficiency_change_interval"][1], 100.0
+                )
+                + "%",
+                f"{r['net_benefit']:+.1f}",
+                r["complexity"],
+            )
+        Console().print(table)
 
 
 def _parse_slice(items: list[str]) -> dict[str, Any]:

@@ -84,6 +84,7 @@ class Recommendations:
     exchange_rate: float
     items: list[Recommendation] = field(default_factory=list)
     message: str | None = None  # "monitor, no action needed" and why
+    frame: pd.DataFrame | None = field(default=None, repr=False)  # the slice's orders
 
     @property
     def top(self) -> Recommendation | None:
@@ -165,6 +166,7 @@ def recommend(
     start = draft.window_start - dt.timedelta(days=BASELINE_DAYS)
     frame = order_frame(engine, where, start, draft.window_end, outcomes=True)
     frame["after"] = frame["order_time"] >= draft.window_start
+    out.frame = frame
     if not frame["after"].any() or frame["after"].all():
         out.message = f"{MONITOR}: no orders on both sides of {draft.window_start}"
         return out
