@@ -24,6 +24,11 @@ import_app = typer.Typer(
     help="Map a real data source to the canonical tables.", no_args_is_help=True
 )
 app.add_typer(import_app, name="import")
+experiment_app = typer.Typer(
+    help="Run a recommended fix as an experiment and follow it to resolution.",
+    no_args_is_help=True,
+)
+app.add_typer(experiment_app, name="experiment")
 
 console = Console(stderr=True)
 OutOpt = Annotated[Path, typer.Option("--out", help="Directory to write the dataset to.")]
@@ -291,11 +296,20 @@ def _investigated(
     from cxagent.rca.investigate import investigate_reports
 
     engine = connect(data)
-    reports = detect_incidents(data, store_url=db)
-    if incident is not None:
-        reports = [r for r in reports if r.incident_id == incident]
-        if not reports:
-            raise CXAgentError(f"--incident: no incident {incident!r} in {data}")
+    if incident is not None:  # as stored, whatever its status (resolved ones too)
+        from cxagent.incidents.feed import stored_report
+        from cxagent.store.db import default_url
+        from cxagent.store.repository import NotFoundError
+
+        try:
+            reports = [stored_report(db or default_url(data), incident)]
+        except NotFoundError:
+            raise CXAgentError(
+                f"--incident: no incident {incident!r} in the store of {data} "
+                "(run `cxagent detect` first)"
+            ) from None
+    else:
+        reports = detect_incidents(data, store_url=db)
     progress = track(
         reports, description="investigating root causes", console=console, disable=quiet
     )
@@ -337,43 +351,167 @@ def recommend(
         _print_recommendations(recs)
 
 
+RankOpt = Annotated[int, typer.Option(min=1, help="Which recommendation (1 = the top).")]
+BootstrapOpt = Annotated[
+    int, typer.Option(min=20, help="Day-bootstrap replicates for the intervals.")
+]
+
+
+def _planned(
+    data: Path,
+    db: str | None,
+    incident: str,
+    rank: int,
+    exchange_rate: float,
+    bootstrap: int,
+) -> tuple[Any, Any]:
+    """The recommendation of ``rank`` for ``incident`` and its experiment plan."""
+    from cxagent.recommend.planning import plan_for
+
+    engine, found = _investigated(data, db, incident, bootstrap, False)
+    (recs,) = _recommended(engine, found, exchange_rate, bootstrap, False)
+    estimated = [r for r in recs.items if r.estimate is not None]
+    if not estimated:
+        raise CXAgentError(
+            f"--incident: {incident} has no estimated fix to plan"
+            + (f" ({recs.message})" if recs.message else "")
+        )
+    if rank > len(estimated):
+        raise CXAgentError(f"--rank: {incident} has {len(estimated)} estimated fix(es)")
+    chosen = estimated[rank - 1]
+    return chosen, plan_for(recs.frame, chosen, incident_id=incident)
+
+
 @app.command()
 def plan(
     data: DataOpt,
     incident: Annotated[str, typer.Option(help="The incident id (see `cxagent detect`).")],
     out: Annotated[Path, typer.Option(help="Markdown file to write.")] = Path("experiment-plan.md"),
-    rank: Annotated[int, typer.Option(min=1, help="Which recommendation (1 = the top).")] = 1,
+    rank: RankOpt = 1,
     exchange_rate: ExchangeOpt = 1.0,
     db: DbOpt = None,
-    bootstrap: Annotated[
-        int, typer.Option(min=20, help="Day-bootstrap replicates for the intervals.")
-    ] = 100,
+    bootstrap: BootstrapOpt = 100,
 ) -> None:
     """Write the experiment plan of a recommended fix to a markdown file."""
     from cxagent.experiments.plan import write_markdown
-    from cxagent.recommend.planning import plan_for
 
     try:
-        engine, found = _investigated(data, db, incident, bootstrap, False)
-        (recs,) = _recommended(engine, found, exchange_rate, bootstrap, False)
-        estimated = [r for r in recs.items if r.estimate is not None]
-        if not estimated:
-            raise CXAgentError(
-                f"--incident: {incident} has no estimated fix to plan"
-                + (f" ({recs.message})" if recs.message else "")
-            )
-        if rank > len(estimated):
-            raise CXAgentError(f"--rank: {incident} has {len(estimated)} estimated fix(es)")
-        chosen = estimated[rank - 1]
-        experiment = plan_for(recs.frame, chosen, incident_id=incident)
+        chosen, experiment = _planned(data, db, incident, rank, exchange_rate, bootstrap)
         write_markdown(experiment, out)
     except (CXAgentError, ValueError) as exc:
         raise _fail(exc if isinstance(exc, CXAgentError) else CXAgentError(str(exc))) from exc
     console.print(f"wrote the plan for '{chosen.action.title}' to {out}")
 
 
+@experiment_app.command("simulate")
+def experiment_simulate(
+    data: DataOpt,
+    incident: Annotated[str, typer.Option(help="The incident id (see `cxagent detect`).")],
+    out: Annotated[Path, typer.Option(help="Experiment directory to write.")],
+    outcome: Annotated[
+        str,
+        typer.Option(
+            help="'works': the fix as recommended; 'fails': deployed the wrong way round "
+            "(to rehearse the rollback)."
+        ),
+    ] = "works",
+    rank: RankOpt = 1,
+    exchange_rate: ExchangeOpt = 1.0,
+    seed: Annotated[int, typer.Option(min=0, help="Assignment seed.")] = 0,
+    db: DbOpt = None,
+    bootstrap: BootstrapOpt = 100,
+) -> None:
+    """Simulate the plan of a recommended fix in the scenario engine, from the day after the
+    data, phase by phase (generated scenarios only: the engine rehearses the fix)."""
+    from cxagent.data.scenario.spec import parse_spec
+    from cxagent.experiments.run import simulate_plan
+    from cxagent.recommend.in_engine import engine_fix, failing_fix
+    from cxagent.store.db import default_url
+
+    try:
+        if outcome not in ("works", "fails"):
+            raise CXAgentError(f"--outcome: expected 'works' or 'fails', got {outcome!r}")
+        truth_path = data / "truth.json"
+        if not truth_path.exists():
+            raise CXAgentError(
+                f"--data: {data} is not a generated scenario (no truth.json); "
+                "simulation needs the scenario engine"
+            )
+        spec = parse_spec(json.loads(truth_path.read_text())["spec"], source=str(truth_path))
+        chosen, experiment = _planned(data, db, incident, rank, exchange_rate, bootstrap)
+        start = spec.end_time
+        fix = engine_fix(chosen.action, json.loads(truth_path.read_text()), start)
+        if fix is None:
+            raise CXAgentError(f"--rank: the engine cannot apply '{chosen.action.title}'")
+        if outcome == "fails":
+            fix = failing_fix(fix)
+        days = sum(p.min_days for p in experiment.phases)
+        with console.status(f"simulating {days} days of the experiment ..."):
+            simulate_plan(
+                spec,
+                experiment,
+                fix,
+                out,
+                start=start,
+                store_url=db or default_url(data),
+                seed=seed,
+            )
+    except (CXAgentError, ValueError) as exc:
+        raise _fail(exc if isinstance(exc, CXAgentError) else CXAgentError(str(exc))) from exc
+    console.print(
+        f"simulated '{chosen.action.title}' ({outcome}) from {start:%Y-%m-%d} over "
+        f"{len(experiment.phases)} phases in {out}; see `cxagent experiment status --experiment {out}`"
+    )
+
+
+@experiment_app.command("status")
+def experiment_status(
+    experiment: Annotated[Path, typer.Option(help="Experiment directory.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    db: DbOpt = None,
+) -> None:
+    """An experiment's progress against its plan, phase by phase, with always-valid
+    intervals, SRM and guardrails; records the outcome on the incident."""
+    from cxagent.experiments.run import status
+
+    try:
+        report = status(experiment, store_url=db)
+    except (CXAgentError, ValueError) as exc:
+        raise _fail(exc if isinstance(exc, CXAgentError) else CXAgentError(str(exc))) from exc
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(), indent=2))
+        return
+    table = RichTable(title=report.title)
+    table.add_column("phase", min_width=10)
+    table.add_column("day", no_wrap=True)
+    table.add_column("CX change (95% always-valid)", min_width=14)
+    table.add_column("guardrails", min_width=14, ratio=1)
+    table.add_column("SRM p", no_wrap=True)
+    table.add_column("next step", min_width=8)
+    for p in report.phases:
+        look = p.last
+        if look is None:
+            table.add_row(p.name, "-", "-", "", "", p.status)
+            continue
+        av = look.primary.always_valid
+        guards = "\n".join(f"{g.name}: {g.state}" for g in look.guardrails)
+        table.add_row(
+            p.name,
+            f"{look.day}/{p.planned_days}",
+            f"{av.estimate:+.1f} ({_interval(av.lower, av.upper)})",
+            guards,
+            f"{look.srm.p_value:.3f}",
+            f"{p.recommendation or p.status}",
+        )
+    Console().print(table)
+    colour = {"resolved": "green", "rolled back": "red"}.get(report.status, "yellow")
+    Console().print(f"[bold {colour}]{report.status}[/]", highlight=False)
+    for line in report.evidence:
+        Console().print(f"- {line}", highlight=False, soft_wrap=True)
+
+
 def _interval(lo: float | None, hi: float | None, scale: float = 1.0, fmt: str = "+.1f") -> str:
-    if lo is None or hi is None:
+    if lo is None or hi is None or not (abs(lo) < float("inf") and abs(hi) < float("inf")):
         return "-"
     return f"{scale * lo:{fmt}} to {scale * hi:{fmt}}"
 

@@ -55,6 +55,33 @@ class IncidentReport:
         }
 
 
+def stored_report(store_url: str, incident_id: str) -> IncidentReport:
+    """The incident as the store keeps it (any status, resolved ones included), as a report
+    to investigate again; raises ``NotFoundError`` when there is no such incident."""
+    from cxagent.store.db import session_factory
+    from cxagent.store.repository import get_incident
+
+    inc = get_incident(session_factory(store_url), incident_id)
+    draft = IncidentDraft(
+        metric=inc.metric,
+        slice=dict(inc.slice),
+        window_start=inc.window_start,
+        window_end=inc.window_end,
+        detected_at=inc.detected_at,
+        severity=inc.severity,
+        baseline=inc.baseline,
+        current=inc.current,
+        delta=inc.delta,
+        affected_orders=inc.affected_orders,
+        p_value=inc.p_value,
+        q_value=inc.q_value,
+        detector=inc.detector,
+        top_slices=list(inc.top_slices or []),
+    )
+    label = " + ".join(f"{k}={v}" for k, v in draft.slice.items()) or "all"
+    return IncidentReport(draft, {}, label, 0.0, incident_id=inc.id)
+
+
 def severity(points: float, impact: float, config: DetectConfig) -> str:
     """``high`` / ``medium`` / ``low`` from CX points lost and the impact in
     marketplace-days (points x affected orders / orders of an average day)."""

@@ -158,7 +158,7 @@ class Action:
 
     @property
     def title(self) -> str:
-        """"Reduce batching in SF grocery dinner (at most 2 orders per trip, ...)"."""
+        """ "Reduce batching in SF grocery dinner (at most 2 orders per trip, ...)"."""
         verb, what, detail = self._phrase()
         return f"{verb} {what} in {self.where}{detail}"
 

@@ -1,0 +1,160 @@
+"""An experiment on disk: its plan, its data, and its status against the plan.
+
+An experiment directory holds ``plan.json`` (the plan's inputs: the fix, the metrics, the
+traffic context, and where the incident lives), ``plan.md`` (the plan as written for people)
+and ``experiment.parquet`` (assignment and outcomes per cluster, ``simulate``'s format, which
+a production pipeline would fill from its own logs). ``status`` rebuilds the plan from its
+inputs, replays the monitor over the data and, when the store is given, records the result on
+the incident: resolved with the evidence attached, or back to investigating after a rollback.
+Every file is written atomically (a temporary file, then a rename).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Final
+
+from cxagent.data.scenario.fixes import Fix
+from cxagent.data.scenario.spec import ScenarioSpec
+from cxagent.errors import CXAgentError
+from cxagent.experiments.monitor import MonitorReport, monitor
+from cxagent.experiments.plan import (
+    ActionSpec,
+    ExperimentPlan,
+    MetricSpec,
+    PlanContext,
+    build_plan,
+    write_markdown,
+)
+from cxagent.experiments.simulate import (
+    ExperimentData,
+    RandomisationUnit,
+    read_experiment,
+    simulate_experiment,
+    write_experiment,
+)
+
+PLAN_FILE: Final = "plan.json"
+PLAN_MD: Final = "plan.md"
+DATA_FILE: Final = "experiment.parquet"
+
+
+def plan_inputs(plan: ExperimentPlan) -> dict[str, Any]:
+    """What ``build_plan`` needs to rebuild ``plan``, as plain JSON-able data."""
+    return {
+        "action": _plain(dataclasses.asdict(plan.action)),
+        "primary": dataclasses.asdict(plan.primary),
+        "secondary": [dataclasses.asdict(m) for m in plan.secondary],
+        "guardrails": [dataclasses.asdict(m) for m in plan.guardrails],
+        "context": dataclasses.asdict(plan.context),
+    }
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def plan_from_inputs(raw: Mapping[str, Any], *, source: str = PLAN_FILE) -> ExperimentPlan:
+    """Rebuild a plan from ``plan_inputs``; an error names the file and the field."""
+    try:
+        return build_plan(
+            ActionSpec(**raw["action"]),
+            MetricSpec(**raw["primary"]),
+            [MetricSpec(**m) for m in raw["guardrails"]],
+            PlanContext(**raw["context"]),
+            secondary=[MetricSpec(**m) for m in raw.get("secondary", [])],
+        )
+    except KeyError as exc:
+        raise CXAgentError(f"{source}: missing field {exc.args[0]!r}") from None
+    except (TypeError, ValueError) as exc:
+        raise CXAgentError(f"{source}: {exc}") from None
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def simulate_plan(
+    spec: ScenarioSpec,
+    plan: ExperimentPlan,
+    fix: Fix,
+    out: Path,
+    *,
+    start: dt.datetime,
+    store_url: str | None = None,
+    seed: int = 0,
+    phases: int | None = None,
+) -> ExperimentData:
+    """Run ``plan`` in the scenario from ``start`` with ``fix`` as the treatment (its first
+    ``phases`` phases, all by default) and write the experiment directory ``out``."""
+    planned = [(p.treated_share, p.min_days) for p in plan.phases][:phases]
+    days_needed = (start - spec.start_time).days + sum(d for _, d in planned) + 1
+    longer = spec.model_copy(update={"days": max(spec.days, days_needed)})
+    unit: RandomisationUnit = "store" if plan.unit.unit == "store" else "region_x_window"
+    data = simulate_experiment(
+        longer,
+        fix.model_copy(update={"start": start, "end": None}),
+        start,
+        phases=planned,
+        unit=unit,
+        window_hours=plan.context.window_hours,
+        burn_in_minutes=plan.context.burn_in_minutes,
+        seed=seed,
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    write_experiment(data, out / DATA_FILE)
+    write_markdown(plan, out / PLAN_MD)
+    record = {"plan": plan_inputs(plan), "store_url": store_url}
+    _write_atomic(out / PLAN_FILE, json.dumps(record, indent=1, default=str))
+    return data
+
+
+def load(experiment: Path) -> tuple[ExperimentPlan, ExperimentData, str | None]:
+    """The plan, the data and the incident store of an experiment directory."""
+    path = experiment / PLAN_FILE
+    if not path.exists():
+        raise CXAgentError(f"{path}: not found; is {experiment} an experiment directory?")
+    try:
+        record = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise CXAgentError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(record, dict) or "plan" not in record:
+        raise CXAgentError(f"{path}: missing field 'plan'")
+    plan = plan_from_inputs(record["plan"], source=str(path))
+    return plan, read_experiment(experiment / DATA_FILE), record.get("store_url")
+
+
+def status(
+    experiment: Path, *, store_url: str | None = None, actor: str = "cxagent"
+) -> MonitorReport:
+    """The experiment's status against its plan; records the outcome on the incident when an
+    incident store is known (``store_url``, else the one saved with the experiment)."""
+    plan, data, saved_url = load(experiment)
+    report = monitor(plan, data)
+    url = store_url or saved_url
+    incident = plan.context.incident_id
+    if url and incident and report.status != "in progress":
+        from cxagent.store.db import session_factory
+        from cxagent.store.repository import set_status
+
+        note = f"experiment {experiment.name}: {report.status}. " + " ".join(report.evidence)
+        target = "resolved" if report.resolved else "investigating"
+        set_status(session_factory(url), incident, status=target, actor=actor, note=note)
+    return report
