@@ -106,6 +106,7 @@ class Investigation:
     contrast: SliceContrast | None = None
     shift: ShiftAttribution | None = None
     timing: dict[str, LaggedCorrelation] = field(default_factory=dict)
+    frame: pd.DataFrame | None = field(default=None, repr=False)  # the slice's orders
 
     def as_dict(self) -> dict[str, Any]:
         d = self.report.as_dict()
@@ -290,7 +291,7 @@ def investigate_report(
     where = investigation_slice(report)
     start = draft.window_start - dt.timedelta(days=baseline_days)
     data_end = _data_end(engine)
-    frame = order_frame(engine, where, start, draft.window_end)
+    frame = order_frame(engine, where, start, draft.window_end, outcomes=True)
     frame["after"] = frame["order_time"] >= draft.window_start
     missing = set(frame.attrs.get("missing", []))
     impacts = {
@@ -407,6 +408,7 @@ def investigate_report(
             contrast=contrast,
             shift=shift,
             timing=timing,
+            frame=frame,
         )
 
     if not causes and not ruled_out:

@@ -163,9 +163,11 @@ def recommend(
     if not causes:
         out.message = f"{MONITOR}: {investigation.narrative}"
         return out
-    start = draft.window_start - dt.timedelta(days=BASELINE_DAYS)
-    frame = order_frame(engine, where, start, draft.window_end, outcomes=True)
-    frame["after"] = frame["order_time"] >= draft.window_start
+    frame = investigation.frame
+    if frame is None or "trip_size" not in frame:  # the investigation's orders, else read them
+        start = draft.window_start - dt.timedelta(days=BASELINE_DAYS)
+        frame = order_frame(engine, where, start, draft.window_end, outcomes=True)
+        frame["after"] = frame["order_time"] >= draft.window_start
     out.frame = frame
     if not frame["after"].any() or frame["after"].all():
         out.message = f"{MONITOR}: no orders on both sides of {draft.window_start}"

@@ -137,25 +137,35 @@ def order_stats(frame: pd.DataFrame) -> np.ndarray:
     return np.vstack([np.asarray(cols[f], dtype=float) for f in FIELDS])
 
 
-# A counterfactual: (weights per order) -> (factual sums, counterfactual sums) over after orders
+# A counterfactual: (times each day was drawn) -> (factual sums, counterfactual sums) over the
+# after orders
 Counterfactual = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+def _days(frame: pd.DataFrame) -> tuple[np.ndarray, int]:
+    """Each order's day index and the number of days."""
+    day = pd.factorize(frame["order_time"].dt.floor("D"))[0].astype(np.int64)
+    return day, int(day.max()) + 1 if len(day) else 0
 
 
 def _bootstrap(
     frame: pd.DataFrame, cf: Counterfactual, n_bootstrap: int, seed: int, notes: list[str]
 ) -> Estimate:
-    day = pd.factorize(frame["order_time"].dt.floor("D"))[0]
-    n_days = int(day.max()) + 1 if len(day) else 0
-    f_sum, c_sum = cf(np.ones(len(frame)))
+    """Point estimate and day-bootstrap intervals; ``cf`` takes how often each day was drawn
+    (all ones for the point estimate)."""
+    day, n_days = _days(frame)
+    after = frame["after"].to_numpy(bool)
+    f_sum, c_sum = cf(np.ones(n_days))
     without, with_fix = metrics_of(f_sum), metrics_of(c_sum)
     delta = {k: with_fix[k] - without[k] for k in METRICS}
     reps: dict[str, list[float]] = {k: [] for k in METRICS}
-    after = frame["after"].to_numpy(bool)
+    days_after = np.bincount(day[after], minlength=n_days) > 0
+    days_before = np.bincount(day[~after], minlength=n_days) > 0
     for pick in day_picks(n_days, n_bootstrap, seed):
-        w = np.bincount(pick, minlength=n_days).astype(float)[day]
-        if not (w * after).any() or not (w * ~after).any():
+        m = np.bincount(pick, minlength=n_days).astype(float)
+        if not (m * days_after).any() or not (m * days_before).any():
             continue
-        f, c = cf(w)
+        f, c = cf(m)
         mf, mc = metrics_of(f), metrics_of(c)
         for k in METRICS:
             reps[k].append(mc[k] - mf[k])
@@ -210,12 +220,21 @@ def batching_estimate(
     cell = (stratum * 2 + after) * 3 + size_class  # stratum x after x class
     k = len(FIELDS)
     promised = FIELDS.index("promised_s")
+    # every replicate weighs whole days: sum each cell's orders per day once
+    day, n_days = _days(frame)
+    n_cells = 6 * n_strata
+    key = day * n_cells + cell
+    per_day_n = np.bincount(key, minlength=n_days * n_cells).reshape(n_days, n_cells)
+    per_day = np.stack(
+        [
+            np.bincount(key, weights=stats[i], minlength=n_days * n_cells).reshape(n_days, n_cells)
+            for i in range(k)
+        ]
+    )  # [field, day, cell]
 
-    def cf(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        n = np.bincount(cell, weights=w, minlength=6 * n_strata).reshape(-1, 2, 3)
-        sums = np.vstack(
-            [np.bincount(cell, weights=w * stats[i], minlength=6 * n_strata) for i in range(k)]
-        ).reshape(k, -1, 2, 3)
+    def cf(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        n = (m @ per_day_n).reshape(-1, 2, 3)
+        sums = np.einsum("d,kdc->kc", m, per_day).reshape(k, -1, 2, 3)
         with np.errstate(invalid="ignore", divide="ignore"):
             mean = sums / n  # [field, stratum, period, class]
             now_all = sums[:, :, 1].sum(axis=2) / n[:, 1].sum(axis=1)
@@ -254,24 +273,59 @@ def batching_estimate(
 # --- promise shifts ------------------------------------------------------------------------
 
 
-def _curve(x: np.ndarray, y: np.ndarray, w: np.ndarray, *, increasing: bool) -> np.ndarray:
-    """Isotonic response of ``y`` to lateness ``x`` on fixed lateness bins, weighted by
-    ``w``; returns the fitted value per bin (the bins of ``_bin``)."""
-    lo, hi = LATE_RANGE
-    n_bins = int((hi - lo) / LATE_BIN_MIN) + 1
-    b = _bin(x)
-    ok = np.isfinite(x) & np.isfinite(y) & (w > 0)
-    weight = np.bincount(b[ok], weights=w[ok], minlength=n_bins)
-    total = np.bincount(b[ok], weights=(w * y)[ok], minlength=n_bins)
+def _fit_curve(weight: np.ndarray, total: np.ndarray, *, increasing: bool) -> np.ndarray:
+    """Isotonic response on the fixed lateness bins (``_bin``) from each bin's weight and
+    weighted total of the outcome; bins without orders take the nearest bins' fit."""
+    lo, _ = LATE_RANGE
+    centres = lo + LATE_BIN_MIN * np.arange(len(weight))
     has = weight > 0
-    centres = lo + LATE_BIN_MIN * np.arange(n_bins)
     if has.sum() < 2:
-        return np.full(n_bins, float(total.sum() / max(weight.sum(), 1e-12)))
+        return np.full(len(weight), float(total.sum() / max(weight.sum(), 1e-12)))
     fitted = isotonic_regression(
         total[has] / weight[has], weights=weight[has], increasing=increasing
     ).x
-    # bins without orders take the fit of the nearest bins (flat beyond the observed range)
     return np.asarray(np.interp(centres, centres[has], fitted), dtype=float)
+
+
+@dataclass(frozen=True)
+class _DayTable:
+    """Counts and sums of orders per (day, key): a replicate that weighs whole days gets its
+    sums as one product with the days' weights."""
+
+    count: np.ndarray  # [day, key]
+    sums: tuple[np.ndarray, ...]  # each [day, key]
+
+    @staticmethod
+    def of(
+        day: np.ndarray,
+        n_days: int,
+        key: np.ndarray,
+        n_keys: int,
+        mask: np.ndarray,
+        values: tuple[np.ndarray, ...] = (),
+    ) -> _DayTable:
+        k = day[mask] * n_keys + key[mask]
+        size = n_days * n_keys
+
+        def table(v: np.ndarray | None) -> np.ndarray:
+            weights = None if v is None else v[mask]
+            return np.bincount(k, weights=weights, minlength=size).reshape(n_days, n_keys)
+
+        return _DayTable(table(None).astype(float), tuple(table(v) for v in values))
+
+    def __call__(self, m: np.ndarray) -> tuple[np.ndarray, ...]:
+        return (m @ self.count, *(m @ s for s in self.sums))
+
+
+def _pairs(first: np.ndarray, second: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Codes of the (first, second) bin pairs of the masked orders: (code per order, first
+    and second bin per code)."""
+    n_bins = int((LATE_RANGE[1] - LATE_RANGE[0]) / LATE_BIN_MIN) + 1
+    pair = first * n_bins + second
+    codes, inverse = np.unique(pair[mask], return_inverse=True)
+    code = np.zeros(len(pair), dtype=np.int64)
+    code[mask] = inverse
+    return code, codes // n_bins, codes % n_bins, np.array(len(codes))
 
 
 def _bin(x: np.ndarray) -> np.ndarray:
@@ -345,7 +399,6 @@ def promise_estimate(
     heading_wait_s = np.nan_to_num(frame["promised_min"].to_numpy(float) + heading) * 60.0
     b_now, b_cf = _bin(late), _bin(late_cf)
     h_now, h_cf = _bin(heading), _bin(heading - shift)
-    a = after.astype(float)
 
     # the customer's response to lateness, measured on orders that rode alone: batched orders
     # are both later and more often damaged, which is not lateness's doing
@@ -354,44 +407,97 @@ def promise_estimate(
     if alone.sum() < 0.5 * delivered.sum():
         alone = delivered
 
-    def cf(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        wd = w * delivered
-        wr = w * alone
-        out = cf_stats.copy()
-        support_curve = _curve(late, support, wr, increasing=True)
-        out[idx["support"]] += np.where(delivered, support_curve[b_cf] - support_curve[b_now], 0)
-        refund_curve = np.zeros(1)
+    day, n_days = _days(frame)
+    n_bins = int((LATE_RANGE[1] - LATE_RANGE[0]) / LATE_BIN_MIN) + 1
+    rated = np.isfinite(stars)
+    known_heading = np.isfinite(heading)
+    ones = np.ones(len(frame), dtype=bool)
+    # what every replicate sums, per day: the after orders' statistics ...
+    every_key = np.zeros(len(frame), dtype=np.int64)
+
+    def per_day(values: np.ndarray) -> np.ndarray:
+        return np.stack(
+            [np.bincount(day[after], weights=v[after], minlength=n_days) for v in values]
+        )
+
+    f_day, c_day = per_day(stats), per_day(cf_stats)  # [field, day]
+    # ... the response curves' inputs per lateness bin ...
+    support_in = _DayTable.of(day, n_days, b_now, n_bins, alone, (support,))
+    refund_in = _DayTable.of(
+        day, n_days, b_now, n_bins, alone & np.isfinite(refunded), (np.nan_to_num(refunded),)
+    )
+    stars_in = _DayTable.of(day, n_days, b_now, n_bins, alone & rated, (np.nan_to_num(stars),))
+    cancel_in = _DayTable.of(day, n_days, h_now, n_bins, known_heading, (canceled,))
+    # ... the after orders by (lateness now, lateness with the fix) ...
+    code, b1, b2, _ = _pairs(b_now, b_cf, ones)
+    n_codes = int(code.max()) + 1 if len(code) else 1
+    moved_late = _DayTable.of(day, n_days, code, n_codes, after & delivered)
+    moved_rated = _DayTable.of(day, n_days, code, n_codes, after & rated)
+    hcode, h1, h2, _ = _pairs(h_now, h_cf, ones)
+    n_hcodes = int(hcode.max()) + 1 if len(hcode) else 1
+    kept = _DayTable.of(
+        day,
+        n_days,
+        hcode,
+        n_hcodes,
+        after & known_heading,
+        (heading_on_time, heading_abs_s, heading_wait_s),
+    )
+    # ... and the shares a kept order takes from delivered and canceled orders
+    per_delivery_names = ("items", "bad_items", "trips", "dasher_active_s", "delivery_cost")
+    delivered_after = _DayTable.of(
+        day,
+        n_days,
+        every_key,
+        1,
+        after & delivered,
+        tuple(stats[idx[n]] for n in per_delivery_names),
+    )
+    canceled_support = _DayTable.of(day, n_days, every_key, 1, canceled > 0, (support,))
+    delivered_rated = _DayTable.of(day, n_days, every_key, 1, delivered, (rated.astype(float),))
+
+    def cf(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        factual = f_day @ m
+        out = c_day @ m
+        n, total = support_in(m)
+        support_curve = _fit_curve(n, total, increasing=True)
+        n_late = moved_late(m)[0]
+        out[idx["support"]] += n_late @ (support_curve[b2] - support_curve[b1])
+        refund_curve = np.zeros(n_bins)
         if refunds_known:
-            refund_curve = _curve(late, refunded, wr, increasing=True)
-            out[idx["refunded"]] += np.where(delivered, refund_curve[b_cf] - refund_curve[b_now], 0)
-        rated = np.isfinite(stars)
-        star_curve = _curve(late, stars, wr * rated, increasing=False)
-        out[idx["stars"]] += np.where(rated, star_curve[b_cf] - star_curve[b_now], 0)
-        if np.isfinite(heading).any():
-            cancel_curve = _curve(heading, canceled, w, increasing=True)
-            moved = np.where(np.isfinite(heading), cancel_curve[h_cf] - cancel_curve[h_now], 0)
-            out[idx["canceled"]] += moved
+            n, total = refund_in(m)
+            refund_curve = _fit_curve(n, total, increasing=True)
+            out[idx["refunded"]] += n_late @ (refund_curve[b2] - refund_curve[b1])
+        n, total = stars_in(m)
+        star_curve = _fit_curve(n, total, increasing=False)
+        out[idx["stars"]] += moved_rated(m)[0] @ (star_curve[b2] - star_curve[b1])
+        if known_heading.any():
+            n, total = cancel_in(m)
+            cancel_curve = _fit_curve(n, total, increasing=True)
+            moved = cancel_curve[h2] - cancel_curve[h1]  # per pair of heading bins
+            count, on_time, abs_s, wait_s = kept(m)
+            moved_orders = float(count @ moved)
+            out[idx["canceled"]] += moved_orders
             # an order kept from cancelling is delivered, as late as it was heading for
-            out[idx["delivered"]] -= moved
-            out[idx["on_time"]] -= moved * heading_on_time
-            out[idx["eta_abs_error_s"]] -= moved * heading_abs_s
-            out[idx["wait_s"]] -= moved * heading_wait_s
-            wd_after = wd * a
-            for name in ("items", "bad_items", "trips", "dasher_active_s", "delivery_cost"):
-                per_delivery = stats[idx[name]] @ wd_after / max(float(wd_after.sum()), 1e-12)
-                out[idx[name]] -= moved * per_delivery
+            out[idx["delivered"]] -= moved_orders
+            out[idx["on_time"]] -= on_time @ moved
+            out[idx["eta_abs_error_s"]] -= abs_s @ moved
+            out[idx["wait_s"]] -= wait_s @ moved
+            n_del, *sums = delivered_after(m)
+            for name, total_d in zip(per_delivery_names, sums, strict=True):
+                out[idx[name]] -= moved_orders * float(total_d[0]) / max(float(n_del[0]), 1e-12)
             # ... and it then contacts support, gets credits and rates as a delivered order
             # that late does, instead of as a canceled one
-            wc = w * (canceled > 0)
-            support_canceled = support @ wc / max(float(wc.sum()), 1e-12)
-            out[idx["support"]] -= moved * (support_curve[h_cf] - support_canceled)
+            n_c, s_c = canceled_support(m)
+            support_canceled = float(s_c[0]) / max(float(n_c[0]), 1e-12)
+            out[idx["support"]] -= count @ (moved * (support_curve[h2] - support_canceled))
             if refunds_known:
-                out[idx["refunded"]] -= moved * refund_curve[h_cf]
-            rated_share = rated @ wd / max(float(wd.sum()), 1e-12)
-            out[idx["ratings"]] -= moved * rated_share
-            out[idx["stars"]] -= moved * rated_share * star_curve[h_cf]
-        wa = w * a
-        return stats @ wa, out @ wa
+                out[idx["refunded"]] -= count @ (moved * refund_curve[h2])
+            n_d, r_d = delivered_rated(m)
+            rated_share = float(r_d[0]) / max(float(n_d[0]), 1e-12)
+            out[idx["ratings"]] -= moved_orders * rated_share
+            out[idx["stars"]] -= rated_share * (count @ (moved * star_curve[h2]))
+        return factual, out
 
     return _bootstrap(frame, cf, n_bootstrap, seed, notes)
 
