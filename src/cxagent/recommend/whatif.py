@@ -23,8 +23,9 @@ customer wait, deliveries per dasher hour). Two estimators cover the fixes:
   lateness an order was heading for: prep + courier wait + a predicted travel leg (least
   squares of the delivered orders' leg on distance, per daypart) - promise.
 
-Intervals resample days (a day's shocks are shared by its orders): 90% percentile intervals
-of the changes over bootstrap replicates, the curves and strata refitted in each. Known
+Intervals: 90% percentile intervals of the changes over a pigeonhole bootstrap of days and
+stores (a day's shocks are shared by its orders, a store's differences last; Owen 2007), the
+curves and strata refitted in each replicate. Known
 limits, measured by ``benchmarks/whatif.py``: the estimators ignore how a fix feeds back on
 courier load (a busier pool when fewer orders share trips).
 """
@@ -40,7 +41,6 @@ import pandas as pd
 from scipy.optimize import isotonic_regression
 
 from cxagent.metrics.definitions import ON_TIME_GRACE_S, STAT_FIELDS, CXStats
-from cxagent.rca.timeline import day_picks
 
 GRACE_MIN: Final = ON_TIME_GRACE_S / 60.0
 FIELDS: Final = (*STAT_FIELDS, "wait_s", "promised_s")
@@ -137,33 +137,65 @@ def order_stats(frame: pd.DataFrame) -> np.ndarray:
     return np.vstack([np.asarray(cols[f], dtype=float) for f in FIELDS])
 
 
-# A counterfactual: (times each day was drawn) -> (factual sums, counterfactual sums) over the
-# after orders
+# A counterfactual: (the weight of each store-day) -> (factual sums, counterfactual sums) over
+# the after orders
 Counterfactual = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
-def _days(frame: pd.DataFrame) -> tuple[np.ndarray, int]:
-    """Each order's day index and the number of days."""
-    day = pd.factorize(frame["order_time"].dt.floor("D"))[0].astype(np.int64)
-    return day, int(day.max()) + 1 if len(day) else 0
+@dataclass(frozen=True)
+class _Units:
+    """Resampling units: the store-days of the frame (only those with orders)."""
+
+    of_order: np.ndarray  # unit index per order
+    day: np.ndarray  # day index per unit
+    store: np.ndarray  # store index per unit
+    n_days: int
+    n_stores: int
+
+    @property
+    def n(self) -> int:
+        return len(self.day)
+
+    @staticmethod
+    def of(frame: pd.DataFrame) -> _Units:
+        day = pd.factorize(frame["order_time"].dt.floor("D"))[0].astype(np.int64)
+        store = pd.factorize(frame["store_id"])[0].astype(np.int64)
+        n_stores = int(store.max()) + 1 if len(store) else 1
+        codes, of_order = np.unique(day * n_stores + store, return_inverse=True)
+        return _Units(
+            of_order.astype(np.int64),
+            codes // n_stores,
+            codes % n_stores,
+            int(day.max()) + 1 if len(day) else 0,
+            n_stores,
+        )
 
 
 def _bootstrap(
     frame: pd.DataFrame, cf: Counterfactual, n_bootstrap: int, seed: int, notes: list[str]
 ) -> Estimate:
-    """Point estimate and day-bootstrap intervals; ``cf`` takes how often each day was drawn
-    (all ones for the point estimate)."""
-    day, n_days = _days(frame)
+    """Point estimate and intervals from a pigeonhole bootstrap of days and stores (Owen
+    2007): each replicate draws days and stores with replacement, and a store-day weighs the
+    product of how often its day and its store were drawn. Days carry the shocks their orders
+    share (a busy evening), stores their lasting differences, and an incident of one day still
+    gets an interval. ``cf`` takes the weight of every store-day (all ones for the point
+    estimate)."""
+    units = _Units.of(frame)
     after = frame["after"].to_numpy(bool)
-    f_sum, c_sum = cf(np.ones(n_days))
+    f_sum, c_sum = cf(np.ones(units.n))
     without, with_fix = metrics_of(f_sum), metrics_of(c_sum)
     delta = {k: with_fix[k] - without[k] for k in METRICS}
     reps: dict[str, list[float]] = {k: [] for k in METRICS}
-    days_after = np.bincount(day[after], minlength=n_days) > 0
-    days_before = np.bincount(day[~after], minlength=n_days) > 0
-    for pick in day_picks(n_days, n_bootstrap, seed):
-        m = np.bincount(pick, minlength=n_days).astype(float)
-        if not (m * days_after).any() or not (m * days_before).any():
+    has_after = np.bincount(units.of_order[after], minlength=units.n) > 0
+    has_before = np.bincount(units.of_order[~after], minlength=units.n) > 0
+    rng = np.random.default_rng(seed)
+    for _ in range(n_bootstrap):
+        m_day = np.bincount(rng.integers(0, units.n_days, units.n_days), minlength=units.n_days)
+        m_store = np.bincount(
+            rng.integers(0, units.n_stores, units.n_stores), minlength=units.n_stores
+        )
+        m = (m_day[units.day] * m_store[units.store]).astype(float)
+        if not (m * has_after).any() or not (m * has_before).any():
             continue
         f, c = cf(m)
         mf, mc = metrics_of(f), metrics_of(c)
@@ -220,21 +252,24 @@ def batching_estimate(
     cell = (stratum * 2 + after) * 3 + size_class  # stratum x after x class
     k = len(FIELDS)
     promised = FIELDS.index("promised_s")
-    # every replicate weighs whole days: sum each cell's orders per day once
-    day, n_days = _days(frame)
+    # every replicate weighs whole store-days: sum each cell's orders per store-day once
+    units = _Units.of(frame)
+    unit, n_units = units.of_order, units.n
     n_cells = 6 * n_strata
-    key = day * n_cells + cell
-    per_day_n = np.bincount(key, minlength=n_days * n_cells).reshape(n_days, n_cells)
-    per_day = np.stack(
+    key = unit * n_cells + cell
+    per_unit_n = np.bincount(key, minlength=n_units * n_cells).reshape(n_units, n_cells)
+    per_unit = np.stack(
         [
-            np.bincount(key, weights=stats[i], minlength=n_days * n_cells).reshape(n_days, n_cells)
+            np.bincount(key, weights=stats[i], minlength=n_units * n_cells).reshape(
+                n_units, n_cells
+            )
             for i in range(k)
         ]
-    )  # [field, day, cell]
+    )  # [field, unit, cell]
 
     def cf(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        n = (m @ per_day_n).reshape(-1, 2, 3)
-        sums = np.einsum("d,kdc->kc", m, per_day).reshape(k, -1, 2, 3)
+        n = (m @ per_unit_n).reshape(-1, 2, 3)
+        sums = np.einsum("d,kdc->kc", m, per_unit).reshape(k, -1, 2, 3)
         with np.errstate(invalid="ignore", divide="ignore"):
             mean = sums / n  # [field, stratum, period, class]
             now_all = sums[:, :, 1].sum(axis=2) / n[:, 1].sum(axis=1)
@@ -288,30 +323,30 @@ def _fit_curve(weight: np.ndarray, total: np.ndarray, *, increasing: bool) -> np
 
 
 @dataclass(frozen=True)
-class _DayTable:
-    """Counts and sums of orders per (day, key): a replicate that weighs whole days gets its
-    sums as one product with the days' weights."""
+class _UnitTable:
+    """Counts and sums of orders per (store-day, key): a replicate that weighs whole
+    store-days gets its sums as one product with their weights."""
 
-    count: np.ndarray  # [day, key]
-    sums: tuple[np.ndarray, ...]  # each [day, key]
+    count: np.ndarray  # [unit, key]
+    sums: tuple[np.ndarray, ...]  # each [unit, key]
 
     @staticmethod
     def of(
-        day: np.ndarray,
-        n_days: int,
+        unit: np.ndarray,
+        n_units: int,
         key: np.ndarray,
         n_keys: int,
         mask: np.ndarray,
         values: tuple[np.ndarray, ...] = (),
-    ) -> _DayTable:
-        k = day[mask] * n_keys + key[mask]
-        size = n_days * n_keys
+    ) -> _UnitTable:
+        k = unit[mask] * n_keys + key[mask]
+        size = n_units * n_keys
 
         def table(v: np.ndarray | None) -> np.ndarray:
             weights = None if v is None else v[mask]
-            return np.bincount(k, weights=weights, minlength=size).reshape(n_days, n_keys)
+            return np.bincount(k, weights=weights, minlength=size).reshape(n_units, n_keys)
 
-        return _DayTable(table(None).astype(float), tuple(table(v) for v in values))
+        return _UnitTable(table(None).astype(float), tuple(table(v) for v in values))
 
     def __call__(self, m: np.ndarray) -> tuple[np.ndarray, ...]:
         return (m @ self.count, *(m @ s for s in self.sums))
@@ -407,37 +442,38 @@ def promise_estimate(
     if alone.sum() < 0.5 * delivered.sum():
         alone = delivered
 
-    day, n_days = _days(frame)
+    units = _Units.of(frame)
+    unit, n_units = units.of_order, units.n
     n_bins = int((LATE_RANGE[1] - LATE_RANGE[0]) / LATE_BIN_MIN) + 1
     rated = np.isfinite(stars)
     known_heading = np.isfinite(heading)
     ones = np.ones(len(frame), dtype=bool)
-    # what every replicate sums, per day: the after orders' statistics ...
+    # what every replicate sums, per unit: the after orders' statistics ...
     every_key = np.zeros(len(frame), dtype=np.int64)
 
-    def per_day(values: np.ndarray) -> np.ndarray:
+    def per_unit(values: np.ndarray) -> np.ndarray:
         return np.stack(
-            [np.bincount(day[after], weights=v[after], minlength=n_days) for v in values]
+            [np.bincount(unit[after], weights=v[after], minlength=n_units) for v in values]
         )
 
-    f_day, c_day = per_day(stats), per_day(cf_stats)  # [field, day]
+    f_unit, c_unit = per_unit(stats), per_unit(cf_stats)  # [field, unit]
     # ... the response curves' inputs per lateness bin ...
-    support_in = _DayTable.of(day, n_days, b_now, n_bins, alone, (support,))
-    refund_in = _DayTable.of(
-        day, n_days, b_now, n_bins, alone & np.isfinite(refunded), (np.nan_to_num(refunded),)
+    support_in = _UnitTable.of(unit, n_units, b_now, n_bins, alone, (support,))
+    refund_in = _UnitTable.of(
+        unit, n_units, b_now, n_bins, alone & np.isfinite(refunded), (np.nan_to_num(refunded),)
     )
-    stars_in = _DayTable.of(day, n_days, b_now, n_bins, alone & rated, (np.nan_to_num(stars),))
-    cancel_in = _DayTable.of(day, n_days, h_now, n_bins, known_heading, (canceled,))
+    stars_in = _UnitTable.of(unit, n_units, b_now, n_bins, alone & rated, (np.nan_to_num(stars),))
+    cancel_in = _UnitTable.of(unit, n_units, h_now, n_bins, known_heading, (canceled,))
     # ... the after orders by (lateness now, lateness with the fix) ...
     code, b1, b2, _ = _pairs(b_now, b_cf, ones)
     n_codes = int(code.max()) + 1 if len(code) else 1
-    moved_late = _DayTable.of(day, n_days, code, n_codes, after & delivered)
-    moved_rated = _DayTable.of(day, n_days, code, n_codes, after & rated)
+    moved_late = _UnitTable.of(unit, n_units, code, n_codes, after & delivered)
+    moved_rated = _UnitTable.of(unit, n_units, code, n_codes, after & rated)
     hcode, h1, h2, _ = _pairs(h_now, h_cf, ones)
     n_hcodes = int(hcode.max()) + 1 if len(hcode) else 1
-    kept = _DayTable.of(
-        day,
-        n_days,
+    kept = _UnitTable.of(
+        unit,
+        n_units,
         hcode,
         n_hcodes,
         after & known_heading,
@@ -445,20 +481,20 @@ def promise_estimate(
     )
     # ... and the shares a kept order takes from delivered and canceled orders
     per_delivery_names = ("items", "bad_items", "trips", "dasher_active_s", "delivery_cost")
-    delivered_after = _DayTable.of(
-        day,
-        n_days,
+    delivered_after = _UnitTable.of(
+        unit,
+        n_units,
         every_key,
         1,
         after & delivered,
         tuple(stats[idx[n]] for n in per_delivery_names),
     )
-    canceled_support = _DayTable.of(day, n_days, every_key, 1, canceled > 0, (support,))
-    delivered_rated = _DayTable.of(day, n_days, every_key, 1, delivered, (rated.astype(float),))
+    canceled_support = _UnitTable.of(unit, n_units, every_key, 1, canceled > 0, (support,))
+    delivered_rated = _UnitTable.of(unit, n_units, every_key, 1, delivered, (rated.astype(float),))
 
     def cf(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        factual = f_day @ m
-        out = c_day @ m
+        factual = f_unit @ m
+        out = c_unit @ m
         n, total = support_in(m)
         support_curve = _fit_curve(n, total, increasing=True)
         n_late = moved_late(m)[0]
