@@ -25,14 +25,28 @@ def test_generate_writes_a_valid_dataset_with_truth(tmp_path: Path) -> None:
     assert valid.exit_code == 0 and "valid" in valid.output
 
 
-def test_demo_validates_and_shows_the_answer_key(demo_dataset: tuple[Path, dict]) -> None:
+def test_demo_tells_the_story_end_to_end(demo_dataset: tuple[Path, dict], tmp_path: Path) -> None:
     root, _ = demo_dataset
-    result = CliRunner().invoke(app, ["demo", "--out", str(root)], env={"COLUMNS": "160"})
+    plan, experiment = tmp_path / "plan.md", tmp_path / "experiment"
+    args = [
+        "demo",
+        "--out",
+        str(root),
+        "--plan-out",
+        str(plan),
+        "--experiment-out",
+        str(experiment),
+    ]
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert "valid" in result.output
     assert "batching_policy" in result.output and "SF / grocery / dinner" in result.output
     assert "Most likely cause: batching_policy" in result.output  # the investigation
     assert "investigating root causes" in result.output  # with a progress bar
+    assert "Reduce batching in SF grocery dinner" in result.output  # the recommended fix
+    assert plan.read_text().startswith("# Experiment plan: reduce_batching")  # exported
+    assert (experiment / "experiment.parquet").exists()
+    assert "resolved" in result.output  # the rehearsed experiment resolves the incident
 
 
 def test_detect_prints_the_feed_as_json(demo_dataset: tuple[Path, dict], tmp_path: Path) -> None:

@@ -142,8 +142,15 @@ def generate(
 def demo(
     out: OutOpt = Path("demo-data"),
     overwrite: OverwriteOpt = False,
+    plan_out: Annotated[
+        Path, typer.Option("--plan-out", help="Where to write the experiment plan.")
+    ] = Path("demo-plan.md"),
+    experiment_out: Annotated[
+        Path, typer.Option("--experiment-out", help="Where to write the rehearsed experiment.")
+    ] = Path("demo-experiment"),
 ) -> None:
-    """The demo journey on embedded defaults: generate the demo story and check it."""
+    """The demo journey on embedded defaults: generate the demo story, detect, investigate,
+    recommend, export the plan of the best fix and rehearse its experiment."""
     from cxagent.data.io import load_manifest
     from cxagent.data.validate import validate_dataset
 
@@ -176,8 +183,40 @@ def demo(
     engine = connect(out)
     found = investigate_reports(engine, progress)
     _print_investigations(found)
-    _print_recommendations(_recommended(engine, found, 1.0, 100, False))
+    recs = _recommended(engine, found, 1.0, 100, False)
+    _print_recommendations(recs)
     _print_truth(out / "truth.json")
+    _demo_experiment(out, recs, plan_out, experiment_out)
+
+
+def _demo_experiment(data: Path, recs: list[Any], plan_out: Path, experiment_out: Path) -> None:
+    """The fix that gains the most CX points: its plan exported, its experiment rehearsed."""
+    from cxagent.data.scenario.spec import parse_spec
+    from cxagent.experiments.plan import write_markdown
+    from cxagent.experiments.run import simulate_plan, status
+    from cxagent.recommend.in_engine import engine_fix
+    from cxagent.recommend.planning import plan_for
+    from cxagent.store.db import default_url
+
+    fixable = [r for r in recs if r.top is not None and r.top.estimate.delta["cx_score"] > 0]
+    if not fixable:
+        console.print("no fix to test: monitor, no action needed")
+        return
+    best = max(fixable, key=lambda r: r.top.estimate.delta["cx_score"])
+    experiment = plan_for(best.frame, best.top, incident_id=best.incident_id)
+    write_markdown(experiment, plan_out)
+    console.print(f"wrote the experiment plan for '{best.top.action.title}' to {plan_out}")
+    truth = json.loads((data / "truth.json").read_text())
+    spec = parse_spec(truth["spec"])
+    fix = engine_fix(best.top.action, truth, spec.end_time)
+    if fix is None:
+        return
+    days = sum(p.min_days for p in experiment.phases)
+    with console.status(f"rehearsing the experiment in the scenario engine ({days} days) ..."):
+        simulate_plan(
+            spec, experiment, fix, experiment_out, start=spec.end_time, store_url=default_url(data)
+        )
+    _print_status(status(experiment_out))
 
 
 def _print_truth(path: Path) -> None:
@@ -481,6 +520,10 @@ def experiment_status(
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2))
         return
+    _print_status(report)
+
+
+def _print_status(report: Any) -> None:
     table = RichTable(title=report.title)
     table.add_column("phase", min_width=10)
     table.add_column("day", no_wrap=True)
