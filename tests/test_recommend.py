@@ -24,7 +24,13 @@ from cxagent.engine.connection import connect
 from cxagent.incidents import detect_incidents
 from cxagent.rca.investigate import investigate_report
 from cxagent.rca.orders import order_frame
-from cxagent.recommend.actions import CATALOGUE, Action, logged_change, store_prep_factors
+from cxagent.recommend.actions import (
+    CATALOGUE,
+    Action,
+    logged_change,
+    store_prep_factors,
+    supply_shortfall,
+)
 from cxagent.recommend.planning import linearised_cx, plan_for
 from cxagent.recommend.recommend import MONITOR, Recommendation, net_benefit, recommend
 from cxagent.recommend.whatif import (
@@ -34,6 +40,7 @@ from cxagent.recommend.whatif import (
     metrics_of,
     order_stats,
     promise_estimate,
+    supply_estimate,
 )
 
 CHANGE = dt.datetime(2024, 3, 18)
@@ -197,6 +204,47 @@ def test_a_zero_shift_changes_nothing(frame: pd.DataFrame) -> None:
     est = promise_estimate(frame, 0.0, n_bootstrap=20)
     for k, v in est.delta.items():
         assert v == pytest.approx(0.0, abs=1e-9), k
+
+
+def test_supply_estimate_recovers_the_engine_effect(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    s = spec(
+        interventions=[
+            {
+                "cause": "dasher_shortage",
+                "start": CHANGE.isoformat(),
+                "scope": {"region": "NYC"},
+                "magnitude": 0.6,
+            }
+        ]
+    )
+    root = tmp_path_factory.mktemp("supply") / "data"
+    generate(s, root, workers=1)
+    where = {"region": "NYC", "category": "grocery"}
+    f = order_frame(
+        connect(root),
+        where,
+        CHANGE - dt.timedelta(days=14),
+        CHANGE + dt.timedelta(days=4),
+        outcomes=True,
+    )
+    f["after"] = f["order_time"] >= CHANGE
+    uplift = supply_shortfall(f)
+    assert 0.1 < uplift <= 0.5  # the load per dasher grew with the shortage
+    est = supply_estimate(f, uplift, n_bootstrap=40)
+    scope = Scope(region=["NYC"], category=["grocery"])
+    exact = fix_effect(
+        s, Fix(kind="supply_boost", start=CHANGE, scope=scope, supply_uplift=uplift), CHANGE
+    )
+    truth_delta = exact.metrics()["delta"]
+    assert est.delta["cx_score"] > 2.0
+    assert abs(est.delta["cx_score"] - truth_delta["cx_score"]) < 2.0
+    assert abs(est.delta["customer_wait_min"] - truth_delta["customer_wait_min"]) < 1.0
+    assert est.efficiency_change == pytest.approx(1 / (1 + uplift) - 1)
+    assert est.delta["promised_min"] == pytest.approx(0.0, abs=1e-9)  # promises untouched
+    with pytest.raises(ValueError, match="uplift"):
+        supply_estimate(f, 0.0)
 
 
 # --- linearisation -----------------------------------------------------------------------------

@@ -21,7 +21,8 @@ eta_buffer          eta_model_bias    low        add the promises' measured shor
 recalibrate_prep    prep_time_drift   medium     lengthen the promise's prep-time part by each
                                                  drifting store's measured prep-time growth
 peak_pay            dasher_shortage   medium     incentive pay for more dashers on shift in the
-                                                 region and daypart (no estimate yet)
+                                                 region and daypart, as many more as the load
+                                                 per dasher grew
 suppress_skus       inventory_drop    medium     hide SKUs whose in-stock probability is below
                                                  a threshold (no estimate yet)
 rollback            the change's      low        revert a logged change (batching policy or ETA
@@ -196,7 +197,15 @@ class Action:
                 n = len(p["store_factors"])
                 return "Recalibrate", f"prep times of {n} drifting store(s)", ""
             case "peak_pay":
-                return "Pay", f"peak incentives for {p['supply_uplift']:.0%} more dashers", ""
+                pool = p.get("pool")
+                where = (
+                    " ".join(map(str, pool.values())) if isinstance(pool, Mapping) else str(pool)
+                )
+                return (
+                    "Pay",
+                    f"peak incentives for {p['supply_uplift']:.0%} more dashers",
+                    (f" (the courier pool of {where})" if pool else ""),
+                )
             case "suppress_skus":
                 return "Hide", f"SKUs below {p['instock_threshold']:.0%} in-stock", ""
             case _:
@@ -339,3 +348,15 @@ def eta_shortfall(frame: pd.DataFrame) -> tuple[float, np.ndarray]:
     quoted = promised - gap
     ratio = float(np.mean(quoted[after & known]) / np.mean(promised[after & known]))
     return mean_gap, promised * (ratio - 1.0)
+
+
+def supply_shortfall(frame: pd.DataFrame, low: float = 0.05, high: float = 0.5) -> float:
+    """How many more dashers would bring the load per dasher back to the baseline's: the
+    growth of mean orders per dasher, after over before, within [``low``, ``high``]."""
+    load = frame["orders_per_dasher"].to_numpy(float)
+    after = frame["after"].to_numpy(bool)
+    known = np.isfinite(load)
+    before_mean = float(np.mean(load[~after & known])) if (~after & known).any() else np.nan
+    after_mean = float(np.mean(load[after & known])) if (after & known).any() else np.nan
+    growth = after_mean / before_mean - 1.0 if before_mean > 0 else np.nan
+    return round(float(np.clip(growth if np.isfinite(growth) else low, low, high)), 3)

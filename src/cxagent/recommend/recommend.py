@@ -29,8 +29,15 @@ from cxagent.recommend.actions import (
     logged_change,
     prep_shift,
     store_prep_factors,
+    supply_shortfall,
 )
-from cxagent.recommend.whatif import BatchingTarget, Estimate, batching_estimate, promise_estimate
+from cxagent.recommend.whatif import (
+    BatchingTarget,
+    Estimate,
+    batching_estimate,
+    promise_estimate,
+    supply_estimate,
+)
 
 BASELINE_DAYS: Final = 14
 MIN_ETA_SHORTFALL_MIN: Final = 0.5
@@ -51,7 +58,7 @@ class Recommendation:
             d["estimate"] = None
             d["not_estimated"] = self.not_estimated
             return d
-        eff_lo, eff_hi = e.relative_interval("deliveries_per_dasher_hour")
+        eff_lo, eff_hi = e.efficiency_interval
         d["estimate"] = {
             "orders": e.orders,
             "cx_gain": round(e.delta["cx_score"], 2),
@@ -98,7 +105,7 @@ class Recommendations:
             e = r.estimate
             if e is None:
                 continue
-            lo, hi = e.relative_interval("deliveries_per_dasher_hour")
+            lo, hi = e.efficiency_interval
             out.append(
                 {
                     "action": r.action.title,
@@ -216,13 +223,17 @@ def recommend(
                     )
                     proposals.append((action, ("promise", frame, per_order)))
         elif cause.cause == "dasher_shortage":
-            region = {k: v for k, v in where.items() if k in ("region", "daypart")}
-            proposals.append(
-                (
-                    Action("peak_pay", "dasher_shortage", region, {"supply_uplift": 0.15}),
-                    "no what-if estimate yet: the courier-supply response is not modelled",
-                )
+            if {"orders_per_dasher", "dasher_wait_min"} & missing:
+                continue
+            uplift = supply_shortfall(frame)
+            pool = {k: v for k, v in where.items() if k in ("region", "daypart")}
+            action = Action(
+                "peak_pay",
+                "dasher_shortage",
+                where,
+                {"supply_uplift": uplift, "pool": pool or "all regions"},
             )
+            proposals.append((action, ("supply", frame, uplift)))
         elif cause.cause == "inventory_drop":
             proposals.append(
                 (
@@ -261,4 +272,6 @@ def _estimate(
         return batching_estimate(
             frame, target, cap=cap if cap > 1 else None, n_bootstrap=n_bootstrap, seed=seed
         )
+    if kind == "supply":
+        return supply_estimate(what, setting, n_bootstrap=n_bootstrap, seed=seed)
     return promise_estimate(what, setting, n_bootstrap=n_bootstrap, seed=seed)

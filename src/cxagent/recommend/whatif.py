@@ -32,6 +32,7 @@ courier load (a busier pool when fewer orders share trips).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final, Literal
@@ -77,11 +78,22 @@ class Estimate:
     high: dict[str, float]
     replicates: int
     notes: list[str] = field(default_factory=list)
+    # relative efficiency change and interval when it is not deliveries per active dasher
+    # hour (a supply incentive pays for dashers on shift, busy or not)
+    efficiency: tuple[float, float, float] | None = None
 
     @property
     def efficiency_change(self) -> float:
         """Relative change of deliveries per dasher hour (-0.05 = 5% less efficient)."""
+        if self.efficiency is not None:
+            return self.efficiency[0]
         return self.relative("deliveries_per_dasher_hour")
+
+    @property
+    def efficiency_interval(self) -> tuple[float, float]:
+        if self.efficiency is not None:
+            return self.efficiency[1], self.efficiency[2]
+        return self.relative_interval("deliveries_per_dasher_hour")
 
     def relative(self, metric: str) -> float:
         base = self.without.get(metric, np.nan)
@@ -401,6 +413,84 @@ def promise_estimate(
 ) -> Estimate:
     """Change of every metric of the ``after`` orders of ``frame`` had each order's promise
     been ``shift_min`` minutes longer (an array aligned with ``frame``, or one number)."""
+    return _lateness_estimate(frame, shift_min, True, n_bootstrap, seed, [])
+
+
+def supply_estimate(
+    frame: pd.DataFrame,
+    uplift: float,
+    *,
+    n_bootstrap: int = 100,
+    seed: int = 0,
+) -> Estimate:
+    """Change of every metric of the ``after`` orders of ``frame`` had ``uplift`` more dashers
+    been on shift (0.15: 15% more): the load per dasher falls by 1 + ``uplift``, and with it
+    the courier wait, read off the slice's own wait-against-load curve (isotonic, orders that
+    rode alone, both periods); the hand-off comes that much earlier. Efficiency is deliveries
+    per dasher hour on shift: the same deliveries over 1 + ``uplift`` times the dashers."""
+    _require(frame, ("orders_per_dasher", "dasher_wait_min"))
+    if not 0.0 < uplift <= 2.0:
+        raise ValueError(f"uplift: must be in (0, 2], got {uplift}")
+    load = frame["orders_per_dasher"].to_numpy(float)
+    wait = frame["dasher_wait_min"].to_numpy(float)
+    late = frame["late_min"].to_numpy(float)
+    batched = np.nan_to_num(frame["batched"].to_numpy(float)) > 0
+    known = np.isfinite(load)
+    if (known & np.isfinite(wait) & ~batched).sum() < 50:
+        raise ValueError("frame: too few orders with a known courier load to read the wait curve")
+    edges = np.quantile(load[known], np.linspace(0, 1, 41))
+    centres = (edges[1:] + edges[:-1]) / 2
+
+    def curve(
+        mask: np.ndarray, y: np.ndarray, *, increasing: bool = True
+    ) -> Callable[[np.ndarray], np.ndarray]:
+        """An isotonic curve of ``y`` against the load, on load quantile bins."""
+        use = mask & known & np.isfinite(y)
+        cell = np.clip(np.searchsorted(edges, load[use], side="right") - 1, 0, 39)
+        n = np.bincount(cell, minlength=40).astype(float)
+        total = np.bincount(cell, weights=y[use], minlength=40)
+        has = n > 0
+        fit = isotonic_regression(total[has] / n[has], weights=n[has], increasing=increasing).x
+        return lambda x: np.interp(x, centres[has], fit)
+
+    lighter = load / (1.0 + uplift)
+    # courier wait of an order riding alone, scaled by how much the expected wait falls (the
+    # wait of a queue grows with its load; an order that waited long saves more)
+    wait_at = curve(~batched, wait)
+    expected_now = wait_at(load)
+    ratio = np.where(expected_now > 0, wait_at(lighter) / np.maximum(expected_now, 1e-9), 1.0)
+    own = np.where(~batched & np.isfinite(wait), wait, expected_now)
+    faster = own * (1.0 - ratio)
+    # and a lighter load batches less: of today's batched orders, the share that would ride
+    # alone saves the batching penalty (batched minus unbatched lateness at that load)
+    delivered = frame["delivered"].to_numpy(bool)
+    share_at = curve(np.ones(len(frame), dtype=bool), batched.astype(float))
+    share_now, share_then = share_at(load), share_at(lighter)
+    unbatch = np.where(share_now > 0, (share_now - share_then) / np.maximum(share_now, 1e-9), 0.0)
+    late_alone = curve(delivered & ~batched, late)
+    late_batched = curve(delivered & batched, late)
+    penalty = np.maximum(late_batched(load) - late_alone(load), 0.0)
+    faster = faster + np.where(batched, np.clip(unbatch, 0.0, 1.0) * penalty, 0.0)
+    faster = np.where(known & np.isfinite(faster), np.maximum(faster, 0.0), 0.0)
+    notes = [
+        f"courier wait and batching from the slice's load curves at {1 + uplift:.2f}x the dashers",
+        "efficiency: deliveries per dasher hour on shift",
+    ]
+    est = _lateness_estimate(frame, faster, False, n_bootstrap, seed, notes)
+    on_shift = 1.0 / (1.0 + uplift) - 1.0  # same deliveries, more dashers on shift
+    return dataclasses.replace(est, efficiency=(on_shift, on_shift, on_shift))
+
+
+def _lateness_estimate(
+    frame: pd.DataFrame,
+    shift_min: np.ndarray | float,
+    moves_promise: bool,
+    n_bootstrap: int,
+    seed: int,
+    notes: list[str],
+) -> Estimate:
+    """Lateness lower by ``shift_min`` minutes per order: a promise that much longer
+    (``moves_promise``) or a hand-off that much earlier."""
     after = frame["after"].to_numpy(bool)
     shift = np.broadcast_to(np.asarray(shift_min, dtype=float), (len(frame),))
     shift = np.where(after, np.nan_to_num(shift), 0.0)
@@ -413,7 +503,7 @@ def promise_estimate(
     support = np.nan_to_num(frame["support"].to_numpy(float))
     refunded = frame["refunded"].to_numpy(float)
     canceled = frame["canceled"].to_numpy(float)
-    notes = []
+    notes = list(notes)
     try:
         heading = heading_lateness(frame)
     except KeyError:
@@ -426,12 +516,16 @@ def promise_estimate(
     cf_stats = stats.copy()
     cf_stats[idx["on_time"]] = (delivered & (np.nan_to_num(late_cf) <= GRACE_MIN)).astype(float)
     cf_stats[idx["eta_abs_error_s"]] = np.where(delivered, np.abs(np.nan_to_num(late_cf)) * 60, 0)
-    cf_stats[idx["promised_s"]] = stats[idx["promised_s"]] + 60.0 * shift
+    if moves_promise:
+        cf_stats[idx["promised_s"]] = stats[idx["promised_s"]] + 60.0 * shift
+    else:  # the hand-off comes earlier
+        cf_stats[idx["wait_s"]] = stats[idx["wait_s"]] - np.where(delivered, 60.0 * shift, 0.0)
     heading_cf = heading - shift
     heading_on_time = (np.nan_to_num(heading_cf, nan=np.inf) <= GRACE_MIN).astype(float)
     heading_abs_s = np.abs(np.nan_to_num(heading_cf)) * 60.0
     # order to hand-off: the promise plus the lateness it was heading for (the shift cancels)
-    heading_wait_s = np.nan_to_num(frame["promised_min"].to_numpy(float) + heading) * 60.0
+    earlier = 0.0 if moves_promise else shift
+    heading_wait_s = np.nan_to_num(frame["promised_min"].to_numpy(float) + heading - earlier) * 60.0
     b_now, b_cf = _bin(late), _bin(late_cf)
     h_now, h_cf = _bin(heading), _bin(heading - shift)
 
