@@ -169,6 +169,22 @@ def test_batching_estimate_recovers_the_engine_effect(
     assert abs(est.delta["orders_per_trip"] - exact["orders_per_trip"]) < 0.05
 
 
+def test_fragile_only_batching_is_estimated_on_its_own_orders(
+    scenario: tuple[ScenarioSpec, Path], frame: pd.DataFrame
+) -> None:
+    s, _ = scenario
+    fragile = frame["fragile"].to_numpy(float) > 0
+    assert 0.1 < fragile.mean() < 0.95  # grocery baskets: some hold a fragile SKU
+    part = batching_estimate(frame, "baseline", cap=2, only=fragile, n_bootstrap=40)
+    full = batching_estimate(frame, "baseline", cap=2, n_bootstrap=40)
+    exact = truth(
+        s, kind="batching", max_orders_per_trip=2, utilisation_trigger=0.85, fragile_only=True
+    )["delta"]
+    assert abs(part.delta["cx_score"] - exact["cx_score"]) < 2.0
+    assert 0 < part.delta["cx_score"] < full.delta["cx_score"]
+    assert full.efficiency_change < part.efficiency_change < 0
+
+
 def test_stop_batching_gains_more_and_costs_more(frame: pd.DataFrame) -> None:
     restore = batching_estimate(frame, "baseline", cap=2, n_bootstrap=30)
     stop = batching_estimate(frame, "none", n_bootstrap=30)

@@ -528,7 +528,7 @@ def _print_status(report: Any) -> None:
     table.add_column("phase", min_width=10)
     table.add_column("day", no_wrap=True)
     table.add_column("CX change (95% always-valid)", min_width=14)
-    table.add_column("guardrails", min_width=14, ratio=1)
+    table.add_column("guardrails", min_width=14)
     table.add_column("SRM p", no_wrap=True)
     table.add_column("next step", min_width=8)
     for p in report.phases:
@@ -567,20 +567,12 @@ def _print_recommendations(recs: list[Any]) -> None:
             Console().print(f"[bold]{d['incident_id']}[/] {where}: {d['message']}", soft_wrap=True)
             continue
         table = RichTable(title=f"Fixes for {d['incident_id']}: {where}")
-        for col in (
-            "#",
-            "action",
-            "CX gain",
-            "90% interval",
-            "efficiency",
-            "90% interval ",
-            "net",
-            "complexity",
-        ):
-            if col == "action":
-                table.add_column(col, min_width=28, ratio=1)
-            else:
-                table.add_column(col, no_wrap=True)
+        table.add_column("#", no_wrap=True)
+        table.add_column("action", min_width=24)
+        table.add_column("CX gain (90%)", min_width=9)
+        table.add_column("efficiency (90%)", min_width=9)
+        table.add_column("net", no_wrap=True)
+        table.add_column("effort", no_wrap=True)
         for i, r in enumerate(d["recommendations"], start=1):
             e = r["estimate"]
             if e is None:
@@ -588,23 +580,17 @@ def _print_recommendations(recs: list[Any]) -> None:
                     str(i),
                     f"{r['title']}\n[dim]{r['not_estimated']}[/]",
                     "-",
-                    "",
                     "-",
-                    "",
                     "-",
                     r["complexity"],
                 )
                 continue
+            lo, hi = e["efficiency_change_interval"]
             table.add_row(
                 str(i),
                 r["title"],
-                f"{e['cx_gain']:+.1f}",
-                _interval(e["cx_gain_interval"][0], e["cx_gain_interval"][1]),
-                f"{100 * e['efficiency_change']:+.1f}%",
-                _interval(
-                    e["efficiency_change_interval"][0], e["efficiency_change_interval"][1], 100.0
-                )
-                + "%",
+                f"{e['cx_gain']:+.1f}\n({_interval(*e['cx_gain_interval'][:2])})",
+                f"{100 * e['efficiency_change']:+.1f}%\n({_interval(lo, hi, 100.0)}%)",
                 f"{r['net_benefit']:+.1f}",
                 r["complexity"],
             )

@@ -57,8 +57,9 @@ def order_frame(
     and outcomes (``late`` is a delivered order past its promise plus the grace period).
 
     With ``outcomes`` every per-order statistic of the CX Score and efficiency is added too:
-    ``stars`` (NaN when unrated), ``trip_size``, ``delivery_cost`` and ``delivery_min`` (order
-    to hand-off), for what-if estimates."""
+    ``stars`` (NaN when unrated), ``trip_size``, ``delivery_cost``, ``delivery_min`` (order
+    to hand-off) and ``fragile`` (1 when the order holds a fragile SKU), for what-if
+    estimates."""
     check_slice(where)
     if end <= start:
         raise CXAgentError(f"time range: end {end} is not after start {start}")
@@ -134,17 +135,24 @@ def _missing_features(engine: Engine) -> set[str]:
 
 
 def _outcome_columns(engine: Engine, f: ir.Table) -> tuple[ir.Table, dict[str, ir.Value]]:
-    """The joined orders with their rating, and the extra per-order outcome columns."""
+    """The joined orders with their rating and whether they hold a fragile SKU, and the extra
+    per-order outcome columns."""
     if engine.has("ratings"):
         r = engine.table("ratings")
         r = r.group_by("order_id").aggregate(stars=r.stars.max().cast("float64"))
         f = f.left_join(r, "order_id").drop("order_id_right")
-        stars = f.stars
-    else:
-        stars = ibis.null("float64")
+    if engine.has("items") and engine.has("skus"):
+        items, skus = engine.table("items"), engine.table("skus")
+        fragile_skus = skus.filter(skus.fragile_flag.fill_null(False)).select("sku_id")
+        held = items.inner_join(fragile_skus, "sku_id").select("order_id").distinct()
+        held = held.mutate(holds_fragile=ibis.literal(1.0))
+        f = f.left_join(held, "order_id").drop("order_id_right")
     delivered = ~f.canceled_flag
     return f, {
-        "stars": stars,
+        "fragile": f.holds_fragile.fill_null(0.0)
+        if "holds_fragile" in f.columns
+        else ibis.null("float64"),
+        "stars": f.stars if "stars" in f.columns else ibis.null("float64"),
         "trip_size": f.trip_size.cast("float64"),
         "delivery_cost": ibis.ifelse(delivered, f.delivery_cost, ibis.null("float64")),
         "delivery_min": ibis.ifelse(

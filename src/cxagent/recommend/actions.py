@@ -14,7 +14,7 @@ reduce_batching     batching_policy   low        restore the previous batching p
                                                  the slice; without a logged change, cap trips
                                                  at the baseline's largest trip
 reduce_batching_    batching_policy   medium     the same, only for orders holding a fragile
-fragile                                          SKU (no estimate yet: needs item-level data)
+fragile                                          SKU (less damage for less efficiency lost)
 stop_batching       batching_policy   low        no batched trips in the slice
 eta_buffer          eta_model_bias    low        add the promises' measured shortfall (minutes)
                                                  to promised times in the slice
@@ -301,6 +301,16 @@ def batching_actions(
                         {"max_orders_per_trip": largest, "target": "cap_only"},
                     )
                 )
+    if out and "fragile" in frame and np.nan_to_num(frame["fragile"].to_numpy(float)).any():
+        restore = out[0]
+        out.append(
+            Action(
+                "reduce_batching_fragile",
+                "batching_policy",
+                scope,
+                {**restore.parameters, "fragile_only": True},
+            )
+        )
     out.append(
         Action(
             "stop_batching", "batching_policy", scope, {"max_orders_per_trip": 1, "target": "none"}

@@ -43,11 +43,12 @@ def engine_fix(
     p = action.parameters
     common: dict[str, Any] = {"start": start, "end": end, "scope": scope}
     match action.name:
-        case "reduce_batching" | "stop_batching":
+        case "reduce_batching" | "reduce_batching_fragile" | "stop_batching":
             return Fix(
                 kind="batching",
                 max_orders_per_trip=p["max_orders_per_trip"],
                 utilisation_trigger=p.get("utilisation_trigger"),
+                fragile_only=bool(p.get("fragile_only", False)),
                 **common,
             )
         case "eta_buffer":

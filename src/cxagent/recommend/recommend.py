@@ -269,8 +269,16 @@ def _estimate(
             frame["after"] = frame["order_time"] >= window_start
         target: BatchingTarget = setting["target"]
         cap = int(setting["max_orders_per_trip"])
+        only = None
+        if setting.get("fragile_only"):
+            only = np.nan_to_num(frame["fragile"].to_numpy(float)) > 0
         return batching_estimate(
-            frame, target, cap=cap if cap > 1 else None, n_bootstrap=n_bootstrap, seed=seed
+            frame,
+            target,
+            cap=cap if cap > 1 else None,
+            only=only,
+            n_bootstrap=n_bootstrap,
+            seed=seed,
         )
     if kind == "supply":
         return supply_estimate(what, setting, n_bootstrap=n_bootstrap, seed=seed)

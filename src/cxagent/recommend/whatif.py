@@ -244,12 +244,15 @@ def batching_estimate(
     target: BatchingTarget = "baseline",
     *,
     cap: int | None = None,
+    only: np.ndarray | None = None,
     n_bootstrap: int = 100,
     seed: int = 0,
 ) -> Estimate:
     """Change of every metric of the ``after`` orders of ``frame`` (an ``order_frame`` with
     ``outcomes`` and a boolean ``after`` column) had batching been at ``target`` with trips
-    of at most ``cap`` orders (``target`` "none": no batching)."""
+    of at most ``cap`` orders (``target`` "none": no batching), for the orders ``only`` marks
+    (all when not given; fragile orders, say: their strata are kept apart, so their penalty
+    of batching is their own)."""
     _require(frame, ("batched", "busy_share", "trip_size"))
     if target != "none" and (cap is None or cap < 2):
         raise ValueError(f"cap: batching to {target!r} needs a trip cap of 2 or more, got {cap}")
@@ -260,7 +263,11 @@ def batching_estimate(
     size_class = np.where(~batched, 0, np.where(trip <= (cap or 1), 1, 2))
     stats = order_stats(frame)
     stratum = _load_strata(frame, after)
-    n_strata = int(stratum.max()) + 1 if len(stratum) else 1
+    applies = np.ones(int(stratum.max()) + 1 if len(stratum) else 1, dtype=bool)
+    if only is not None:  # a stratum is the fix's or not
+        stratum = stratum * 2 + np.asarray(only, dtype=bool)
+        applies = np.arange(int(stratum.max()) + 1 if len(stratum) else 2) % 2 == 1
+    n_strata = len(applies)
     cell = (stratum * 2 + after) * 3 + size_class  # stratum x after x class
     k = len(FIELDS)
     promised = FIELDS.index("promised_s")
@@ -294,18 +301,16 @@ def batching_estimate(
         penalty_now = mean[:, :, 1, 1] - alone
         penalty_before = before_batched - mean[:, :, 0, 0]
         penalty = np.where(now_ok, penalty_now, np.nan_to_num(penalty_before))
-        factual = sums[:, :, 1].sum(axis=2).sum(axis=1)
+        factual_s = sums[:, :, 1].sum(axis=2)  # [field, stratum]
         n_now = n[:, 1].sum(axis=1)
         if target == "none":
-            counterfactual = np.nansum(alone * n_now, axis=1)
+            cf_s = alone * n_now
         elif target == "cap_only":  # who is batched stays; larger trips split to allowed ones
-            allowed = alone + penalty
-            counterfactual = np.nansum(
-                sums[:, :, 1, 0] + sums[:, :, 1, 1] + allowed * n[:, 1, 2], axis=1
-            )
+            cf_s = sums[:, :, 1, 0] + sums[:, :, 1, 1] + (alone + penalty) * n[:, 1, 2]
         else:
-            cf_mean = alone + np.nan_to_num(share_before) * penalty
-            counterfactual = np.nansum(cf_mean * n_now, axis=1)
+            cf_s = (alone + np.nan_to_num(share_before) * penalty) * n_now
+        factual = np.nansum(factual_s, axis=1)
+        counterfactual = np.nansum(np.where(applies, cf_s, factual_s), axis=1)
         counterfactual[promised] = factual[promised]  # batching does not move promises
         return factual, counterfactual
 
