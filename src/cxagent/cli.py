@@ -190,7 +190,8 @@ def demo(
 
 
 def _demo_experiment(data: Path, recs: list[Any], plan_out: Path, experiment_out: Path) -> None:
-    """The fix that gains the most CX points: its plan exported, its experiment rehearsed."""
+    """Of each incident's top fix, the one that gains the most CX points: its plan exported,
+    its experiment rehearsed in the scenario engine."""
     from cxagent.data.scenario.spec import parse_spec
     from cxagent.experiments.plan import write_markdown
     from cxagent.experiments.run import simulate_plan, status
@@ -275,7 +276,7 @@ def investigate(
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     db: DbOpt = None,
     bootstrap: Annotated[
-        int, typer.Option(min=20, help="Day-bootstrap replicates for the intervals.")
+        int, typer.Option(min=20, help="Bootstrap replicates for the intervals.")
     ] = 100,
     slice_: Annotated[
         list[str] | None,
@@ -374,7 +375,7 @@ def recommend(
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     db: DbOpt = None,
     bootstrap: Annotated[
-        int, typer.Option(min=20, help="Day-bootstrap replicates for the intervals.")
+        int, typer.Option(min=20, help="Bootstrap replicates for the intervals.")
     ] = 100,
 ) -> None:
     """Recommend fixes per incident: what-if CX gain and efficiency cost with 90% intervals,
@@ -392,7 +393,7 @@ def recommend(
 
 RankOpt = Annotated[int, typer.Option(min=1, help="Which recommendation (1 = the top).")]
 BootstrapOpt = Annotated[
-    int, typer.Option(min=20, help="Day-bootstrap replicates for the intervals.")
+    int, typer.Option(min=20, help="Bootstrap replicates for the intervals.")
 ]
 
 

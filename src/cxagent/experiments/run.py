@@ -121,7 +121,9 @@ def simulate_plan(
     out.mkdir(parents=True, exist_ok=True)
     write_experiment(data, out / DATA_FILE)
     write_markdown(plan, out / PLAN_MD)
-    record = {"plan": plan_inputs(plan), "store_url": store_url}
+    # a server URL may carry credentials: only a local SQLite store is remembered
+    remembered = store_url if store_url and store_url.startswith("sqlite") else None
+    record = {"plan": plan_inputs(plan), "store_url": remembered}
     _write_atomic(out / PLAN_FILE, json.dumps(record, indent=1, default=str))
     return data
 
@@ -145,16 +147,20 @@ def status(
     experiment: Path, *, store_url: str | None = None, actor: str = "cxagent"
 ) -> MonitorReport:
     """The experiment's status against its plan; records the outcome on the incident when an
-    incident store is known (``store_url``, else the one saved with the experiment)."""
+    incident store is known (``store_url``, else the local one saved with the experiment):
+    resolved with the evidence as the note, or back to investigating after a rollback, once
+    per change of status."""
     plan, data, saved_url = load(experiment)
     report = monitor(plan, data)
     url = store_url or saved_url
     incident = plan.context.incident_id
     if url and incident and report.status != "in progress":
         from cxagent.store.db import session_factory
-        from cxagent.store.repository import set_status
+        from cxagent.store.repository import get_incident, set_status
 
         note = f"experiment {experiment.name}: {report.status}. " + " ".join(report.evidence)
         target = "resolved" if report.resolved else "investigating"
-        set_status(session_factory(url), incident, status=target, actor=actor, note=note)
+        factory = session_factory(url)
+        if get_incident(factory, incident).status != target:  # record a change once
+            set_status(factory, incident, status=target, actor=actor, note=note)
     return report

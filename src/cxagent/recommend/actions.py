@@ -251,6 +251,7 @@ def logged_change(row: Mapping[str, Any]) -> LoggedChange:
         ("region", "scope_regions"),
         ("category", "scope_categories"),
         ("daypart", "scope_dayparts"),
+        ("store_id", "scope_stores"),
     ):
         values = list(row.get(column) or [])
         if len(values) == 1:

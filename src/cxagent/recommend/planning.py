@@ -32,9 +32,9 @@ from cxagent.experiments.plan import (
     PlanContext,
     build_plan,
 )
-from cxagent.metrics.definitions import DEFAULT_COMPONENTS
+from cxagent.metrics.definitions import DEFAULT_COMPONENTS, Component
 from cxagent.recommend.recommend import Recommendation
-from cxagent.recommend.whatif import FIELDS, order_stats
+from cxagent.recommend.whatif import FIELDS, order_stats, scored_components
 
 MIN_MARGIN_SHARE: Final = 0.02  # a guardrail tolerates at least 2% of its baseline
 WINDOW_HOURS: Final = 2.0
@@ -50,7 +50,9 @@ _COMPONENT_FIELDS: Final = {
 }
 
 
-def linearised_cx(stats: np.ndarray) -> tuple[float, np.ndarray]:
+def linearised_cx(
+    stats: np.ndarray, components: tuple[Component, ...] = DEFAULT_COMPONENTS
+) -> tuple[float, np.ndarray]:
     """The CX Score of the summed per-order ``stats`` (``whatif.FIELDS`` rows) and each order's
     linearised score: the score plus the order's influence, so that the mean of the values is
     the score and their variance / n its delta-method variance. A component clipped at 0 or
@@ -60,7 +62,7 @@ def linearised_cx(stats: np.ndarray) -> tuple[float, np.ndarray]:
     total = stats.sum(axis=1)
     influence = np.zeros(n)
     weights, scores = [], []
-    for comp in DEFAULT_COMPONENTS:
+    for comp in components:
         num, den, sign = _COMPONENT_FIELDS[comp.name]
         d_mean = total[idx[den]] / n
         if d_mean <= 0:
@@ -103,10 +105,9 @@ def measure(frame: pd.DataFrame) -> MeasuredContext:
     """What the plan needs to know about the slice, from its orders after the regression."""
     after = frame[frame["after"].to_numpy(bool)]
     before = frame[~frame["after"].to_numpy(bool)]
-    cx_now, values = linearised_cx(order_stats(after))
-    days = max(
-        (after["order_time"].max() - after["order_time"].min()).total_seconds() / 86400, 1 / 24
-    )
+    components = scored_components(frame)
+    cx_now, values = linearised_cx(order_stats(after), components)
+    days = max(int(after["order_time"].dt.normalize().nunique()), 1)  # service days
     store = after["store_id"].to_numpy()
     window = (
         after["region"].astype(str)
@@ -114,7 +115,9 @@ def measure(frame: pd.DataFrame) -> MeasuredContext:
         + after["order_time"].dt.floor(f"{int(WINDOW_HOURS)}h").astype(str)
     ).to_numpy()
     # a store's linearised score before against after, across stores: the CUPED covariate
-    _, before_values = linearised_cx(order_stats(before)) if len(before) else (0.0, np.zeros(0))
+    _, before_values = (
+        linearised_cx(order_stats(before), components) if len(before) else (0.0, np.zeros(0))
+    )
     pre = pd.Series(before_values).groupby(before["store_id"].to_numpy()).mean()
     post = pd.Series(values).groupby(store).mean()
     both = pd.concat([pre, post], axis=1, join="inner").dropna()

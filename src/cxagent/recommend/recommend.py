@@ -61,10 +61,10 @@ class Recommendation:
         eff_lo, eff_hi = e.efficiency_interval
         d["estimate"] = {
             "orders": e.orders,
-            "cx_gain": round(e.delta["cx_score"], 2),
-            "cx_gain_interval": [round(e.low["cx_score"], 2), round(e.high["cx_score"], 2)],
-            "efficiency_change": round(e.efficiency_change, 4),
-            "efficiency_change_interval": [round(eff_lo, 4), round(eff_hi, 4)],
+            "cx_gain": _r(e.delta["cx_score"], 2),
+            "cx_gain_interval": [_r(e.low["cx_score"], 2), _r(e.high["cx_score"], 2)],
+            "efficiency_change": _r(e.efficiency_change),
+            "efficiency_change_interval": [_r(eff_lo), _r(eff_hi)],
             "metrics": {
                 k: {
                     "without": _r(e.without[k]),
@@ -76,12 +76,13 @@ class Recommendation:
             "bootstrap_replicates": e.replicates,
             "notes": e.notes,
         }
-        d["net_benefit"] = round(self.net_benefit, 2)
+        d["net_benefit"] = _r(self.net_benefit, 2)
         return d
 
 
-def _r(x: float) -> float | None:
-    return None if not np.isfinite(x) else round(float(x), 4)
+def _r(x: float, digits: int = 4) -> float | None:
+    """A number for JSON: rounded, and None where it is not finite (JSON has no NaN)."""
+    return None if not np.isfinite(x) else round(float(x), digits)
 
 
 @dataclass
@@ -141,6 +142,26 @@ def net_benefit(estimate: Estimate, exchange_rate: float) -> float:
     )
 
 
+def _clean_baseline(
+    frame: pd.DataFrame, causes: list[Any], window_start: dt.datetime
+) -> pd.DataFrame:
+    """Without the orders placed between a matched change and the regression's window: they
+    ran under the change, so they are no baseline, and the fix is about the window's orders."""
+    starts = [
+        c.change.started_at
+        for c in causes
+        if c.change is not None and c.change.started_at < window_start
+    ]
+    if not starts:
+        return frame
+    keep = (frame["order_time"] < min(starts)) | frame["after"]
+    if not (keep & ~frame["after"]).any():  # the change predates every baseline order
+        return frame
+    out = frame[keep].reset_index(drop=True)
+    out.attrs = dict(frame.attrs)
+    return out
+
+
 def _changes(engine: Engine) -> dict[str, LoggedChange]:
     if not engine.has("change_events"):
         return {}
@@ -180,6 +201,8 @@ def recommend(
         out.message = f"{MONITOR}: no orders on both sides of {draft.window_start}"
         return out
     changes = _changes(engine)
+    frame = _clean_baseline(frame, causes, draft.window_start)
+    out.frame = frame
     missing = set(frame.attrs.get("missing", []))
     proposals: list[tuple[Action, Any]] = []  # (action, estimator or reason)
 
@@ -190,7 +213,11 @@ def recommend(
                 continue
             for action in batching_actions(where, frame, change):
                 proposals.append((action, ("batching", frame, action.parameters)))
-            if change is not None and _single_valued(change.scope) and change.before:
+            if (
+                change is not None
+                and _single_valued(change.scope)
+                and "max_orders_per_trip" in change.before
+            ):
                 action = Action(
                     "rollback",
                     "batching_policy",
@@ -246,7 +273,13 @@ def recommend(
         if isinstance(how, str):
             out.items.append(Recommendation(action, None, float("-inf"), how))
             continue
-        estimate = _estimate(engine, draft.window_start, draft.window_end, how, n_bootstrap, seed)
+        try:
+            estimate = _estimate(
+                engine, draft.window_start, draft.window_end, how, n_bootstrap, seed
+            )
+        except (ValueError, KeyError) as exc:  # the data cannot carry this estimate
+            out.items.append(Recommendation(action, None, float("-inf"), f"not estimated: {exc}"))
+            continue
         out.items.append(Recommendation(action, estimate, net_benefit(estimate, exchange_rate)))
     out.items.sort(key=lambda r: -r.net_benefit)
     return out

@@ -9,11 +9,11 @@ customer wait, deliveries per dasher hour). Two estimators cover the fixes:
 
 - **Batching** (``batching_estimate``): within strata of daypart x tercile of courier load
   (cut at the baseline's terciles), an order's outcome is the unbatched outcome now plus, for
-  the share of orders the fix would batch, the baseline penalty of batching (batched minus
-  unbatched outcome before the change). Restoring the previous policy brings back the
-  baseline batched share and penalty; capping trips at the old size keeps today's share
-  (eligibility does not depend on the cap) with the baseline penalty; stopping batching sets
-  the share to 0. Unbatched orders now carry everything else that changed (prep drift,
+  the share of orders the fix would batch, the penalty of riding on an allowed trip, measured
+  on today's trips of that size where there are enough, else the baseline's. Restoring the
+  previous policy brings back the baseline batched share; capping trips at the old size keeps
+  today's share (eligibility does not depend on the cap); stopping batching sets the share to
+  0. Unbatched orders now carry everything else that changed (prep drift,
   supply), so that is not credited to the fix.
 - **Promise shift** (``promise_estimate``): adding ``shift`` minutes to an order's promise
   moves its lateness by exactly that, so on-time and ETA error are recomputed order by order.
@@ -25,7 +25,9 @@ customer wait, deliveries per dasher hour). Two estimators cover the fixes:
 
 Intervals: 90% percentile intervals of the changes over a pigeonhole bootstrap of days and
 stores (a day's shocks are shared by its orders, a store's differences last; Owen 2007), the
-curves and strata refitted in each replicate. Known
+strata and response curves refitted in each replicate (the supply estimate's load curves are
+fitted once). An incident of one day at one store has a single after unit, and its interval
+then reflects only the refitted baseline. Known
 limits, measured by ``benchmarks/whatif.py``: the estimators ignore how a fix feeds back on
 courier load (a busier pool when fewer orders share trips).
 """
@@ -41,7 +43,14 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import isotonic_regression
 
-from cxagent.metrics.definitions import ON_TIME_GRACE_S, STAT_FIELDS, CXStats
+from cxagent.metrics.definitions import (
+    DEFAULT_COMPONENTS,
+    ON_TIME_GRACE_S,
+    STAT_FIELDS,
+    Component,
+    CXStats,
+)
+from cxagent.metrics.series import measured
 
 GRACE_MIN: Final = ON_TIME_GRACE_S / 60.0
 FIELDS: Final = (*STAT_FIELDS, "wait_s", "promised_s")
@@ -106,10 +115,21 @@ class Estimate:
         return float(self.low[metric] / base), float(self.high[metric] / base)
 
 
-def metrics_of(sums: np.ndarray) -> dict[str, float]:
-    """Metrics of summed ``FIELDS``: CX Score, rates, efficiency, customer wait."""
+def scored_components(frame: pd.DataFrame) -> tuple[Component, ...]:
+    """The CX Score's components the data measures: one whose statistics the source lacks
+    (Olist has no support contacts, say) is left out and the weights renormalised, as
+    detection does, never scored as perfect."""
+    missing = frozenset(frame.attrs.get("missing", [])) & frozenset(STAT_FIELDS)
+    return tuple(c for c in DEFAULT_COMPONENTS if measured(c.name, missing))
+
+
+def metrics_of(
+    sums: np.ndarray, components: tuple[Component, ...] = DEFAULT_COMPONENTS
+) -> dict[str, float]:
+    """Metrics of summed ``FIELDS``: CX Score (of ``components``), rates, efficiency,
+    customer wait."""
     stats = CXStats(**dict(zip(STAT_FIELDS, map(float, sums[: len(STAT_FIELDS)]), strict=True)))
-    out = stats.metrics()
+    out = stats.metrics(components)
     delivered = max(stats.delivered, 1e-12)
     out["customer_wait_min"] = float(sums[len(STAT_FIELDS)]) / delivered / 60.0
     out["promised_min"] = float(sums[len(STAT_FIELDS) + 1]) / max(stats.orders, 1e-12) / 60.0
@@ -126,7 +146,10 @@ def order_stats(frame: pd.DataFrame) -> np.ndarray:
     rated = np.isfinite(stars)
 
     def when_delivered(col: str, scale: float = 1.0) -> np.ndarray:
-        return np.where(delivered, np.nan_to_num(frame[col].to_numpy(float)) * scale, 0.0)
+        values = frame[col].to_numpy(float)
+        if not np.isfinite(values[delivered]).any():  # the source does not record it
+            return np.where(delivered, np.nan, 0.0)
+        return np.where(delivered, np.nan_to_num(values) * scale, 0.0)
 
     cols = {
         "orders": np.ones(len(frame)),
@@ -195,7 +218,8 @@ def _bootstrap(
     units = _Units.of(frame)
     after = frame["after"].to_numpy(bool)
     f_sum, c_sum = cf(np.ones(units.n))
-    without, with_fix = metrics_of(f_sum), metrics_of(c_sum)
+    components = scored_components(frame)
+    without, with_fix = metrics_of(f_sum, components), metrics_of(c_sum, components)
     delta = {k: with_fix[k] - without[k] for k in METRICS}
     reps: dict[str, list[float]] = {k: [] for k in METRICS}
     has_after = np.bincount(units.of_order[after], minlength=units.n) > 0
@@ -210,7 +234,7 @@ def _bootstrap(
         if not (m * has_after).any() or not (m * has_before).any():
             continue
         f, c = cf(m)
-        mf, mc = metrics_of(f), metrics_of(c)
+        mf, mc = metrics_of(f, components), metrics_of(c, components)
         for k in METRICS:
             reps[k].append(mc[k] - mf[k])
     low, high = {}, {}
@@ -286,6 +310,10 @@ def batching_estimate(
         ]
     )  # [field, unit, cell]
 
+    # where today's trips are many enough to measure the penalty: decided once, on the data
+    # as it is, so that replicates do not switch between sources
+    enough_now = per_unit_n.sum(axis=0).reshape(-1, 2, 3)[:, 1, 1] >= MIN_CELL
+
     def cf(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         n = (m @ per_unit_n).reshape(-1, 2, 3)
         sums = np.einsum("d,kdc->kc", m, per_unit).reshape(k, -1, 2, 3)
@@ -297,7 +325,7 @@ def batching_estimate(
         alone = np.where(np.isfinite(mean[:, :, 1, 0]), mean[:, :, 1, 0], now_all)
         # what riding on an allowed trip costs over riding alone: measured now where enough
         # orders did, else the baseline's penalty, else nothing
-        now_ok = n[:, 1, 1] >= MIN_CELL
+        now_ok = enough_now
         penalty_now = mean[:, :, 1, 1] - alone
         penalty_before = before_batched - mean[:, :, 0, 0]
         penalty = np.where(now_ok, penalty_now, np.nan_to_num(penalty_before))
@@ -451,6 +479,8 @@ def supply_estimate(
     ) -> Callable[[np.ndarray], np.ndarray]:
         """An isotonic curve of ``y`` against the load, on load quantile bins."""
         use = mask & known & np.isfinite(y)
+        if not use.any():  # nothing to read it from (no batched orders, say)
+            return lambda x: np.full(np.shape(x), np.nan)
         cell = np.clip(np.searchsorted(edges, load[use], side="right") - 1, 0, 39)
         n = np.bincount(cell, minlength=40).astype(float)
         total = np.bincount(cell, weights=y[use], minlength=40)
@@ -474,7 +504,7 @@ def supply_estimate(
     unbatch = np.where(share_now > 0, (share_now - share_then) / np.maximum(share_now, 1e-9), 0.0)
     late_alone = curve(delivered & ~batched, late)
     late_batched = curve(delivered & batched, late)
-    penalty = np.maximum(late_batched(load) - late_alone(load), 0.0)
+    penalty = np.nan_to_num(np.maximum(late_batched(load) - late_alone(load), 0.0))
     faster = faster + np.where(batched, np.clip(unbatch, 0.0, 1.0) * penalty, 0.0)
     faster = np.where(known & np.isfinite(faster), np.maximum(faster, 0.0), 0.0)
     notes = [
