@@ -392,9 +392,7 @@ def recommend(
 
 
 RankOpt = Annotated[int, typer.Option(min=1, help="Which recommendation (1 = the top).")]
-BootstrapOpt = Annotated[
-    int, typer.Option(min=20, help="Bootstrap replicates for the intervals.")
-]
+BootstrapOpt = Annotated[int, typer.Option(min=20, help="Bootstrap replicates for the intervals.")]
 
 
 def _planned(

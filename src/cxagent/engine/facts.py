@@ -7,6 +7,8 @@ need it come out as NaN ("not testable") instead of zero.
 
 from __future__ import annotations
 
+import datetime as dt
+
 import ibis
 import ibis.expr.types as ir
 
@@ -20,13 +22,18 @@ LEAF_DIMS = ("store_id", "region", "category", "basket_size")  # + hour, which f
 SQUARE_FIELDS = ("eta_abs_error_s_sq", "stars_sq", "delivery_cost_sq")
 
 
-def per_order_items(engine: Engine) -> ir.Table | None:
+def per_order_items(
+    engine: Engine, orders_between: tuple[dt.datetime, dt.datetime] | None = None
+) -> ir.Table | None:
     """Bad item lines and refunds per order, for orders that have any: most item lines are
     fine, and filtering them out first makes the aggregation and its join a few percent of
-    the work (an order without a row here has neither)."""
+    the work (an order without a row here has neither). ``orders_between`` keeps the lines of
+    orders placed in that range only (the Parquet files of other days are not read)."""
     if not engine.has("items"):
         return None
     items = engine.table("items")
+    if orders_between is not None:
+        items = items.filter(_placed_between(items, orders_between))
     bad = (items.missing_flag | items.substituted_flag).fill_null(False)
     refund = items.refund_amount.fill_null(0.0)
     flagged = items.filter(bad | (refund != 0))
@@ -36,12 +43,21 @@ def per_order_items(engine: Engine) -> ir.Table | None:
     )
 
 
-def per_order_tickets(engine: Engine) -> ir.Table | None:
-    """Orders with at least one support contact (``ticket`` = 1), or None without the table."""
+def per_order_tickets(engine: Engine, since: dt.datetime | None = None) -> ir.Table | None:
+    """Orders with at least one support contact (``ticket`` = 1), or None without the table;
+    ``since``: tickets opened from then on only (a ticket follows its order)."""
     if not engine.has("support_events"):
         return None
-    tickets = engine.table("support_events").select("order_id").distinct()
+    events = engine.table("support_events")
+    if since is not None:
+        events = events.filter(events.ticket_created >= ibis.literal(since))
+    tickets = events.select("order_id").distinct()
     return tickets.mutate(ticket=ibis.literal(1))
+
+
+def _placed_between(t: ir.Table, between: tuple[dt.datetime, dt.datetime]) -> ir.BooleanValue:
+    start, end = between
+    return (t.order_time >= ibis.literal(start)) & (t.order_time < ibis.literal(end))
 
 
 def with_trip_size(d: ir.Table) -> ir.Table:

@@ -182,9 +182,10 @@ def store_day_panel(
         & (o.order_time < ibis.literal(end))
         & (treated | control)
     ).mutate(treated=treated)
-    d = engine.table("deliveries").drop("order_time")
-    f = o.inner_join(d, "order_id")
-    items = per_order_items(engine)
+    d = engine.table("deliveries")
+    d = d.filter((d.order_time >= ibis.literal(start)) & (d.order_time < ibis.literal(end)))
+    f = o.inner_join(d.drop("order_time"), "order_id")
+    items = per_order_items(engine, (start, end))
     if items is not None:
         f = f.left_join(items, "order_id").drop("order_id_right")
     delivered = ~f.canceled_flag

@@ -68,16 +68,20 @@ def order_frame(
     for key, value in where.items():
         cond &= o[key] == ibis.literal(value)
     o = o.filter(cond)
-    d = engine.table("deliveries").drop("order_time")
+    # every other table read for the orders of [start, end) only: their days' files
+    between = (start, end)
+    d = engine.table("deliveries")
+    d = d.filter((d.order_time >= ibis.literal(start)) & (d.order_time < ibis.literal(end)))
+    d = d.drop("order_time")
     if outcomes:
         d = with_trip_size(d)
     f = o.inner_join(d, "order_id")
-    f = _with_items(engine, f)
-    f = _with_support(engine, f)
-    f = _with_supply(engine, f)
+    f = _with_items(engine, f, between)
+    f = _with_support(engine, f, start)
+    f = _with_supply(engine, f, between)
     extra: dict[str, ir.Value] = {}
     if outcomes:
-        f, extra = _outcome_columns(engine, f)
+        f, extra = _outcome_columns(engine, f, between)
     late_s = f.actual_delivery_time.epoch_seconds() - f.promised_eta.epoch_seconds()
     promised_s = f.promised_eta.epoch_seconds() - f.order_time.epoch_seconds()
     delivered = ~f.canceled_flag
@@ -134,15 +138,22 @@ def _missing_features(engine: Engine) -> set[str]:
     return out
 
 
-def _outcome_columns(engine: Engine, f: ir.Table) -> tuple[ir.Table, dict[str, ir.Value]]:
+def _outcome_columns(
+    engine: Engine, f: ir.Table, between: tuple[dt.datetime, dt.datetime]
+) -> tuple[ir.Table, dict[str, ir.Value]]:
     """The joined orders with their rating and whether they hold a fragile SKU, and the extra
     per-order outcome columns."""
     if engine.has("ratings"):
         r = engine.table("ratings")
+        r = r.filter(r.rating_time >= ibis.literal(between[0]))  # a rating follows its order
         r = r.group_by("order_id").aggregate(stars=r.stars.max().cast("float64"))
         f = f.left_join(r, "order_id").drop("order_id_right")
     if engine.has("items") and engine.has("skus"):
         items, skus = engine.table("items"), engine.table("skus")
+        items = items.filter(
+            (items.order_time >= ibis.literal(between[0]))
+            & (items.order_time < ibis.literal(between[1]))
+        )
         fragile_skus = skus.filter(skus.fragile_flag.fill_null(False)).select("sku_id")
         held = items.inner_join(fragile_skus, "sku_id").select("order_id").distinct()
         held = held.mutate(holds_fragile=ibis.literal(1.0))
@@ -163,8 +174,8 @@ def _outcome_columns(engine: Engine, f: ir.Table) -> tuple[ir.Table, dict[str, i
     }
 
 
-def _with_items(engine: Engine, f: ir.Table) -> ir.Table:
-    items = per_order_items(engine)  # orders with a bad item line or a refund
+def _with_items(engine: Engine, f: ir.Table, between: tuple[dt.datetime, dt.datetime]) -> ir.Table:
+    items = per_order_items(engine, between)  # orders with a bad item line or a refund
     if items is None:
         return f.mutate(bad_items=ibis.null("float64"), refunded=ibis.null("float64"))
     f = f.left_join(items, "order_id").drop("order_id_right")
@@ -174,19 +185,23 @@ def _with_items(engine: Engine, f: ir.Table) -> ir.Table:
     ).drop("refund")
 
 
-def _with_support(engine: Engine, f: ir.Table) -> ir.Table:
-    tickets = per_order_tickets(engine)
+def _with_support(engine: Engine, f: ir.Table, since: dt.datetime) -> ir.Table:
+    tickets = per_order_tickets(engine, since)
     if tickets is None:
         return f.mutate(support=ibis.null("float64"))
     f = f.left_join(tickets, "order_id").drop("order_id_right")
     return f.mutate(support=f.ticket.notnull().cast("float64")).drop("ticket")
 
 
-def _with_supply(engine: Engine, f: ir.Table) -> ir.Table:
+def _with_supply(engine: Engine, f: ir.Table, between: tuple[dt.datetime, dt.datetime]) -> ir.Table:
     """Courier supply in the order's region and 15-minute interval."""
     if not engine.has("supply"):
         return f.mutate(busy_share=ibis.null("float64"), orders_per_dasher=ibis.null("float64"))
     s = engine.table("supply")
+    first = between[0] - dt.timedelta(seconds=SUPPLY_INTERVAL_S)
+    s = s.filter(
+        (s.interval_start >= ibis.literal(first)) & (s.interval_start < ibis.literal(between[1]))
+    )
     on_shift = s.dashers_on_shift.cast("float64")
     s = s.select(
         supply_region=s.region,

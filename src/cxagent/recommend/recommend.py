@@ -225,7 +225,9 @@ def recommend(
                     {**change.before, "target": "baseline"},
                     change_id=change.change_id,
                 )
-                proposals.append((action, ("batching_scope", change.scope, action.parameters)))
+                same = dict(change.scope) == where  # the slice's own orders: no new read
+                how = ("batching", frame) if same else ("batching_scope", change.scope)
+                proposals.append((action, (*how, action.parameters)))
         elif cause.cause == "prep_time_drift":
             if "prep_min" in missing:
                 continue
