@@ -217,6 +217,7 @@ def recommend(
                 change is not None
                 and _single_valued(change.scope)
                 and "max_orders_per_trip" in change.before
+                and dict(change.scope) != where  # else it is reduce_batching, already listed
             ):
                 action = Action(
                     "rollback",
@@ -225,9 +226,7 @@ def recommend(
                     {**change.before, "target": "baseline"},
                     change_id=change.change_id,
                 )
-                same = dict(change.scope) == where  # the slice's own orders: no new read
-                how = ("batching", frame) if same else ("batching_scope", change.scope)
-                proposals.append((action, (*how, action.parameters)))
+                proposals.append((action, ("batching_scope", change.scope, action.parameters)))
         elif cause.cause == "prep_time_drift":
             if "prep_min" in missing:
                 continue
