@@ -22,6 +22,7 @@ from cxagent.data.scenario.spec import ScenarioSpec, Scope, parse_spec
 from cxagent.data.scenario.world import build_world
 from cxagent.engine.connection import connect
 from cxagent.incidents import detect_incidents
+from cxagent.metrics.definitions import DEFAULT_COMPONENTS
 from cxagent.rca.investigate import investigate_report
 from cxagent.rca.orders import order_frame
 from cxagent.recommend.actions import (
@@ -32,7 +33,13 @@ from cxagent.recommend.actions import (
     supply_shortfall,
 )
 from cxagent.recommend.planning import linearised_cx, plan_for
-from cxagent.recommend.recommend import MONITOR, Recommendation, net_benefit, recommend
+from cxagent.recommend.recommend import (
+    MONITOR,
+    Recommendation,
+    _clean_baseline,
+    net_benefit,
+    recommend,
+)
 from cxagent.recommend.whatif import (
     FIELDS,
     Estimate,
@@ -40,6 +47,7 @@ from cxagent.recommend.whatif import (
     metrics_of,
     order_stats,
     promise_estimate,
+    scored_components,
     supply_estimate,
 )
 
@@ -456,3 +464,39 @@ def test_cli_recommend_json(
     assert d["exchange_rate"] == 0
     gains = [r["estimate"]["cx_gain"] for r in d["recommendations"] if r["estimate"]]
     assert gains == sorted(gains, reverse=True)  # at rate 0 the ranking is by CX gain alone
+
+
+def test_recommendations_are_strict_json(demo_recommendations: Any) -> None:
+    recs, _ = demo_recommendations
+    text = json.dumps(recs.as_dict(), allow_nan=False)  # JSON has no NaN
+    assert '"tradeoff"' in text
+
+
+def test_unmeasured_components_are_left_out(frame: pd.DataFrame) -> None:
+    full = scored_components(frame)
+    assert [c.name for c in full] == [c.name for c in DEFAULT_COMPONENTS]
+    lacking = frame.copy()
+    lacking.attrs = {"missing": ["support", "refunded"]}
+    names = [c.name for c in scored_components(lacking)]
+    assert "support_contact" not in names and "refund" not in names and "on_time" in names
+    stats = order_stats(frame).sum(axis=1)
+    # the score of the measured components, renormalised: not the full one with perfect zeros
+    assert metrics_of(stats, scored_components(lacking))["cx_score"] != pytest.approx(
+        metrics_of(stats)["cx_score"]
+    )
+
+
+def test_baseline_ends_at_a_matched_change(frame: pd.DataFrame) -> None:
+    class Matched:
+        def __init__(self, started_at: dt.datetime) -> None:
+            self.cause = "batching_policy"
+            self.change = type("Change", (), {"started_at": started_at})()
+
+    early = CHANGE - dt.timedelta(days=2)
+    cleaned = _clean_baseline(frame, [Matched(early)], CHANGE)
+    before = cleaned[~cleaned["after"]]
+    assert before["order_time"].max() < early
+    assert int(cleaned["after"].sum()) == int(frame["after"].sum())  # the window is kept
+    assert cleaned.attrs == frame.attrs
+    untouched = _clean_baseline(frame, [Matched(CHANGE + dt.timedelta(hours=1))], CHANGE)
+    assert len(untouched) == len(frame)
