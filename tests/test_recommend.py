@@ -24,11 +24,12 @@ from cxagent.engine.connection import connect
 from cxagent.incidents import detect_incidents
 from cxagent.metrics.definitions import DEFAULT_COMPONENTS
 from cxagent.rca.investigate import investigate_report
-from cxagent.rca.orders import order_frame
+from cxagent.rca.orders import item_lines, order_frame
 from cxagent.recommend.actions import (
     CATALOGUE,
     Action,
     logged_change,
+    low_stock_skus,
     store_prep_factors,
     supply_shortfall,
 )
@@ -49,6 +50,7 @@ from cxagent.recommend.whatif import (
     promise_estimate,
     scored_components,
     supply_estimate,
+    suppress_estimate,
 )
 
 CHANGE = dt.datetime(2024, 3, 18)
@@ -269,6 +271,44 @@ def test_supply_estimate_recovers_the_engine_effect(
     assert est.delta["promised_min"] == pytest.approx(0.0, abs=1e-9)  # promises untouched
     with pytest.raises(ValueError, match="uplift"):
         supply_estimate(f, 0.0)
+
+
+def test_hiding_low_stock_skus_recovers_the_engine_effect(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    where = {"region": "NYC", "category": "convenience"}
+    s = spec(
+        interventions=[
+            {
+                "cause": "inventory_drop",
+                "start": CHANGE.isoformat(),
+                "scope": where,
+                "magnitude": 0.5,
+            }
+        ]
+    )
+    root = tmp_path_factory.mktemp("stock") / "data"
+    generate(s, root, workers=1)
+    engine = connect(root)
+    start, end = CHANGE - dt.timedelta(days=14), CHANGE + dt.timedelta(days=4)
+    f = order_frame(engine, where, start, end, outcomes=True)
+    f["after"] = f["order_time"] >= CHANGE
+    lines = item_lines(engine, where, start, end)
+    assert lines is not None and set(lines.columns) >= {"order_id", "sku_id", "short", "value"}
+    hidden = low_stock_skus(lines, f)
+    assert hidden  # an in-stock drop leaves SKUs short on more than 1 line in 10
+    est = suppress_estimate(f, lines, hidden, n_bootstrap=40)
+    scope = Scope(region=["NYC"], category=["convenience"])
+    exact = fix_effect(
+        s, Fix(kind="sku_suppression", start=CHANGE, scope=scope, hidden_skus=hidden), CHANGE
+    )
+    truth_delta = exact.metrics()["delta"]
+    assert est.delta["item_accuracy"] == pytest.approx(truth_delta["item_accuracy"], abs=0.005)
+    assert abs(est.delta["cx_score"] - truth_delta["cx_score"]) < 1.5
+    assert est.delta["cx_score"] > 0
+    assert -1.0 < est.efficiency_change < 0  # the cost is the hidden lines' sales
+    # the factual world is untouched by the lever
+    assert exact.factual.items > exact.with_fix.items
 
 
 # --- linearisation -----------------------------------------------------------------------------

@@ -123,6 +123,34 @@ def order_frame(
     return frame
 
 
+def item_lines(
+    engine: Engine, where: Mapping[str, Any], start: dt.datetime, end: dt.datetime
+) -> pd.DataFrame | None:
+    """The item lines of slice ``where``'s orders placed in ``[start, end)``: order, SKU,
+    short (missing or substituted), refund and value; None when the data has no item flags."""
+    check_slice(where)
+    if not engine.has("items") or not (
+        engine.manifest.has("items", "missing_flag")
+        or engine.manifest.has("items", "substituted_flag")
+    ):
+        return None
+    o = engine.table("orders")
+    cond = (o.order_time >= ibis.literal(start)) & (o.order_time < ibis.literal(end))
+    for key, value in where.items():
+        cond &= o[key] == ibis.literal(value)
+    i = engine.table("items")
+    i = i.filter((i.order_time >= ibis.literal(start)) & (i.order_time < ibis.literal(end)))
+    j = i.inner_join(o.filter(cond).select("order_id"), "order_id")
+    expr = j.select(
+        "order_id",
+        "sku_id",
+        short=(j.missing_flag | j.substituted_flag).fill_null(False),
+        refund=j.refund_amount.fill_null(0.0),
+        value=j.ordered_qty.cast("float64") * j.unit_price,
+    )
+    return engine.con.to_pyarrow(expr).to_pandas()
+
+
 def check_slice(where: Mapping[str, Any]) -> None:
     """A slice names only cohort dimensions."""
     unknown = set(where) - set(SLICE_KEYS)

@@ -23,8 +23,8 @@ recalibrate_prep    prep_time_drift   medium     lengthen the promise's prep-tim
 peak_pay            dasher_shortage   medium     incentive pay for more dashers on shift in the
                                                  region and daypart, as many more as the load
                                                  per dasher grew
-suppress_skus       inventory_drop    medium     hide SKUs whose in-stock probability is below
-                                                 a threshold (no estimate yet)
+suppress_skus       inventory_drop    medium     hide SKUs found short (missing or substituted)
+                                                 on more than 10% of the slice's order lines
 rollback            the change's      low        revert a logged change (batching policy or ETA
                     hypothesis                   model) everywhere it applied
 =================== ================= ========== ===========================================
@@ -125,6 +125,8 @@ CATALOGUE: Final[dict[str, ActionType]] = {
         ),
     )
 }
+INSTOCK_THRESHOLD: Final = 0.9  # hide a SKU found short on more than 1 in 10 order lines
+MIN_SKU_LINES: Final = 10  # order lines a SKU needs to judge its stock
 DRIFT_THRESHOLD: Final = 1.10  # a store drifts when its median prep time grew by 10% or more
 MIN_STORE_ORDERS: Final = 20  # per period, to measure a store's prep drift
 
@@ -207,7 +209,8 @@ class Action:
                     (f" (the courier pool of {where})" if pool else ""),
                 )
             case "suppress_skus":
-                return "Hide", f"SKUs below {p['instock_threshold']:.0%} in-stock", ""
+                n = len(p.get("hidden_skus", []))
+                return "Hide", f"{n} SKU(s) below {p['instock_threshold']:.0%} in-stock", ""
             case _:
                 return "Roll back", f"{self.change_id} ({self.cause.replace('_', ' ')})", ""
 
@@ -371,3 +374,19 @@ def supply_shortfall(frame: pd.DataFrame, low: float = 0.05, high: float = 0.5) 
     after_mean = float(np.mean(load[after & known])) if (after & known).any() else np.nan
     growth = after_mean / before_mean - 1.0 if before_mean > 0 else np.nan
     return round(float(np.clip(growth if np.isfinite(growth) else low, low, high)), 3)
+
+
+def low_stock_skus(
+    lines: pd.DataFrame,
+    frame: pd.DataFrame,
+    threshold: float = INSTOCK_THRESHOLD,
+    min_lines: int = MIN_SKU_LINES,
+) -> list[int]:
+    """SKUs whose in-stock share on the slice's orders since the regression (lines neither
+    missing nor substituted) is below ``threshold``, over at least ``min_lines`` lines: the
+    orders themselves are the densest stock check there is."""
+    after_orders = frame.loc[frame["after"].to_numpy(bool), "order_id"]
+    recent = lines[lines["order_id"].isin(after_orders)]
+    by_sku = recent.groupby("sku_id")["short"].agg(["mean", "size"])
+    low = by_sku[(by_sku["size"] >= min_lines) & (1.0 - by_sku["mean"] < threshold)]
+    return sorted(int(s) for s in low.index)

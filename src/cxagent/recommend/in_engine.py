@@ -55,6 +55,8 @@ def engine_fix(
             return Fix(kind="promise_buffer", minutes=p["minutes"], **common)
         case "recalibrate_prep":
             return Fix(kind="prep_recalibration", store_factors=p["store_factors"], **common)
+        case "suppress_skus":
+            return Fix(kind="sku_suppression", hidden_skus=list(p["hidden_skus"]), **common)
         case "peak_pay":  # the region's courier pool; the orders measured are the slice's
             return Fix(kind="supply_boost", supply_uplift=p["supply_uplift"], **common)
         case "rollback" if action.cause == "batching_policy":

@@ -20,13 +20,15 @@ import pandas as pd
 
 from cxagent.engine.connection import Engine
 from cxagent.rca.investigate import NORMAL, Investigation
-from cxagent.rca.orders import order_frame
+from cxagent.rca.orders import item_lines, order_frame
 from cxagent.recommend.actions import (
+    INSTOCK_THRESHOLD,
     Action,
     LoggedChange,
     batching_actions,
     eta_shortfall,
     logged_change,
+    low_stock_skus,
     prep_shift,
     store_prep_factors,
     supply_shortfall,
@@ -37,6 +39,7 @@ from cxagent.recommend.whatif import (
     batching_estimate,
     promise_estimate,
     supply_estimate,
+    suppress_estimate,
 )
 
 BASELINE_DAYS: Final = 14
@@ -263,12 +266,14 @@ def recommend(
             )
             proposals.append((action, ("supply", frame, uplift)))
         elif cause.cause == "inventory_drop":
-            proposals.append(
-                (
-                    Action("suppress_skus", "inventory_drop", where, {"instock_threshold": 0.5}),
-                    "no what-if estimate yet: needs item-level in-stock data",
-                )
-            )
+            lines = item_lines(engine, where, frame["order_time"].min(), draft.window_end)
+            if lines is None:
+                continue
+            hidden = low_stock_skus(lines, frame)
+            if hidden:
+                params = {"instock_threshold": INSTOCK_THRESHOLD, "hidden_skus": hidden}
+                action = Action("suppress_skus", "inventory_drop", where, params)
+                proposals.append((action, ("skus", frame, (lines, hidden))))
 
     for action, how in proposals:
         if isinstance(how, str):
@@ -314,6 +319,9 @@ def _estimate(
             n_bootstrap=n_bootstrap,
             seed=seed,
         )
+    if kind == "skus":
+        lines, hidden = setting
+        return suppress_estimate(what, lines, hidden, n_bootstrap=n_bootstrap, seed=seed)
     if kind == "supply":
         return supply_estimate(what, setting, n_bootstrap=n_bootstrap, seed=seed)
     return promise_estimate(what, setting, n_bootstrap=n_bootstrap, seed=seed)

@@ -667,6 +667,90 @@ def _lateness_estimate(
     return _bootstrap(frame, cf, n_bootstrap, seed, notes)
 
 
+def suppress_estimate(
+    frame: pd.DataFrame,
+    lines: pd.DataFrame,
+    hidden_skus: list[int],
+    *,
+    n_bootstrap: int = 100,
+    seed: int = 0,
+) -> Estimate:
+    """Change of every metric of the ``after`` orders of ``frame`` had the SKUs
+    ``hidden_skus`` not been offered: their lines (``lines``: ``orders.item_lines`` of the
+    slice) are not ordered, so neither short nor refunded. An order left without a short line
+    moves its support contacts and stars by the difference, among the slice's delivered
+    orders after the change, between orders with and without one. The cost is sales: the
+    hidden lines' share of the after orders' basket value (reported as the efficiency change,
+    the cost axis of the trade-off)."""
+    after = frame["after"].to_numpy(bool)
+    delivered = frame["delivered"].to_numpy(bool)
+    stats = order_stats(frame)
+    idx = {f: i for i, f in enumerate(FIELDS)}
+    pos = pd.Series(np.arange(len(frame)), index=frame["order_id"].to_numpy())
+    row = pos.reindex(lines["order_id"].to_numpy()).to_numpy()
+    ok = np.isfinite(row)
+    lines, row = lines[ok], row[ok].astype(np.int64)
+    hidden = lines["sku_id"].isin(hidden_skus).to_numpy()
+    short = lines["short"].to_numpy(bool)
+    refund = lines["refund"].to_numpy(float)
+    value = lines["value"].to_numpy(float)
+    n = len(frame)
+
+    def per_order(values: np.ndarray) -> np.ndarray:
+        return np.bincount(row, weights=values, minlength=n)
+
+    hidden_lines = per_order(hidden.astype(float))
+    hidden_short = per_order((hidden & short).astype(float))
+    all_short = per_order(short.astype(float))
+    refund_left = per_order(np.where(hidden, 0.0, refund))
+    cf_stats = stats.copy()
+    cf_stats[idx["items"]] -= np.where(delivered, hidden_lines, 0.0)
+    cf_stats[idx["bad_items"]] -= np.where(delivered, hidden_short, 0.0)
+    refunded = np.nan_to_num(frame["refunded"].to_numpy(float)) > 0
+    cf_stats[idx["refunded"]] = np.where(
+        refunded & (refund_left <= 1e-9), 0.0, stats[idx["refunded"]]
+    )
+    # orders left with no short line: support and stars as delivered orders without one
+    cleared = delivered & after & (all_short > 0) & (all_short - hidden_short <= 0)
+    had = delivered & after & (all_short > 0)
+    never = delivered & after & (all_short == 0)
+    support = np.nan_to_num(frame["support"].to_numpy(float))
+    stars = frame["stars"].to_numpy(float)
+    rated = np.isfinite(stars)
+
+    def mean(v: np.ndarray, mask: np.ndarray) -> float:
+        return float(v[mask].mean()) if mask.any() else 0.0
+
+    cf_stats[idx["support"]] -= np.where(cleared, mean(support, had) - mean(support, never), 0.0)
+    star_gain = mean(stars, had & rated) - mean(stars, never & rated)
+    cf_stats[idx["stars"]] -= np.where(cleared & rated, star_gain, 0.0)
+    units = _Units.of(frame)
+
+    def per_unit(values: np.ndarray) -> np.ndarray:
+        return np.stack(
+            [
+                np.bincount(units.of_order[after], weights=v[after], minlength=units.n)
+                for v in values
+            ]
+        )
+
+    f_unit, c_unit = per_unit(stats), per_unit(cf_stats)
+
+    def cf(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return f_unit @ m, c_unit @ m
+
+    after_line = after[row]
+    total = float(value[after_line].sum())
+    lost = float(value[after_line & hidden].sum()) / total if total > 0 else 0.0
+    notes = [
+        f"{len(hidden_skus)} SKU(s) hidden: {lost:.1%} of the slice's sales lost (the cost axis)",
+        "support and stars of an order left without a short line: the slice's difference "
+        "between orders with and without one, fixed",
+    ]
+    est = _bootstrap(frame, cf, n_bootstrap, seed, notes)
+    return dataclasses.replace(est, efficiency=(-lost, -lost, -lost))
+
+
 def _require(frame: pd.DataFrame, columns: tuple[str, ...]) -> None:
     missing = set(frame.attrs.get("missing", []))
     lacking = [c for c in columns if c not in frame or c in missing]

@@ -46,6 +46,7 @@ class Levers:
     eta_scale: np.ndarray  # per order: multiplier on the promised duration
     eta_new_model: np.ndarray  # per order: bool, promise made by the new model version
     promise_add_s: np.ndarray  # per order: seconds added to the promise (a fix's ETA buffer)
+    hidden_lines: np.ndarray | None = None  # per item line: a hidden SKU, not ordered (a fix)
 
     @staticmethod
     def baseline(n_orders: int, n_regions: int) -> Levers:

@@ -15,6 +15,7 @@ batching           max orders per trip and the utilisation trigger of batching s
 promise_buffer     ``minutes`` added to every promised delivery time
 prep_recalibration the promise's prep-time part multiplied by ``store_factors[store_id]``
 supply_boost       dashers on shift multiplied by 1 + ``supply_uplift`` (region, daypart)
+sku_suppression    the SKUs ``hidden_skus`` not offered: their lines are not ordered
 rollback           every lever set back to what it was without intervention ``intervention``
 ================== ==========================================================================
 """
@@ -39,7 +40,14 @@ from cxagent.data.scenario.truth import order_stats
 from cxagent.data.scenario.world import World
 from cxagent.metrics.definitions import STAT_FIELDS, CXStats
 
-FixKind = Literal["batching", "promise_buffer", "prep_recalibration", "supply_boost", "rollback"]
+FixKind = Literal[
+    "batching",
+    "promise_buffer",
+    "prep_recalibration",
+    "supply_boost",
+    "sku_suppression",
+    "rollback",
+]
 # per-order lever arrays a rollback copies back
 _ORDER_LEVERS = (
     "batch_cap",
@@ -66,6 +74,7 @@ class Fix(BaseModel):
     minutes: float = Field(0.0, ge=-60.0, le=60.0)
     store_factors: dict[int, float] = Field(default_factory=dict)
     supply_uplift: float = Field(0.0, ge=0.0, le=2.0)
+    hidden_skus: list[int] = Field(default_factory=list)
     intervention: int | None = Field(None, ge=0)
 
     @model_validator(mode="after")
@@ -75,6 +84,7 @@ class Fix(BaseModel):
             "promise_buffer": self.minutes != 0.0,
             "prep_recalibration": bool(self.store_factors),
             "supply_boost": self.supply_uplift > 0.0,
+            "sku_suppression": bool(self.hidden_skus),
             "rollback": self.intervention is not None,
         }
         if not needs[self.kind]:
@@ -83,6 +93,7 @@ class Fix(BaseModel):
                 "promise_buffer": "minutes",
                 "prep_recalibration": "store_factors",
                 "supply_boost": "supply_uplift",
+                "sku_suppression": "hidden_skus",
                 "rollback": "intervention",
             }[self.kind]
             raise ValueError(f"{field}: a {self.kind} fix needs it set")
@@ -157,6 +168,10 @@ def fix_levers(
             lv.promise_add_s[m] += (quoted_prep * (factor - 1.0))[m]
         elif fix.kind == "supply_boost":
             lv.supply_mult[b] *= 1.0 + fix.supply_uplift
+        elif fix.kind == "sku_suppression":
+            sku_ids = world.skus["sku_id"].to_numpy()[d.item_sku]
+            line = m[d.item_order] & np.isin(sku_ids, fix.hidden_skus)
+            lv.hidden_lines = line if lv.hidden_lines is None else lv.hidden_lines | line
         else:  # rollback
             target = spec.interventions[fix.intervention]  # type: ignore[index]
             without = day_levers(spec, world, d, [iv for iv in active if iv is not target])

@@ -83,6 +83,7 @@ class DayOutcome:
     rated: np.ndarray
     stars: np.ndarray
     instock_prob: np.ndarray  # per item line
+    lines: np.ndarray  # per order: item lines ordered (hidden SKUs left out)
 
     @property
     def delivered(self) -> np.ndarray:
@@ -200,13 +201,15 @@ def simulate_day(world: World, supply: SupplyPlan, d: DayDraws, lv: Levers) -> D
     # --- items: stock-outs, substitutions, damage, refunds
     io = d.item_order
     p_in = instock_probability(world, d.item_sku, d.store[io], d.daypart[io], lv.instock_drop[io])
-    line_value = world.sku_price[d.item_sku] * d.item_qty
+    # a hidden SKU (a fix) is not ordered: its line is neither sold nor short nor refunded
+    hidden = lv.hidden_lines if lv.hidden_lines is not None else np.zeros(len(io), dtype=bool)
+    line_value = np.where(hidden, 0.0, world.sku_price[d.item_sku] * d.item_qty)
     basket = np.bincount(io, weights=line_value, minlength=d.n_orders)
-    oos = d.u_oos > p_in
+    oos = (d.u_oos > p_in) & ~hidden
     substituted = oos & (d.u_sub < 0.55)
     missing = oos & ~substituted
     p_damage = np.where(world.sku_fragile[d.item_sku], 0.004 + 0.025 * (size[io] - 1), 0.0008)
-    damaged = ~oos & (d.u_damage < p_damage)
+    damaged = ~oos & ~hidden & (d.u_damage < p_damage)
     delivered_line = ~canceled[io]
     refund = np.where(missing & (d.u_refund < 0.80), line_value, 0.0)
     refund += np.where(substituted & (d.u_refund < 0.20), 0.3 * line_value, 0.0)
@@ -278,4 +281,5 @@ def simulate_day(world: World, supply: SupplyPlan, d: DayDraws, lv: Levers) -> D
         rated=rated,
         stars=stars,
         instock_prob=p_in,
+        lines=d.n_items - np.bincount(io, weights=hidden, minlength=d.n_orders).astype(np.int64),
     )

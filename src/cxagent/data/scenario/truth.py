@@ -28,7 +28,7 @@ def order_stats(d: DayDraws, o: DayOutcome) -> np.ndarray:
     """Per-order contributions to each ``CXStats`` field, shape (n_fields, n_orders)."""
     delivered = o.delivered
     lateness = np.where(delivered, o.delivered_s - o.promised_s, 0.0)
-    items = np.where(delivered, d.n_items, 0)
+    items = np.where(delivered, o.lines, 0)
     cols = {
         "orders": np.ones(d.n_orders),
         "delivered": delivered,
