@@ -38,19 +38,27 @@ from cxagent.data.scenario.spec import ScenarioSpec, parse_spec
 from cxagent.engine.connection import connect
 from cxagent.incidents import detect_incidents
 from cxagent.rca.investigate import investigate_report
-from cxagent.recommend.in_engine import engine_fix
+from cxagent.recommend.in_engine import engine_fix, engine_scope
 from cxagent.recommend.recommend import Recommendation, recommend
 
 
 def _row(
-    seed: int, spec: ScenarioSpec, truth: dict[str, Any], rec: Recommendation, inv_window: Any
+    seed: int,
+    spec: ScenarioSpec,
+    truth: dict[str, Any],
+    rec: Recommendation,
+    inv_window: Any,
+    slice_: dict[str, Any],
 ) -> dict[str, Any] | None:
     start, end = inv_window
     fix = engine_fix(rec.action, truth, start, end)
     e = rec.estimate
     if fix is None or e is None:
         return None
-    exact = fix_effect(spec, fix, start, end).metrics()
+    # a fix narrower than the slice (its busiest daypart) is judged on the slice's orders,
+    # as its estimate is
+    measure = engine_scope(slice_) if rec.action.name == "reduce_batching_peak" else None
+    exact = fix_effect(spec, fix, start, end, measure=measure).metrics()
     base_eff = exact["without"]["deliveries_per_dasher_hour"]
     true_eff: float | None = exact["delta"]["deliveries_per_dasher_hour"] / base_eff
     eff_lo, eff_hi = e.efficiency_interval
@@ -93,7 +101,7 @@ def run_scenario(
         recs = recommend(engine, inv, n_bootstrap=bootstrap)
         window = (report.draft.window_start, report.draft.window_end)
         for rec in recs.items:
-            row = _row(seed, spec, truth, rec, window)
+            row = _row(seed, spec, truth, rec, window, dict(recs.slice))
             if row is not None:
                 rows.append(row)
     return rows

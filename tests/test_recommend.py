@@ -30,6 +30,7 @@ from cxagent.recommend.actions import (
     Action,
     logged_change,
     low_stock_skus,
+    peak_daypart,
     store_prep_factors,
     supply_shortfall,
 )
@@ -193,6 +194,28 @@ def test_fragile_only_batching_is_estimated_on_its_own_orders(
     assert abs(part.delta["cx_score"] - exact["cx_score"]) < 2.0
     assert 0 < part.delta["cx_score"] < full.delta["cx_score"]
     assert full.efficiency_change < part.efficiency_change < 0
+
+
+def test_peak_daypart_batching_is_judged_on_the_whole_slice(
+    scenario: tuple[ScenarioSpec, Path], frame: pd.DataFrame
+) -> None:
+    s, _ = scenario
+    peak = peak_daypart(frame)
+    assert peak in ("lunch", "dinner")  # the busiest couriers
+    only = (frame["daypart"] == peak).to_numpy()
+    part = batching_estimate(frame, "baseline", cap=2, only=only, n_bootstrap=40)
+    fix = Fix(
+        kind="batching",
+        start=CHANGE,
+        scope=Scope(region=["SF"], category=["grocery"], daypart=[peak]),
+        max_orders_per_trip=2,
+        utilisation_trigger=0.85,
+    )
+    whole = Scope(region=["SF"], category=["grocery"])
+    exact = fix_effect(s, fix, CHANGE, measure=whole).metrics()["delta"]
+    assert part.orders == int(frame["after"].sum())  # every order of the slice
+    assert abs(part.delta["cx_score"] - exact["cx_score"]) < 2.0
+    assert fix_effect(s, fix, CHANGE).orders < fix_effect(s, fix, CHANGE, measure=whole).orders
 
 
 def test_stop_batching_gains_more_and_costs_more(frame: pd.DataFrame) -> None:

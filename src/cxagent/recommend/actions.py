@@ -15,6 +15,8 @@ reduce_batching     batching_policy   low        restore the previous batching p
                                                  at the baseline's largest trip
 reduce_batching_    batching_policy   medium     the same, only for orders holding a fragile
 fragile                                          SKU (less damage for less efficiency lost)
+reduce_batching_    batching_policy   low        the same, in the slice's busiest daypart only
+peak                                             (when the slice names no daypart)
 stop_batching       batching_policy   low        no batched trips in the slice
 eta_buffer          eta_model_bias    low        add the promises' measured shortfall (minutes)
                                                  to promised times in the slice
@@ -74,6 +76,14 @@ CATALOGUE: Final[dict[str, ActionType]] = {
             "medium",
             "Restore the previous batching policy for orders holding a fragile SKU.",
             ("max_orders_per_trip", "utilisation_trigger", "fragile_only"),
+        ),
+        ActionType(
+            "reduce_batching_peak",
+            "batching_policy",
+            "dispatch",
+            "low",
+            "Restore the previous batching policy in the slice's busiest daypart only.",
+            ("max_orders_per_trip", "utilisation_trigger", "daypart"),
         ),
         ActionType(
             "stop_batching",
@@ -184,7 +194,7 @@ class Action:
     def _phrase(self) -> tuple[str, str, str]:
         p = self.parameters
         match self.name:
-            case "reduce_batching" | "reduce_batching_fragile":
+            case "reduce_batching" | "reduce_batching_fragile" | "reduce_batching_peak":
                 trigger = p.get("utilisation_trigger")
                 to = f"at most {p['max_orders_per_trip']} orders per trip" + (
                     f", batching above {trigger:.0%} courier utilisation" if trigger else ""
@@ -315,12 +325,31 @@ def batching_actions(
                 {**restore.parameters, "fragile_only": True},
             )
         )
+    peak = peak_daypart(frame)
+    if out and "daypart" not in scope and peak is not None:
+        restore = out[0]
+        out.append(
+            Action(
+                "reduce_batching_peak",
+                "batching_policy",
+                {**scope, "daypart": peak},
+                dict(restore.parameters),
+            )
+        )
     out.append(
         Action(
             "stop_batching", "batching_policy", scope, {"max_orders_per_trip": 1, "target": "none"}
         )
     )
     return out
+
+
+def peak_daypart(frame: pd.DataFrame) -> str | None:
+    """The daypart whose couriers were busiest after the regression began (mean busy share),
+    or None without courier data."""
+    after = frame[frame["after"].to_numpy(bool)]
+    busy = after.groupby("daypart")["busy_share"].mean().dropna()
+    return str(busy.idxmax()) if len(busy) else None
 
 
 def store_prep_factors(frame: pd.DataFrame) -> dict[int, float]:

@@ -43,7 +43,9 @@ def engine_fix(
     p = action.parameters
     common: dict[str, Any] = {"start": start, "end": end, "scope": scope}
     match action.name:
-        case "reduce_batching" | "reduce_batching_fragile" | "stop_batching":
+        case (
+            "reduce_batching" | "reduce_batching_fragile" | "reduce_batching_peak" | "stop_batching"
+        ):
             return Fix(
                 kind="batching",
                 max_orders_per_trip=p["max_orders_per_trip"],

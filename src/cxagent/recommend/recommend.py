@@ -215,7 +215,10 @@ def recommend(
             if {"batched", "busy_share"} & missing:
                 continue
             for action in batching_actions(where, frame, change):
-                proposals.append((action, ("batching", frame, action.parameters)))
+                setting = dict(action.parameters)
+                if action.name == "reduce_batching_peak":
+                    setting["daypart"] = action.scope["daypart"]
+                proposals.append((action, ("batching", frame, setting)))
             if (
                 change is not None
                 and _single_valued(change.scope)
@@ -308,9 +311,12 @@ def _estimate(
             frame["after"] = frame["order_time"] >= window_start
         target: BatchingTarget = setting["target"]
         cap = int(setting["max_orders_per_trip"])
+        daypart = setting.get("daypart")
         only = None
         if setting.get("fragile_only"):
             only = np.nan_to_num(frame["fragile"].to_numpy(float)) > 0
+        if daypart is not None:  # one daypart of the slice
+            only = (frame["daypart"] == daypart).to_numpy()
         return batching_estimate(
             frame,
             target,

@@ -208,10 +208,16 @@ def _sums(d: DayDraws, o: DayOutcome, mask: np.ndarray) -> tuple[np.ndarray, flo
 
 
 def fix_effect(
-    spec: ScenarioSpec, fix: Fix, start: dt.datetime, end: dt.datetime | None = None
+    spec: ScenarioSpec,
+    fix: Fix,
+    start: dt.datetime,
+    end: dt.datetime | None = None,
+    *,
+    measure: Scope | None = None,
 ) -> FixEffect:
-    """The fix's exact effect on the orders in its scope placed in ``[start, end)`` (the
-    scenario's end when not given): every day simulated twice from the same draws."""
+    """The fix's exact effect on the orders in its scope (or in ``measure``, a wider slice
+    a narrower fix is judged on) placed in ``[start, end)`` (the scenario's end when not
+    given): every day simulated twice from the same draws."""
     ctx = _context(spec)
     world = ctx.world
     lo = (start - spec.start_time).total_seconds()
@@ -227,7 +233,8 @@ def fix_effect(
         factual = simulate_day(world, ctx.supply, d, day_levers(spec, world, d, active))
         fixed = simulate_day(world, ctx.supply, d, fix_levers(spec, world, d, [fix]))
         t_abs = day * DAY_S + d.t_s
-        mask = _order_mask(spec, world, d, fix) & (t_abs >= lo) & (t_abs < hi)
+        judged = fix if measure is None else fix.model_copy(update={"scope": measure})
+        mask = _order_mask(spec, world, d, judged) & (t_abs >= lo) & (t_abs < hi)
         s, w = _sums(d, factual, mask)
         f_sum += s
         f_wait += w
