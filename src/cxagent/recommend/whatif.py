@@ -5,7 +5,7 @@ each fix the per-order statistics of the CX Score and of efficiency (``CXStats``
 the customer's wait) are re-estimated as they would have been with the fix, and summed; the
 metrics of both sums give every change (CX Score, on-time rate, cancellations, refunds,
 support contacts, rating; orders per trip, dasher minutes per delivery, cost per delivery,
-customer wait, deliveries per dasher hour). Two estimators cover the fixes:
+customer wait, deliveries per dasher hour). Four estimators cover the fixes:
 
 - **Batching** (``batching_estimate``): within strata of daypart x tercile of courier load
   (cut at the baseline's terciles), an order's outcome is the unbatched outcome now plus, for
@@ -22,13 +22,16 @@ customer wait, deliveries per dasher hour). Two estimators cover the fixes:
   lateness, stars fall. Cancellations happen before delivery, so their curve is on the
   lateness an order was heading for: prep + courier wait + a predicted travel leg (least
   squares of the delivered orders' leg on distance, per daypart) - promise.
+- **Courier supply** (``supply_estimate``): the lateness machinery of promise shifts with the
+  hand-off earlier instead of the promise later, by the courier wait and batching a lighter
+  load per dasher brings (the slice's own load curves).
+- **Hiding SKUs** (``suppress_estimate``): the hidden SKUs' order lines dropped.
 
 Intervals: 90% percentile intervals of the changes over a pigeonhole bootstrap of days and
 stores (a day's shocks are shared by its orders, a store's differences last; Owen 2007), the
 strata and response curves refitted in each replicate (the supply estimate's load curves are
 fitted once). An incident of one day at one store has a single after unit, and its interval
-then reflects only the refitted baseline. Known
-limits, measured by ``benchmarks/whatif.py``: the estimators ignore how a fix feeds back on
+then reflects only the refitted baseline. Known limits, measured by ``benchmarks/whatif.py``: the estimators ignore how a fix feeds back on
 courier load (a busier pool when fewer orders share trips).
 """
 
@@ -73,6 +76,7 @@ METRICS: Final = (
 BatchingTarget = Literal["baseline", "cap_only", "none"]
 LATE_BIN_MIN: Final = 1.0  # lateness bins of the response curves
 LATE_RANGE: Final = (-45.0, 90.0)
+N_LATE_BINS: Final = int((LATE_RANGE[1] - LATE_RANGE[0]) / LATE_BIN_MIN) + 1
 MIN_CELL: Final = 30  # orders a stratum needs to measure a penalty from today's trips
 
 
@@ -191,6 +195,12 @@ class _Units:
     def n(self) -> int:
         return len(self.day)
 
+    def sums(self, values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """Each row of ``values`` summed over the masked orders of every unit: [row, unit]."""
+        return np.stack(
+            [np.bincount(self.of_order[mask], weights=v[mask], minlength=self.n) for v in values]
+        )
+
     @staticmethod
     def of(frame: pd.DataFrame) -> _Units:
         day = pd.factorize(frame["order_time"].dt.floor("D"))[0].astype(np.int64)
@@ -207,15 +217,19 @@ class _Units:
 
 
 def _bootstrap(
-    frame: pd.DataFrame, cf: Counterfactual, n_bootstrap: int, seed: int, notes: list[str]
+    frame: pd.DataFrame,
+    units: _Units,
+    cf: Counterfactual,
+    n_bootstrap: int,
+    seed: int,
+    notes: list[str],
 ) -> Estimate:
     """Point estimate and intervals from a pigeonhole bootstrap of days and stores (Owen
     2007): each replicate draws days and stores with replacement, and a store-day weighs the
     product of how often its day and its store were drawn. Days carry the shocks their orders
     share (a busy evening), stores their lasting differences, and an incident of one day still
     gets an interval. ``cf`` takes the weight of every store-day (all ones for the point
-    estimate)."""
-    units = _Units.of(frame)
+    estimate; ``units``: ``_Units.of(frame)``)."""
     after = frame["after"].to_numpy(bool)
     f_sum, c_sum = cf(np.ones(units.n))
     components = scored_components(frame)
@@ -325,10 +339,9 @@ def batching_estimate(
         alone = np.where(np.isfinite(mean[:, :, 1, 0]), mean[:, :, 1, 0], now_all)
         # what riding on an allowed trip costs over riding alone: measured now where enough
         # orders did, else the baseline's penalty, else nothing
-        now_ok = enough_now
         penalty_now = mean[:, :, 1, 1] - alone
         penalty_before = before_batched - mean[:, :, 0, 0]
-        penalty = np.where(now_ok, penalty_now, np.nan_to_num(penalty_before))
+        penalty = np.where(enough_now, penalty_now, np.nan_to_num(penalty_before))
         factual_s = sums[:, :, 1].sum(axis=2)  # [field, stratum]
         n_now = n[:, 1].sum(axis=1)
         if target == "none":
@@ -347,7 +360,7 @@ def batching_estimate(
         + (f" with trips of at most {cap}" if target != "none" else "")
         + ", per daypart and courier load"
     ]
-    return _bootstrap(frame, cf, n_bootstrap, seed, notes)
+    return _bootstrap(frame, units, cf, n_bootstrap, seed, notes)
 
 
 # --- promise shifts ------------------------------------------------------------------------
@@ -397,15 +410,11 @@ class _UnitTable:
         return (m @ self.count, *(m @ s for s in self.sums))
 
 
-def _pairs(first: np.ndarray, second: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Codes of the (first, second) bin pairs of the masked orders: (code per order, first
-    and second bin per code)."""
-    n_bins = int((LATE_RANGE[1] - LATE_RANGE[0]) / LATE_BIN_MIN) + 1
-    pair = first * n_bins + second
-    codes, inverse = np.unique(pair[mask], return_inverse=True)
-    code = np.zeros(len(pair), dtype=np.int64)
-    code[mask] = inverse
-    return code, codes // n_bins, codes % n_bins, np.array(len(codes))
+def _pairs(first: np.ndarray, second: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Codes of the orders' (first, second) lateness-bin pairs: (code per order, first and
+    second bin per code)."""
+    codes, code = np.unique(first * N_LATE_BINS + second, return_inverse=True)
+    return code.astype(np.int64), codes // N_LATE_BINS, codes % N_LATE_BINS
 
 
 def _bin(x: np.ndarray) -> np.ndarray:
@@ -562,7 +571,7 @@ def _lateness_estimate(
     earlier = 0.0 if moves_promise else shift
     heading_wait_s = np.nan_to_num(frame["promised_min"].to_numpy(float) + heading - earlier) * 60.0
     b_now, b_cf = _bin(late), _bin(late_cf)
-    h_now, h_cf = _bin(heading), _bin(heading - shift)
+    h_now, h_cf = _bin(heading), _bin(heading_cf)
 
     # the customer's response to lateness, measured on orders that rode alone: batched orders
     # are both later and more often damaged, which is not lateness's doing
@@ -573,33 +582,27 @@ def _lateness_estimate(
 
     units = _Units.of(frame)
     unit, n_units = units.of_order, units.n
-    n_bins = int((LATE_RANGE[1] - LATE_RANGE[0]) / LATE_BIN_MIN) + 1
     rated = np.isfinite(stars)
     known_heading = np.isfinite(heading)
-    ones = np.ones(len(frame), dtype=bool)
     # what every replicate sums, per unit: the after orders' statistics ...
     every_key = np.zeros(len(frame), dtype=np.int64)
-
-    def per_unit(values: np.ndarray) -> np.ndarray:
-        return np.stack(
-            [np.bincount(unit[after], weights=v[after], minlength=n_units) for v in values]
-        )
-
-    f_unit, c_unit = per_unit(stats), per_unit(cf_stats)  # [field, unit]
+    f_unit, c_unit = units.sums(stats, after), units.sums(cf_stats, after)  # [field, unit]
     # ... the response curves' inputs per lateness bin ...
-    support_in = _UnitTable.of(unit, n_units, b_now, n_bins, alone, (support,))
+    support_in = _UnitTable.of(unit, n_units, b_now, N_LATE_BINS, alone, (support,))
     refund_in = _UnitTable.of(
-        unit, n_units, b_now, n_bins, alone & np.isfinite(refunded), (np.nan_to_num(refunded),)
+        unit, n_units, b_now, N_LATE_BINS, alone & np.isfinite(refunded), (np.nan_to_num(refunded),)
     )
-    stars_in = _UnitTable.of(unit, n_units, b_now, n_bins, alone & rated, (np.nan_to_num(stars),))
-    cancel_in = _UnitTable.of(unit, n_units, h_now, n_bins, known_heading, (canceled,))
+    stars_in = _UnitTable.of(
+        unit, n_units, b_now, N_LATE_BINS, alone & rated, (np.nan_to_num(stars),)
+    )
+    cancel_in = _UnitTable.of(unit, n_units, h_now, N_LATE_BINS, known_heading, (canceled,))
     # ... the after orders by (lateness now, lateness with the fix) ...
-    code, b1, b2, _ = _pairs(b_now, b_cf, ones)
-    n_codes = int(code.max()) + 1 if len(code) else 1
+    code, b1, b2 = _pairs(b_now, b_cf)
+    n_codes = max(len(b1), 1)
     moved_late = _UnitTable.of(unit, n_units, code, n_codes, after & delivered)
     moved_rated = _UnitTable.of(unit, n_units, code, n_codes, after & rated)
-    hcode, h1, h2, _ = _pairs(h_now, h_cf, ones)
-    n_hcodes = int(hcode.max()) + 1 if len(hcode) else 1
+    hcode, h1, h2 = _pairs(h_now, h_cf)
+    n_hcodes = max(len(h1), 1)
     kept = _UnitTable.of(
         unit,
         n_units,
@@ -628,7 +631,7 @@ def _lateness_estimate(
         support_curve = _fit_curve(n, total, increasing=True)
         n_late = moved_late(m)[0]
         out[idx["support"]] += n_late @ (support_curve[b2] - support_curve[b1])
-        refund_curve = np.zeros(n_bins)
+        refund_curve = np.zeros(N_LATE_BINS)
         if refunds_known:
             n, total = refund_in(m)
             refund_curve = _fit_curve(n, total, increasing=True)
@@ -664,7 +667,7 @@ def _lateness_estimate(
             out[idx["stars"]] -= rated_share * (count @ (moved * star_curve[h2]))
         return factual, out
 
-    return _bootstrap(frame, cf, n_bootstrap, seed, notes)
+    return _bootstrap(frame, units, cf, n_bootstrap, seed, notes)
 
 
 def suppress_estimate(
@@ -725,16 +728,7 @@ def suppress_estimate(
     star_gain = mean(stars, had & rated) - mean(stars, never & rated)
     cf_stats[idx["stars"]] -= np.where(cleared & rated, star_gain, 0.0)
     units = _Units.of(frame)
-
-    def per_unit(values: np.ndarray) -> np.ndarray:
-        return np.stack(
-            [
-                np.bincount(units.of_order[after], weights=v[after], minlength=units.n)
-                for v in values
-            ]
-        )
-
-    f_unit, c_unit = per_unit(stats), per_unit(cf_stats)
+    f_unit, c_unit = units.sums(stats, after), units.sums(cf_stats, after)
 
     def cf(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return f_unit @ m, c_unit @ m
@@ -747,7 +741,7 @@ def suppress_estimate(
         "support and stars of an order left without a short line: the slice's difference "
         "between orders with and without one, fixed",
     ]
-    est = _bootstrap(frame, cf, n_bootstrap, seed, notes)
+    est = _bootstrap(frame, units, cf, n_bootstrap, seed, notes)
     return dataclasses.replace(est, efficiency=(-lost, -lost, -lost))
 
 
