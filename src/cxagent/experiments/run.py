@@ -14,12 +14,11 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
+from cxagent.data.io import write_json_atomic
 from cxagent.data.scenario.fixes import Fix
 from cxagent.data.scenario.spec import ScenarioSpec
 from cxagent.errors import CXAgentError
@@ -80,17 +79,6 @@ def plan_from_inputs(raw: Mapping[str, Any], *, source: str = PLAN_FILE) -> Expe
         raise CXAgentError(f"{source}: {exc}") from None
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-
-
 def simulate_plan(
     spec: ScenarioSpec,
     plan: ExperimentPlan,
@@ -124,7 +112,7 @@ def simulate_plan(
     # a server URL may carry credentials: only a local SQLite store is remembered
     remembered = store_url if store_url and store_url.startswith("sqlite") else None
     record = {"plan": plan_inputs(plan), "store_url": remembered}
-    _write_atomic(out / PLAN_FILE, json.dumps(record, indent=1, default=str))
+    write_json_atomic(out / PLAN_FILE, record)
     return data
 
 

@@ -249,15 +249,5 @@ def fix_effect(
 
 
 def describe(fix: Fix) -> dict[str, Any]:
-    """The fix as plain data (for benchmark rows and truth files)."""
-    return json_safe(fix.model_dump(exclude_defaults=True))
-
-
-def json_safe(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
-    if isinstance(value, dt.datetime):
-        return value.isoformat()
-    return value
+    """The fix as plain JSON data (for benchmark rows and experiment metadata)."""
+    return fix.model_dump(mode="json", exclude_defaults=True)
