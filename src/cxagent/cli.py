@@ -47,12 +47,14 @@ ExchangeOpt = Annotated[
         "for ranking fixes by net benefit.",
     ),
 ]
+BootstrapOpt = Annotated[int, typer.Option(min=20, help="Bootstrap replicates for the intervals.")]
 IncidentOpt = Annotated[
     str | None, typer.Option(help="Only this incident id (default: every incident).")
 ]
 
 
-def _fail(exc: CXAgentError) -> typer.Exit:
+def _fail(exc: Exception) -> typer.Exit:
+    """Print the error (it names the file, option or field at fault) and exit with 2."""
     console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
     return typer.Exit(code=2)
 
@@ -192,10 +194,8 @@ def demo(
 def _demo_experiment(data: Path, recs: list[Any], plan_out: Path, experiment_out: Path) -> None:
     """Of each incident's top fix, the one that gains the most CX points: its plan exported,
     its experiment rehearsed in the scenario engine."""
-    from cxagent.data.scenario.spec import parse_spec
     from cxagent.experiments.plan import write_markdown
-    from cxagent.experiments.run import simulate_plan, status
-    from cxagent.recommend.in_engine import engine_fix
+    from cxagent.experiments.run import status
     from cxagent.recommend.planning import plan_for
     from cxagent.store.db import default_url
 
@@ -207,17 +207,54 @@ def _demo_experiment(data: Path, recs: list[Any], plan_out: Path, experiment_out
     experiment = plan_for(best.frame, best.top, incident_id=best.incident_id)
     write_markdown(experiment, plan_out)
     console.print(f"wrote the experiment plan for '{best.top.action.title}' to {plan_out}")
-    truth = json.loads((data / "truth.json").read_text())
-    spec = parse_spec(truth["spec"])
-    fix = engine_fix(best.top.action, truth, spec.end_time)
-    if fix is None:
+    try:
+        _rehearse(data, best.top.action, experiment, experiment_out, store_url=default_url(data))
+    except CXAgentError as exc:  # a fix the engine cannot apply (a basket-size slice, say)
+        console.print(f"no rehearsal: {exc}", highlight=False)
         return
+    _print_status(status(experiment_out))
+
+
+def _scenario(data: Path) -> tuple[dict[str, Any], Any]:
+    """The generated scenario behind ``data``: its truth.json and spec."""
+    from cxagent.data.scenario.spec import parse_spec
+
+    truth_path = data / "truth.json"
+    if not truth_path.exists():
+        raise CXAgentError(
+            f"--data: {data} is not a generated scenario (no truth.json); "
+            "simulation needs the scenario engine"
+        )
+    truth = json.loads(truth_path.read_text())
+    return truth, parse_spec(truth["spec"], source=str(truth_path))
+
+
+def _rehearse(
+    data: Path,
+    action: Any,
+    experiment: Any,
+    out: Path,
+    *,
+    store_url: str,
+    fails: bool = False,
+    seed: int = 0,
+) -> dt.datetime:
+    """Run ``experiment`` (the plan of ``action``) in the scenario engine from the day after
+    the data, phase by phase, into the experiment directory ``out``; returns its start."""
+    from cxagent.experiments.run import simulate_plan
+    from cxagent.recommend.in_engine import engine_fix, failing_fix
+
+    truth, spec = _scenario(data)
+    start: dt.datetime = spec.end_time
+    fix = engine_fix(action, truth, start)
+    if fix is None:
+        raise CXAgentError(f"--rank: the engine cannot apply '{action.title}'")
+    if fails:
+        fix = failing_fix(fix)
     days = sum(p.min_days for p in experiment.phases)
     with console.status(f"rehearsing the experiment in the scenario engine ({days} days) ..."):
-        simulate_plan(
-            spec, experiment, fix, experiment_out, start=spec.end_time, store_url=default_url(data)
-        )
-    _print_status(status(experiment_out))
+        simulate_plan(spec, experiment, fix, out, start=start, store_url=store_url, seed=seed)
+    return start
 
 
 def _print_truth(path: Path) -> None:
@@ -263,7 +300,7 @@ def detect(
         config = DetectConfig(detector=detector, monitor_days=monitor_days)
         reports = detect_incidents(data, store_url=db, config=config, state_path=state)
     except (CXAgentError, ValueError) as exc:
-        raise _fail(exc if isinstance(exc, CXAgentError) else CXAgentError(str(exc))) from exc
+        raise _fail(exc) from exc
     if as_json:
         typer.echo(json.dumps({"incidents": [r.as_dict() for r in reports]}, indent=2, default=str))
     else:
@@ -275,9 +312,7 @@ def investigate(
     data: DataOpt,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     db: DbOpt = None,
-    bootstrap: Annotated[
-        int, typer.Option(min=20, help="Bootstrap replicates for the intervals.")
-    ] = 100,
+    bootstrap: BootstrapOpt = 100,
     slice_: Annotated[
         list[str] | None,
         typer.Option(
@@ -312,7 +347,7 @@ def investigate(
         found = investigate_reports(engine, progress, n_bootstrap=bootstrap)
         recs = _recommended(engine, found, exchange_rate, bootstrap, as_json)
     except (CXAgentError, ValueError) as exc:
-        raise _fail(exc if isinstance(exc, CXAgentError) else CXAgentError(str(exc))) from exc
+        raise _fail(exc) from exc
     if as_json:
         incidents = []
         for inv, rec in zip(found, recs, strict=True):
@@ -374,9 +409,7 @@ def recommend(
     exchange_rate: ExchangeOpt = 1.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     db: DbOpt = None,
-    bootstrap: Annotated[
-        int, typer.Option(min=20, help="Bootstrap replicates for the intervals.")
-    ] = 100,
+    bootstrap: BootstrapOpt = 100,
 ) -> None:
     """Recommend fixes per incident: what-if CX gain and efficiency cost with 90% intervals,
     ranked by net benefit."""
@@ -384,7 +417,7 @@ def recommend(
         engine, found = _investigated(data, db, incident, bootstrap, as_json)
         recs = _recommended(engine, found, exchange_rate, bootstrap, as_json)
     except (CXAgentError, ValueError) as exc:
-        raise _fail(exc if isinstance(exc, CXAgentError) else CXAgentError(str(exc))) from exc
+        raise _fail(exc) from exc
     if as_json:
         typer.echo(json.dumps({"incidents": [r.as_dict() for r in recs]}, indent=2, default=str))
     else:
@@ -392,7 +425,6 @@ def recommend(
 
 
 RankOpt = Annotated[int, typer.Option(min=1, help="Which recommendation (1 = the top).")]
-BootstrapOpt = Annotated[int, typer.Option(min=20, help="Bootstrap replicates for the intervals.")]
 
 
 def _planned(
@@ -437,7 +469,7 @@ def plan(
         chosen, experiment = _planned(data, db, incident, rank, exchange_rate, bootstrap)
         write_markdown(experiment, out)
     except (CXAgentError, ValueError) as exc:
-        raise _fail(exc if isinstance(exc, CXAgentError) else CXAgentError(str(exc))) from exc
+        raise _fail(exc) from exc
     console.print(f"wrote the plan for '{chosen.action.title}' to {out}")
 
 
@@ -461,41 +493,24 @@ def experiment_simulate(
 ) -> None:
     """Simulate the plan of a recommended fix in the scenario engine, from the day after the
     data, phase by phase (generated scenarios only: the engine rehearses the fix)."""
-    from cxagent.data.scenario.spec import parse_spec
-    from cxagent.experiments.run import simulate_plan
-    from cxagent.recommend.in_engine import engine_fix, failing_fix
     from cxagent.store.db import default_url
 
     try:
         if outcome not in ("works", "fails"):
             raise CXAgentError(f"--outcome: expected 'works' or 'fails', got {outcome!r}")
-        truth_path = data / "truth.json"
-        if not truth_path.exists():
-            raise CXAgentError(
-                f"--data: {data} is not a generated scenario (no truth.json); "
-                "simulation needs the scenario engine"
-            )
-        spec = parse_spec(json.loads(truth_path.read_text())["spec"], source=str(truth_path))
+        _scenario(data)  # before the investigation: a dataset the engine did not make fails fast
         chosen, experiment = _planned(data, db, incident, rank, exchange_rate, bootstrap)
-        start = spec.end_time
-        fix = engine_fix(chosen.action, json.loads(truth_path.read_text()), start)
-        if fix is None:
-            raise CXAgentError(f"--rank: the engine cannot apply '{chosen.action.title}'")
-        if outcome == "fails":
-            fix = failing_fix(fix)
-        days = sum(p.min_days for p in experiment.phases)
-        with console.status(f"simulating {days} days of the experiment ..."):
-            simulate_plan(
-                spec,
-                experiment,
-                fix,
-                out,
-                start=start,
-                store_url=db or default_url(data),
-                seed=seed,
-            )
+        start = _rehearse(
+            data,
+            chosen.action,
+            experiment,
+            out,
+            store_url=db or default_url(data),
+            fails=outcome == "fails",
+            seed=seed,
+        )
     except (CXAgentError, ValueError) as exc:
-        raise _fail(exc if isinstance(exc, CXAgentError) else CXAgentError(str(exc))) from exc
+        raise _fail(exc) from exc
     console.print(
         f"simulated '{chosen.action.title}' ({outcome}) from {start:%Y-%m-%d} over "
         f"{len(experiment.phases)} phases in {out}; see `cxagent experiment status --experiment {out}`"
@@ -515,7 +530,7 @@ def experiment_status(
     try:
         report = status(experiment, store_url=db)
     except (CXAgentError, ValueError) as exc:
-        raise _fail(exc if isinstance(exc, CXAgentError) else CXAgentError(str(exc))) from exc
+        raise _fail(exc) from exc
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2))
         return

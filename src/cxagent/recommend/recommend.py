@@ -199,15 +199,14 @@ def recommend(
         start = draft.window_start - dt.timedelta(days=BASELINE_DAYS)
         frame = order_frame(engine, where, start, draft.window_end, outcomes=True)
         frame["after"] = frame["order_time"] >= draft.window_start
+    frame = _clean_baseline(frame, causes, draft.window_start)
     out.frame = frame
     if not frame["after"].any() or frame["after"].all():
         out.message = f"{MONITOR}: no orders on both sides of {draft.window_start}"
         return out
     changes = _changes(engine)
-    frame = _clean_baseline(frame, causes, draft.window_start)
-    out.frame = frame
     missing = set(frame.attrs.get("missing", []))
-    proposals: list[tuple[Action, Any]] = []  # (action, estimator or reason)
+    proposals: list[tuple[Action, tuple[str, Any, Any]]] = []  # (action, how to estimate it)
 
     for cause in causes:
         change = changes.get(cause.change.change_id) if cause.change else None
@@ -279,9 +278,6 @@ def recommend(
                 proposals.append((action, ("skus", frame, (lines, hidden))))
 
     for action, how in proposals:
-        if isinstance(how, str):
-            out.items.append(Recommendation(action, None, float("-inf"), how))
-            continue
         try:
             estimate = _estimate(
                 engine, draft.window_start, draft.window_end, how, n_bootstrap, seed
