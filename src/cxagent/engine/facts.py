@@ -33,7 +33,7 @@ def per_order_items(
         return None
     items = engine.table("items")
     if orders_between is not None:
-        items = items.filter(_placed_between(items, orders_between))
+        items = items.filter(placed_between(items, *orders_between))
     bad = (items.missing_flag | items.substituted_flag).fill_null(False)
     refund = items.refund_amount.fill_null(0.0)
     flagged = items.filter(bad | (refund != 0))
@@ -55,8 +55,9 @@ def per_order_tickets(engine: Engine, since: dt.datetime | None = None) -> ir.Ta
     return tickets.mutate(ticket=ibis.literal(1))
 
 
-def _placed_between(t: ir.Table, between: tuple[dt.datetime, dt.datetime]) -> ir.BooleanValue:
-    start, end = between
+def placed_between(t: ir.Table, start: dt.datetime, end: dt.datetime) -> ir.BooleanValue:
+    """Rows of orders placed in ``[start, end)`` (by the table's ``order_time``: orders and
+    the tables that copy it for partitioning, which lets the engine skip other days' files)."""
     return (t.order_time >= ibis.literal(start)) & (t.order_time < ibis.literal(end))
 
 

@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from cxagent.engine.connection import Engine
-from cxagent.engine.facts import per_order_items
+from cxagent.engine.facts import per_order_items, placed_between
 from cxagent.metrics.definitions import ON_TIME_GRACE_S
 from cxagent.rca.did import DidResult, diff_in_diff
 from cxagent.rca.orders import check_slice
@@ -177,13 +177,9 @@ def store_day_panel(
     if conds is None or comparison is None:
         return None
     treated, control = conds
-    o = o.filter(
-        (o.order_time >= ibis.literal(start))
-        & (o.order_time < ibis.literal(end))
-        & (treated | control)
-    ).mutate(treated=treated)
+    o = o.filter(placed_between(o, start, end) & (treated | control)).mutate(treated=treated)
     d = engine.table("deliveries")
-    d = d.filter((d.order_time >= ibis.literal(start)) & (d.order_time < ibis.literal(end)))
+    d = d.filter(placed_between(d, start, end))
     f = o.inner_join(d.drop("order_time"), "order_id")
     items = per_order_items(engine, (start, end))
     if items is not None:

@@ -22,7 +22,12 @@ import ibis.expr.types as ir
 import pandas as pd
 
 from cxagent.engine.connection import Engine
-from cxagent.engine.facts import per_order_items, per_order_tickets, with_trip_size
+from cxagent.engine.facts import (
+    per_order_items,
+    per_order_tickets,
+    placed_between,
+    with_trip_size,
+)
 from cxagent.errors import CXAgentError
 from cxagent.metrics.definitions import ON_TIME_GRACE_S
 
@@ -63,16 +68,11 @@ def order_frame(
     check_slice(where)
     if end <= start:
         raise CXAgentError(f"time range: end {end} is not after start {start}")
-    o = engine.table("orders")
-    cond = (o.order_time >= ibis.literal(start)) & (o.order_time < ibis.literal(end))
-    for key, value in where.items():
-        cond &= o[key] == ibis.literal(value)
-    o = o.filter(cond)
+    o = _slice_orders(engine, where, start, end)
     # every other table read for the orders of [start, end) only: their days' files
     between = (start, end)
     d = engine.table("deliveries")
-    d = d.filter((d.order_time >= ibis.literal(start)) & (d.order_time < ibis.literal(end)))
-    d = d.drop("order_time")
+    d = d.filter(placed_between(d, start, end)).drop("order_time")
     if outcomes:
         d = with_trip_size(d)
     f = o.inner_join(d, "order_id")
@@ -134,13 +134,9 @@ def item_lines(
         or engine.manifest.has("items", "substituted_flag")
     ):
         return None
-    o = engine.table("orders")
-    cond = (o.order_time >= ibis.literal(start)) & (o.order_time < ibis.literal(end))
-    for key, value in where.items():
-        cond &= o[key] == ibis.literal(value)
     i = engine.table("items")
-    i = i.filter((i.order_time >= ibis.literal(start)) & (i.order_time < ibis.literal(end)))
-    j = i.inner_join(o.filter(cond).select("order_id"), "order_id")
+    i = i.filter(placed_between(i, start, end))
+    j = i.inner_join(_slice_orders(engine, where, start, end).select("order_id"), "order_id")
     expr = j.select(
         "order_id",
         "sku_id",
@@ -149,6 +145,17 @@ def item_lines(
         value=j.ordered_qty.cast("float64") * j.unit_price,
     )
     return engine.con.to_pyarrow(expr).to_pandas()
+
+
+def _slice_orders(
+    engine: Engine, where: Mapping[str, Any], start: dt.datetime, end: dt.datetime
+) -> ir.Table:
+    """The orders of slice ``where`` placed in ``[start, end)``."""
+    o = engine.table("orders")
+    cond = placed_between(o, start, end)
+    for key, value in where.items():
+        cond &= o[key] == ibis.literal(value)
+    return o.filter(cond)
 
 
 def check_slice(where: Mapping[str, Any]) -> None:
@@ -178,10 +185,7 @@ def _outcome_columns(
         f = f.left_join(r, "order_id").drop("order_id_right")
     if engine.has("items") and engine.has("skus"):
         items, skus = engine.table("items"), engine.table("skus")
-        items = items.filter(
-            (items.order_time >= ibis.literal(between[0]))
-            & (items.order_time < ibis.literal(between[1]))
-        )
+        items = items.filter(placed_between(items, *between))
         fragile_skus = skus.filter(skus.fragile_flag.fill_null(False)).select("sku_id")
         held = items.inner_join(fragile_skus, "sku_id").select("order_id").distinct()
         held = held.mutate(holds_fragile=ibis.literal(1.0))
