@@ -134,3 +134,13 @@ def test_cli_experiment_journey(
     assert bad.exit_code != 0 and "--outcome" in bad.output
     missing = runner.invoke(app, ["experiment", "status", "--experiment", str(tmp_path / "x")])
     assert missing.exit_code != 0 and "plan.json" in missing.output
+
+
+def test_cli_simulate_needs_a_generated_scenario(tmp_path: Path) -> None:
+    data = tmp_path / "imported"
+    data.mkdir()
+    args = ["experiment", "simulate", "--data", str(data), "--incident", "inc-x"]
+    result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "exp")])
+    assert result.exit_code != 0
+    assert "--data" in result.output and "truth.json" in result.output
+    assert not (tmp_path / "exp").exists()  # nothing written
