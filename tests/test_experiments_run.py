@@ -21,7 +21,7 @@ from cxagent.recommend.in_engine import engine_fix, failing_fix
 from cxagent.recommend.planning import plan_for
 from cxagent.recommend.recommend import recommend
 from cxagent.store.db import default_url, session_factory
-from cxagent.store.repository import get_incident
+from cxagent.store.repository import get_analysis, get_incident
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +56,10 @@ def test_a_working_fix_resolves_the_incident(
     inc = get_incident(session_factory(url), incident)
     assert inc.status == "resolved"
     assert "resolved" in (inc.events[-1].note or "")
+    kept = get_analysis(session_factory(url), "experiment", incident)  # for the workbench
+    assert kept is not None and kept["report"]["status"] == "resolved"
+    assert kept["path"] == str(out.resolve()) and kept["markdown"] == plan.to_markdown()
+    assert [p["name"] for p in kept["plan"]["phases"]] == [p.name for p in plan.phases]
 
 
 def test_a_failing_fix_is_rolled_back(demo_plan: Any, tmp_path: Path) -> None:

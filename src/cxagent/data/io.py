@@ -14,7 +14,9 @@ the target is left as it was.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import math
 import os
 import shutil
 import uuid
@@ -76,6 +78,22 @@ def _write_parquet_atomic(path: Path, table: pa.Table) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def json_safe(value: Any) -> Any:
+    """Plain JSON data: NaN and infinities become None (JSON has neither), tuples lists,
+    dates ISO text, numpy scalars Python numbers."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dt.date):  # datetimes too
+        return value.isoformat()
+    if hasattr(value, "item") and not isinstance(value, str | bytes):  # numpy scalars
+        return json_safe(value.item())
+    return value
 
 
 def write_json_atomic(path: Path, payload: Any) -> None:

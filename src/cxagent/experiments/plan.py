@@ -26,6 +26,7 @@ names the field by its path in the request: ``guardrails[1].margin: must be > 0,
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import tempfile
@@ -38,6 +39,7 @@ import numpy as np
 from scipy import stats
 
 from cxagent.data.cohorts import DAYPART_OF_HOUR, DAYPARTS
+from cxagent.data.io import json_safe
 from cxagent.experiments.design import PowerPlan, Unit, plan_power
 from cxagent.stats.sequential import (
     SRM_THRESHOLD,
@@ -1211,3 +1213,24 @@ def write_markdown(plan: ExperimentPlan, path: str | os.PathLike[str]) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return target
+
+
+def plan_summary(plan: ExperimentPlan) -> dict[str, Any]:
+    """What a page shows of a plan besides its markdown."""
+    return json_safe(
+        {
+            "title": plan.title,
+            "hypothesis": plan.hypothesis(),
+            "unit": dataclasses.asdict(plan.unit),
+            "primary": dataclasses.asdict(plan.primary),
+            "guardrails": [dataclasses.asdict(g) for g in plan.guardrails],
+            "secondary": [dataclasses.asdict(m) for m in plan.secondary],
+            "mde": plan.mde,
+            "experiment_days": plan.experiment_days,
+            "total_days": sum(p.min_days for p in plan.phases),
+            "days_to_launch": sum(p.min_days for p in plan.phases[:-1]),
+            "phases": [dataclasses.asdict(p) for p in plan.phases],
+            "monitoring": [dataclasses.asdict(m) for m in plan.monitoring],
+            "rollback": dataclasses.asdict(plan.rollback),
+        }
+    )

@@ -29,6 +29,7 @@ from cxagent.experiments.plan import (
     MetricSpec,
     PlanContext,
     build_plan,
+    plan_summary,
     write_markdown,
 )
 from cxagent.experiments.simulate import (
@@ -137,18 +138,26 @@ def status(
     """The experiment's status against its plan; records the outcome on the incident when an
     incident store is known (``store_url``, else the local one saved with the experiment):
     resolved with the evidence as the note, or back to investigating after a rollback, once
-    per change of status."""
+    per change of status; the report itself is kept for the workbench's experiment page."""
     plan, data, saved_url = load(experiment)
     report = monitor(plan, data)
     url = store_url or saved_url
     incident = plan.context.incident_id
-    if url and incident and report.status != "in progress":
+    if url and incident:
         from cxagent.store.db import session_factory
-        from cxagent.store.repository import get_incident, set_status
+        from cxagent.store.repository import get_incident, save_analysis, set_status
 
-        note = f"experiment {experiment.name}: {report.status}. " + " ".join(report.evidence)
-        target = "resolved" if report.resolved else "investigating"
         factory = session_factory(url)
-        if get_incident(factory, incident).status != target:  # record a change once
-            set_status(factory, incident, status=target, actor=actor, note=note)
+        view = {
+            "path": str(experiment.resolve()),
+            "plan": plan_summary(plan),
+            "markdown": plan.to_markdown(),
+            "report": report.to_dict(),
+        }
+        save_analysis(factory, "experiment", view, incident_id=incident)
+        if report.status != "in progress":
+            note = f"experiment {experiment.name}: {report.status}. " + " ".join(report.evidence)
+            target = "resolved" if report.resolved else "investigating"
+            if get_incident(factory, incident).status != target:  # record a change once
+                set_status(factory, incident, status=target, actor=actor, note=note)
     return report

@@ -116,3 +116,28 @@ class CXStats:
 
 
 STAT_FIELDS: Final = tuple(f.name for f in fields(CXStats))
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    """How people read a metric: its label, unit, and which direction is better."""
+
+    label: str
+    unit: str  # "points", "share", "minutes", "stars", "orders", "currency"
+    higher_is_better: bool
+
+
+METRICS: Final = {
+    "cx_score": MetricInfo("CX Score", "points", True),
+    "on_time_rate": MetricInfo("On-time rate", "share", True),
+    "eta_mae_min": MetricInfo("ETA error", "minutes", False),
+    "item_accuracy": MetricInfo("Item accuracy", "share", True),
+    "cancellation_rate": MetricInfo("Cancellation rate", "share", False),
+    "refund_rate": MetricInfo("Refund rate", "share", False),
+    "support_contact_rate": MetricInfo("Support contact rate", "share", False),
+    "avg_rating": MetricInfo("Average rating", "stars", True),
+    "orders_per_trip": MetricInfo("Orders per trip", "orders", True),
+    "dasher_min_per_delivery": MetricInfo("Courier minutes per delivery", "minutes", False),
+    "cost_per_delivery": MetricInfo("Cost per delivery", "currency", False),
+}
+"""Every metric ``CXStats.metrics`` returns, in display order."""

@@ -69,3 +69,19 @@ class IncidentEvent(Base):
     note: Mapped[str | None] = mapped_column(Text, default=None)
 
     incident: Mapped[Incident] = relationship(back_populates="events")
+
+
+class Analysis(Base):
+    """A computed view kept for the workbench: the overview, an incident's investigation with
+    its recommendations and plans, the merchant-risk report, an experiment's status. Pages read
+    these rows instead of recomputing (``key`` e.g. ``overview``, ``incident:inc-...``)."""
+
+    __tablename__ = "analyses"
+
+    key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32), index=True)
+    incident_id: Mapped[str | None] = mapped_column(
+        ForeignKey("incidents.id", ondelete="CASCADE"), index=True, default=None
+    )
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    computed_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)

@@ -17,7 +17,14 @@ from sqlalchemy import CursorResult, select, update
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from cxagent.errors import CXAgentError
-from cxagent.store.models import SEVERITIES, STATUSES, Incident, IncidentEvent, utcnow
+from cxagent.store.models import (
+    SEVERITIES,
+    STATUSES,
+    Analysis,
+    Incident,
+    IncidentEvent,
+    utcnow,
+)
 
 MERGE_GAP = dt.timedelta(hours=24)  # windows closer than this are the same incident
 MAX_RETRIES = 20
@@ -211,3 +218,39 @@ def list_incidents(
         rows = list(s.scalars(q))
     rank = {v: i for i, v in enumerate(reversed(SEVERITIES))}
     return sorted(rows, key=lambda i: (rank[i.severity], -i.detected_at.timestamp()))
+
+
+ANALYSIS_KINDS = ("overview", "incident", "merchants", "experiment")
+
+
+def analysis_key(kind: str, incident_id: str | None = None) -> str:
+    """The row key of an analysis: the kind, and the incident it belongs to if any."""
+    if kind not in ANALYSIS_KINDS:
+        raise ValueError(f"analysis kind must be one of {', '.join(ANALYSIS_KINDS)}, not {kind!r}")
+    return kind if incident_id is None else f"{kind}:{incident_id}"
+
+
+def save_analysis(
+    factory: sessionmaker[Session],
+    kind: str,
+    payload: dict[str, Any],
+    *,
+    incident_id: str | None = None,
+) -> None:
+    """Insert or replace one analysis (one transaction; the payload must be JSON-able)."""
+    key = analysis_key(kind, incident_id)
+    with factory.begin() as s:
+        row = s.get(Analysis, key, with_for_update=True)
+        if row is None:
+            s.add(Analysis(key=key, kind=kind, incident_id=incident_id, payload=payload))
+        else:
+            row.payload, row.computed_at = payload, utcnow()
+
+
+def get_analysis(
+    factory: sessionmaker[Session], kind: str, incident_id: str | None = None
+) -> dict[str, Any] | None:
+    """The stored payload, or None when it has not been computed."""
+    with factory() as s:
+        row = s.get(Analysis, analysis_key(kind, incident_id))
+        return None if row is None else row.payload
