@@ -709,5 +709,33 @@ def import_doordash(
     _run_import("doordash", src, out, overwrite)
 
 
+@app.command()
+def serve(
+    data: DataOpt,
+    db: DbOpt = None,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
+) -> None:
+    """Serve the web workbench and its JSON API over the stored views (see docs/web.md);
+    in development, print the ML engineer's sign-in link."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from cxagent.store.db import default_url
+    from cxagent.web import Settings
+    from cxagent.web import serve as run
+    from cxagent.workbench.reader import Workbench
+
+    try:
+        settings = Settings.from_env(db_url=db)
+        url = settings.db_url or default_url(data)
+        try:
+            workbench = Workbench.from_url(url)
+        except SQLAlchemyError as exc:
+            raise CXAgentError(f"--db: cannot open the store at {url!r}: {exc}") from exc
+    except CXAgentError as exc:
+        raise _fail(exc) from exc
+    run(settings, workbench, host=host, port=port)
+
+
 def main() -> None:  # pragma: no cover - console entry
     app()
