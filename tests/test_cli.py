@@ -4,6 +4,8 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from cxagent.cli import app
+from cxagent.store.db import default_url, session_factory
+from cxagent.store.repository import get_analysis, list_incidents
 
 
 def test_generate_writes_a_valid_dataset_with_truth(tmp_path: Path) -> None:
@@ -36,6 +38,7 @@ def test_demo_tells_the_story_end_to_end(demo_dataset: tuple[Path, dict], tmp_pa
         str(plan),
         "--experiment-out",
         str(experiment),
+        "--no-serve",
     ]
     result = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
@@ -47,6 +50,11 @@ def test_demo_tells_the_story_end_to_end(demo_dataset: tuple[Path, dict], tmp_pa
     assert plan.read_text().startswith("# Experiment plan: reduce_batching")  # exported
     assert (experiment / "experiment.parquet").exists()
     assert "resolved" in result.output  # the rehearsed experiment resolves the incident
+    store = session_factory(default_url(root))  # the workbench's views, and the experiment's
+    sf = [i for i in list_incidents(store) if i.slice.get("region") == "SF"]
+    assert sf and get_analysis(store, "overview") is not None
+    assert get_analysis(store, "incident", sf[0].id) is not None
+    assert get_analysis(store, "experiment", sf[0].id)["report"]["status"] == "resolved"
 
 
 def test_detect_prints_the_feed_as_json(demo_dataset: tuple[Path, dict], tmp_path: Path) -> None:

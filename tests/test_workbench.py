@@ -73,6 +73,8 @@ def test_every_incident_gets_a_view_and_the_story_reads_right(built: Any) -> Non
     assert "fewer orders per hour" in pm["tradeoff"]
     refunds = pm["projection"]["refunds_avoided_per_week"]
     assert refunds["low"] <= refunds["value"] <= refunds["high"]
+    logged = [c for c in view["changes"] if c["name"] == "batching_policy"]
+    assert logged and logged[0]["change_id"] == view["investigation"]["causes"][0]["change_id"]
     json.dumps(view, allow_nan=False)  # strict JSON: no NaN reaches a page
 
 

@@ -150,9 +150,15 @@ def demo(
     experiment_out: Annotated[
         Path, typer.Option("--experiment-out", help="Where to write the rehearsed experiment.")
     ] = Path("demo-experiment"),
+    open_workbench: Annotated[
+        bool,
+        typer.Option("--serve/--no-serve", help="Open the web workbench on the story at the end."),
+    ] = True,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="The workbench's port.")] = 8000,
 ) -> None:
     """The demo journey on embedded defaults: generate the demo story, detect, investigate,
-    recommend, export the plan of the best fix and rehearse its experiment."""
+    recommend, export the plan of the best fix, rehearse its experiment, then open the web
+    workbench signed in as the ML engineer."""
     from cxagent.data.io import load_manifest
     from cxagent.data.validate import validate_dataset
 
@@ -188,7 +194,19 @@ def demo(
     recs = _recommended(engine, found, 1.0, 100, False)
     _print_recommendations(recs)
     _print_truth(out / "truth.json")
+    from cxagent.store.db import default_url, session_factory
+    from cxagent.workbench.build import dataset_info, store_views
+
+    with console.status("storing the workbench views ..."):
+        store_views(
+            session_factory(default_url(out)), engine, found, recs, dataset=dataset_info(out)
+        )
     _demo_experiment(out, recs, plan_out, experiment_out)
+    if open_workbench:
+        from cxagent.web import Settings
+
+        settings = Settings.from_env()
+        _serve(settings, _open_workbench(settings.db_url or default_url(out)), "127.0.0.1", port)
 
 
 def _demo_experiment(data: Path, recs: list[Any], plan_out: Path, experiment_out: Path) -> None:
@@ -715,25 +733,53 @@ def serve(
     db: DbOpt = None,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
+    rebuild: Annotated[
+        bool, typer.Option("--rebuild", help="Recompute the stored views before serving.")
+    ] = False,
+    bootstrap: BootstrapOpt = 100,
 ) -> None:
-    """Serve the web workbench and its JSON API over the stored views (see docs/web.md);
-    in development, print the ML engineer's sign-in link."""
-    from sqlalchemy.exc import SQLAlchemyError
-
+    """Serve the web workbench and its JSON API over the stored views (see docs/web.md),
+    computing them first when the store has none; in development, print the ML engineer's
+    sign-in link."""
     from cxagent.store.db import default_url
     from cxagent.web import Settings
-    from cxagent.web import serve as run
-    from cxagent.workbench.reader import Workbench
 
     try:
         settings = Settings.from_env(db_url=db)
         url = settings.db_url or default_url(data)
-        try:
-            workbench = Workbench.from_url(url)
-        except SQLAlchemyError as exc:
-            raise CXAgentError(f"--db: cannot open the store at {url!r}: {exc}") from exc
-    except CXAgentError as exc:
+        workbench = _open_workbench(url)
+        if rebuild or workbench.get_analysis("overview") is None:
+            _build_views(data, url, bootstrap)
+    except (CXAgentError, ValueError) as exc:
         raise _fail(exc) from exc
+    _serve(settings, workbench, host, port)
+
+
+def _open_workbench(url: str) -> Any:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from cxagent.workbench.reader import Workbench
+
+    try:
+        return Workbench.from_url(url)
+    except SQLAlchemyError as exc:
+        raise CXAgentError(f"--db: cannot open the store at {url!r}: {exc}") from exc
+
+
+def _build_views(data: Path, url: str, bootstrap: int) -> None:
+    """Detect, investigate, recommend and store every view, with progress bars."""
+    from cxagent.workbench.build import build
+
+    def progress(items: Any, description: str) -> Any:
+        return track(items, description=description, console=console)
+
+    console.print("computing the workbench views (detect, investigate, recommend) ...")
+    build(data, store_url=url, n_bootstrap=bootstrap, progress=progress)
+
+
+def _serve(settings: Any, workbench: Any, host: str, port: int) -> None:
+    from cxagent.web import serve as run
+
     run(settings, workbench, host=host, port=port)
 
 

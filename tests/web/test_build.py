@@ -3,14 +3,18 @@ cause, built by ``cxagent.workbench.build``, then every page and API route of ev
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from fastapi.testclient import TestClient
+from typer.testing import CliRunner
 
+from cxagent.cli import app as cli
 from cxagent.data.scenario.generator import generate
 from cxagent.data.scenario.spec import parse_spec
 from cxagent.web import app_for_store
 from cxagent.web.settings import Settings
-from cxagent.workbench.build import build
+from cxagent.workbench.reader import Workbench
 from tests.web.conftest import ENGINEER_TOKEN, PM_TOKEN
 
 SPEC = {
@@ -33,10 +37,18 @@ SPEC = {
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[TestClient, list[str]]:
+    """The views as ``cxagent serve`` computes them when the store has none."""
     root = tmp_path_factory.mktemp("built")
     generate(parse_spec(SPEC), root / "data", workers=1)
     url = f"sqlite:///{root / 'store.db'}"
-    ids = build(root / "data", store_url=url, n_bootstrap=20)
+    served: list[Any] = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("cxagent.web.server.uvicorn.run", lambda app, **kw: served.append(app))
+        args = ["serve", "--data", str(root / "data"), "--db", url, "--bootstrap", "20"]
+        result = CliRunner().invoke(cli, args, env={"CXAGENT_ENV": "development"})
+    assert result.exit_code == 0, result.output
+    assert "computing the workbench views" in result.output and served
+    ids = [i["id"] for i in Workbench.from_url(url).list_incidents()]
     settings = Settings(db_url=url, engineer_token=ENGINEER_TOKEN, pm_token=PM_TOKEN)
     client = TestClient(
         app_for_store(url, settings), headers={"Authorization": f"Bearer {ENGINEER_TOKEN}"}

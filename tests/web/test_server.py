@@ -11,10 +11,12 @@ import pytest
 from typer.testing import CliRunner
 
 from cxagent.cli import app as cli
+from cxagent.store.db import session_factory
 from cxagent.web import app_for_store, running, serve
 from cxagent.web.server import sign_in_url
 from cxagent.web.settings import Settings
 from tests.web.conftest import Seeded
+from tests.web.payloads import seed
 
 
 def test_running_serves_on_a_free_port_then_stops(seeded: Seeded) -> None:
@@ -60,6 +62,7 @@ def test_cli_serve_opens_the_store_next_to_the_data(
         "cxagent.web.server.uvicorn.run", lambda app, **kw: calls.append({"app": app, **kw})
     )
     monkeypatch.delenv("CXAGENT_DB_URL", raising=False)
+    seed(session_factory(f"sqlite:///{tmp_path / 'cxagent.db'}"))  # views already stored
     result = CliRunner().invoke(
         cli,
         ["serve", "--data", str(tmp_path), "--port", "8123"],
@@ -67,8 +70,16 @@ def test_cli_serve_opens_the_store_next_to_the_data(
     )
     assert result.exit_code == 0, result.output
     assert "sign in as the ML engineer: http://127.0.0.1:8123/login?token=" in result.output
-    assert "no stored views yet" in result.output
-    assert (tmp_path / "cxagent.db").exists() and calls[0]["port"] == 8123
+    assert "computing" not in result.output  # the stored views are served as they are
+    assert calls[0]["port"] == 8123
+
+
+def test_cli_serve_without_views_or_dataset_names_the_data(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        cli, ["serve", "--data", str(tmp_path)], env={"CXAGENT_ENV": "development"}
+    )
+    assert result.exit_code == 2
+    assert "dataset.json" in result.output and str(tmp_path) in result.output.replace("\n", "")
 
 
 def test_cli_serve_refuses_the_default_secret_in_production(tmp_path: Path) -> None:

@@ -8,7 +8,8 @@ read by the web pages and the JSON API.
   data); ``trend_30d`` {x: days, cx_score, orders} and ``trend_7d`` {x: hours, cx_score,
   orders} for the whole marketplace; ``quick_stats``: the last 7 days against the 28 before,
   one row per metric {metric, label, unit, better: higher|lower, current, baseline, delta}.
-- ``incident`` (per incident): ``investigation`` (as ``cxagent investigate --json``, without
+- ``incident`` (per incident): ``changes`` (logged changes in the trend's range whose scope
+  covers the slice), ``investigation`` (as ``cxagent investigate --json``, without
   the recommendations), ``recommendations`` (as ``cxagent recommend --json``), ``plans``
   [{rank, action, title, markdown, summary}], ``metrics`` (the investigated slice, baseline
   against incident window: rows like quick_stats with before/after/delta), ``trend`` {x: days,

@@ -11,10 +11,11 @@ read them.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import ibis
 from sqlalchemy.orm import Session, sessionmaker
 
 from cxagent.data.io import json_safe
@@ -62,7 +63,42 @@ def _plans(recs: Recommendations) -> list[dict[str, Any]]:
     return out
 
 
-def incident_view(views: SliceViews, inv: Investigation, recs: Recommendations) -> dict[str, Any]:
+SCOPE_COLUMNS = {
+    "region": "scope_regions",
+    "category": "scope_categories",
+    "daypart": "scope_dayparts",
+    "store_id": "scope_stores",
+}
+
+
+def changes_in_scope(
+    engine: Engine, slice_: Mapping[str, Any], start: dt.datetime, end: dt.datetime
+) -> list[dict[str, Any]]:
+    """Logged changes that took effect in [start, end) and whose scope covers the slice
+    (an empty scope list means everywhere), oldest first: the timeline's events."""
+    if not engine.has("change_events"):
+        return []
+    table = engine.table("change_events")
+    rows = table.filter(
+        (table.started_at >= ibis.literal(start)) & (table.started_at < ibis.literal(end))
+    ).to_pyarrow()
+    out = []
+    for row in sorted(rows.to_pylist(), key=lambda r: r["started_at"]):
+        covers = all(
+            not row.get(column) or slice_[dim] in row[column]
+            for dim, column in SCOPE_COLUMNS.items()
+            if dim in slice_
+        )
+        if covers:
+            out.append(
+                {k: row.get(k) for k in ("change_id", "kind", "name", "description", "started_at")}
+            )
+    return out
+
+
+def incident_view(
+    engine: Engine, views: SliceViews, inv: Investigation, recs: Recommendations
+) -> dict[str, Any]:
     """Everything the incident, RCA, recommendations and summary pages show of one incident."""
     draft = inv.report.draft
     before = (draft.window_start - dt.timedelta(days=BASELINE_DAYS), draft.window_start)
@@ -80,16 +116,19 @@ def incident_view(views: SliceViews, inv: Investigation, recs: Recommendations) 
     scope = dict(top.action.scope) if top is not None else inv.slice
     end = data_end(views)
     weekly = window_sums(views.rows(scope), end - dt.timedelta(days=RECENT_DAYS), end)["orders"]
+    trend = daily_trend(views.rows(inv.slice), TREND_DAYS)
+    shown = (dt.datetime.fromisoformat(trend["x"][0]), end) if trend["x"] else before
     return {
         "incident_id": inv.report.incident_id,
         "investigation": investigation,
+        "changes": changes_in_scope(engine, inv.slice, *shown),
         "recommendations": recommendations,
         "plans": plans,
         "metrics": drilldown[next(iter(drilldown))]["metrics"]
         if inv.slice == dict(draft.slice)
         else views.node(inv.slice, before, after)["metrics"],
         "trend": {
-            **daily_trend(views.rows(inv.slice), TREND_DAYS),
+            **trend,
             "window_start": draft.window_start.isoformat(),
             "window_end": draft.window_end.isoformat(),
             "baseline_start": before[0].isoformat(),
@@ -120,7 +159,7 @@ def store_views(
     for inv, rec in progress(list(zip(found, recs, strict=True)), "storing the workbench views"):
         if inv.report.incident_id is None:
             continue  # a requested slice, not a stored incident
-        payload = incident_view(views, inv, rec)
+        payload = incident_view(engine, views, inv, rec)
         save_analysis(factory, "incident", json_safe(payload), incident_id=inv.report.incident_id)
     save_analysis(factory, "overview", json_safe({"dataset": dataset, **overview(views)}))
     open_by_store: dict[Any, list[str]] = {}
