@@ -1,0 +1,196 @@
+"""Storefront events and the session features folded from them.
+
+An ``Event`` is what the page (the concierge widget, the storefront's own tags) sends: one
+page view, cart add, purchase or click, with an ``event_id`` that makes every consumer
+idempotent (a redelivered event is recognised and skipped). ``SessionFeatures`` is the running
+aggregate of a session that the feature store keeps and the persona classifier reads;
+``fold`` adds one event to it and is pure, so the in-process store, the Redis store and the
+tests compute exactly the same features.
+
+Page types follow the three page families of the UCI Online Shoppers data (Sakar et al. 2019),
+so a model learned there reads a live session: ``administrative`` (home, account, cart,
+checkout, help), ``informational`` (tutorials, guides, about) and ``product_related``
+(category, product, search results). The time on a page is the gap to the session's next
+page view, as analytics tools measure it (the last page of a session has no duration yet).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field, replace
+from typing import Final, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+EventKind = Literal[
+    "page_view",
+    "add_to_cart",
+    "purchase",
+    "rec_click",  # a recommendation of the advisor was clicked
+    "hero_click",  # the hero image the bandit chose was clicked
+    "cta_click",  # the call to action the bandit chose was clicked
+    "widget_open",
+    "widget_option",  # an option card of the concierge widget was chosen
+    "widget_dismiss",
+]
+PageType = Literal[
+    "home",
+    "account",
+    "cart",
+    "checkout",
+    "help",
+    "tutorial",
+    "guide",
+    "about",
+    "category",
+    "product",
+    "search",
+]
+Device = Literal["desktop", "mobile", "tablet"]
+
+PAGE_FAMILY: Final[dict[str, str]] = {
+    "home": "administrative",
+    "account": "administrative",
+    "cart": "administrative",
+    "checkout": "administrative",
+    "help": "administrative",
+    "tutorial": "informational",
+    "guide": "informational",
+    "about": "informational",
+    "category": "product_related",
+    "product": "product_related",
+    "search": "product_related",
+}
+FAMILIES: Final = ("administrative", "informational", "product_related")
+
+
+class Event(BaseModel):
+    """One storefront event, as the page sends it and the stream carries it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    event_id: str = Field(min_length=8, max_length=64, description="Unique id: idempotency key.")
+    session_id: str = Field(min_length=1, max_length=64)
+    kind: EventKind
+    ts: dt.datetime = Field(description="When it happened (ISO 8601).")
+    page_type: PageType | None = Field(default=None, description="For page views.")
+    product_id: str | None = Field(default=None, max_length=64)
+    category: str | None = Field(default=None, max_length=64, description="Catalog category.")
+    value: float | None = Field(default=None, ge=0, description="Order value, for purchases.")
+    device: Device | None = None
+    referrer: str | None = Field(default=None, max_length=256)
+    utm_source: str | None = Field(default=None, max_length=64)
+    utm_medium: str | None = Field(default=None, max_length=64)
+    utm_campaign: str | None = Field(default=None, max_length=64)
+    user_id: str | None = Field(default=None, max_length=64, description="When logged in.")
+    decision_id: str | None = Field(
+        default=None, max_length=64, description="The bandit decision a click answers."
+    )
+
+
+@dataclass(frozen=True)
+class SessionFeatures:
+    """A session so far: what the classifier and the advisor read."""
+
+    session_id: str
+    started_at: dt.datetime | None = None
+    last_at: dt.datetime | None = None
+    events: int = 0
+    page_views: int = 0
+    pages: dict[str, int] = field(default_factory=dict)  # family -> page views
+    seconds: dict[str, float] = field(default_factory=dict)  # family -> time on its pages
+    page_types: dict[str, int] = field(default_factory=dict)  # page type -> views
+    categories: dict[str, int] = field(default_factory=dict)  # catalog category -> views
+    products: tuple[str, ...] = ()  # products viewed, most recent last (at most 20)
+    cart_adds: int = 0
+    purchases: int = 0
+    revenue: float = 0.0
+    rec_clicks: int = 0
+    widget_interactions: int = 0
+    device: str | None = None
+    channel: str | None = None  # utm_source, else the referrer's kind, else "direct"
+    logged_in: bool = False
+    last_page_family: str | None = None
+    last_page_at: dt.datetime | None = None
+
+    @property
+    def duration_s(self) -> float:
+        if self.started_at is None or self.last_at is None:
+            return 0.0
+        return (self.last_at - self.started_at).total_seconds()
+
+
+MAX_PRODUCTS: Final = 20
+
+
+def channel_of(event: Event) -> str:
+    """The acquisition channel: the UTM source if tagged, else the referrer's kind."""
+    if event.utm_source:
+        return event.utm_source.lower()
+    ref = (event.referrer or "").lower()
+    if not ref:
+        return "direct"
+    for needle, name in (
+        ("google", "search"),
+        ("bing", "search"),
+        ("duckduckgo", "search"),
+        ("instagram", "social"),
+        ("facebook", "social"),
+        ("pinterest", "social"),
+        ("youtube", "social"),
+        ("tiktok", "social"),
+        ("mail", "email"),
+    ):
+        if needle in ref:
+            return name
+    return "referral"
+
+
+def _bump(counts: dict[str, int], key: str, by: int = 1) -> dict[str, int]:
+    return {**counts, key: counts.get(key, 0) + by}
+
+
+def fold(features: SessionFeatures, event: Event) -> SessionFeatures:
+    """The session's features after ``event`` (pure; events of another session are refused)."""
+    if event.session_id != features.session_id:
+        raise ValueError(
+            f"session_id: event of {event.session_id!r} folded into {features.session_id!r}"
+        )
+    f = replace(
+        features,
+        started_at=min(filter(None, (features.started_at, event.ts))),
+        last_at=max(filter(None, (features.last_at, event.ts))),
+        events=features.events + 1,
+        device=features.device or event.device,
+        channel=features.channel or channel_of(event),
+        logged_in=features.logged_in or event.user_id is not None,
+    )
+    if event.kind == "page_view" and event.page_type is not None:
+        family = PAGE_FAMILY[event.page_type]
+        seconds = dict(f.seconds)
+        if f.last_page_family is not None and f.last_page_at is not None:
+            gap = max((event.ts - f.last_page_at).total_seconds(), 0.0)
+            seconds[f.last_page_family] = seconds.get(f.last_page_family, 0.0) + gap
+        products = f.products
+        if event.product_id:
+            products = (*products, event.product_id)[-MAX_PRODUCTS:]
+        f = replace(
+            f,
+            page_views=f.page_views + 1,
+            pages=_bump(f.pages, family),
+            seconds=seconds,
+            page_types=_bump(f.page_types, event.page_type),
+            categories=_bump(f.categories, event.category) if event.category else f.categories,
+            products=products,
+            last_page_family=family,
+            last_page_at=event.ts,
+        )
+    elif event.kind == "add_to_cart":
+        f = replace(f, cart_adds=f.cart_adds + 1)
+    elif event.kind == "purchase":
+        f = replace(f, purchases=f.purchases + 1, revenue=f.revenue + (event.value or 0.0))
+    elif event.kind == "rec_click":
+        f = replace(f, rec_clicks=f.rec_clicks + 1)
+    elif event.kind in ("widget_open", "widget_option", "widget_dismiss"):
+        f = replace(f, widget_interactions=f.widget_interactions + 1)
+    return f
