@@ -34,6 +34,10 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": schemas.ErrorResponse, "description": "No such incident (or part of it)"}
 }
+CHANGE: dict[int | str, dict[str, Any]] = {
+    **NOT_FOUND,
+    409: {"model": schemas.ErrorResponse, "description": "The incident is too contended"},
+}
 
 router = APIRouter(prefix="/api", tags=["workbench"], responses=ERRORS)
 public = APIRouter(prefix="/api", tags=["health"])
@@ -99,7 +103,7 @@ def get_incident(incident_id: IncidentId, _: Engineer, wb: Store) -> schemas.Inc
     "/incidents/{incident_id}/status",
     operation_id="set_incident_status",
     response_model=schemas.IncidentWithEvents,
-    responses=NOT_FOUND,
+    responses=CHANGE,
 )
 def set_incident_status(
     incident_id: IncidentId, body: schemas.StatusChange, user: EngineerChange, wb: Store
@@ -112,7 +116,7 @@ def set_incident_status(
     "/incidents/{incident_id}/feedback",
     operation_id="set_incident_feedback",
     response_model=schemas.IncidentWithEvents,
-    responses=NOT_FOUND,
+    responses=CHANGE,
 )
 def set_incident_feedback(
     incident_id: IncidentId, body: schemas.Feedback, user: EngineerChange, wb: Store

@@ -135,6 +135,12 @@ async def on_http_error(request: Request, exc: Exception) -> Response:
     message = exc.detail if isinstance(exc.detail, str) else type_.replace("_", " ")
     if exc.status_code == 404:
         message = f"nothing at {request.url.path}"
+    if exc.status_code == 400:
+        # the framework's only 400: a body it could not decode (bytes that are not UTF-8, a
+        # broken form); answered like a body that is not JSON, a 422 naming the body
+        body = error_body("validation_error", f"body: {message}", "body")
+        body["error"]["details"] = [{"field": "body", "message": message}]
+        return _respond(request, 422, body)
     # keep the exception's headers: a 405 must say which methods are allowed (Allow)
     return _respond(request, exc.status_code, error_body(type_, message), exc.headers)
 
