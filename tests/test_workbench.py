@@ -179,7 +179,7 @@ def test_weak_evidence_summary_says_monitor() -> None:
     recs = {"recommendations": [], "message": "monitor, no action needed: nothing stands out"}
     out = summary(inv, recs, weekly_orders=100, plan_days=None)
     assert "no cause that stands out" in out["why"]
-    assert out["recommendation"].startswith("monitor, no action needed")
+    assert out["recommendation"].startswith("Monitor, no action needed")
     assert out["projection"] is None and out["tradeoff"] is None
     assert out["title"].startswith("store 7")
 

@@ -138,6 +138,7 @@ class IncidentDetail(BaseModel):
     investigated: bool
     narrative: str | None = None
     metrics: list[Json] = []
+    metrics_label: str | None = None  # the slice the metric table and trend are of
     top_slices: list[Json] = []
     trend: Json | None = None
     drilldown_root: str | None = None

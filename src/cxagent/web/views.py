@@ -122,6 +122,9 @@ def incident_detail(wb: Workbench, incident_id: str) -> schemas.IncidentDetail:
         investigated=payload is not None,
         narrative=investigation.get("narrative"),
         metrics=list((payload or {}).get("metrics") or []),
+        metrics_label=slice_label(investigation["investigated_slice"])
+        if investigation.get("investigated_slice") is not None
+        else None,
         top_slices=[
             dict(s, drillable=s["key"] in tree)
             for s in with_stars(investigation.get("top_slices") or record["top_slices"] or [])

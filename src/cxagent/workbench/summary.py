@@ -95,6 +95,11 @@ def why(inv: Mapping[str, Any]) -> str:
     return text
 
 
+def causes_stand(inv: Mapping[str, Any]) -> bool:
+    """Whether the investigation names a cause (anything but normal variance)."""
+    return any(c["cause"] != "normal_variance" for c in inv.get("causes", []))
+
+
 def _top(recs: Mapping[str, Any]) -> Mapping[str, Any] | None:
     return next((r for r in recs.get("recommendations", []) if r.get("estimate")), None)
 
@@ -179,7 +184,11 @@ def summary(
         "why": why(inv),
     }
     if top is None:
-        out["recommendation"] = recs.get("message") or "Monitor, no action needed."
+        out["recommendation"] = (
+            "Monitor, no action needed: no fix is warranted until the evidence points at a cause."
+            if not causes_stand(inv)
+            else (recs.get("message") or "No fix in the action library addresses this cause.")
+        )
         out["tradeoff"] = None
         out["projection"] = None
         return out
@@ -197,9 +206,14 @@ def summary(
         else ""
     )
     if top["action"] == "suppress_skus":  # its cost is sales, not courier time
+        spread = (
+            f" (90% interval {abs(ehi):.1%} to {abs(elo):.1%})"
+            if f"{abs(ehi):.1%}" != f"{abs(elo):.1%}"
+            else ""  # the hidden lines' share of sales: no sampling error to show
+        )
         out["tradeoff"] = (
-            f"We would give up {abs(eff):.1%} of sales in scope (90% interval "
-            f"{abs(ehi):.1%} to {abs(elo):.1%}) in exchange for {e['cx_gain']:.1f} CX points."
+            f"We would give up {abs(eff):.1%} of sales in scope{spread} in exchange for "
+            f"{e['cx_gain']:.1f} CX points."
         )
     else:
         out["tradeoff"] = _courier_tradeoff(e, cost_text)
