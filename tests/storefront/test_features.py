@@ -1,0 +1,196 @@
+"""The feature store: fold + write, idempotency, TTL, concurrency, fast failure."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from functools import reduce
+
+import pytest
+import redis
+
+from cxagent.storefront.events import SessionFeatures, fold
+from cxagent.storefront.features import (
+    CircuitBreaker,
+    MemoryFeatureStore,
+    RedisFeatureStore,
+    StoreUnavailable,
+    features_from_json,
+    features_to_json,
+)
+from tests.storefront.services import (
+    DOWN_URL,
+    REDIS_URL,
+    TEST_TIMEOUT,
+    Backend,
+    FakeClock,
+    RedisNamespace,
+    backend_fixture,  # noqa: F401
+    make_event,
+    redis_ns_fixture,  # noqa: F401
+    session_events,
+    silent_server_fixture,  # noqa: F401
+)
+
+
+def folded(session_id: str, events: list) -> SessionFeatures:
+    return reduce(fold, events, SessionFeatures(session_id))
+
+
+def test_serialised_features_read_back_equal() -> None:
+    events = session_events("s-json", 12)
+    events.append(make_event("s-json", "purchase", 200, value=42.5, user_id="u-1"))
+    # a time zone other than UTC survives too
+    events.append(
+        make_event(
+            "s-json",
+            "page_view",
+            0,
+            ts=dt.datetime(2025, 3, 1, 14, 0, 30, tzinfo=dt.timezone(dt.timedelta(hours=2))),
+        )
+    )
+    features = folded("s-json", events)
+    assert features.products and features.seconds and features.revenue == 42.5
+    back = features_from_json(features_to_json(features))
+    assert back == features
+    assert isinstance(back.products, tuple)
+    assert back.started_at is not None and back.started_at.utcoffset() == dt.timedelta(0)
+
+
+def test_applied_events_fold_into_the_session(backend: Backend) -> None:
+    store = backend.features()
+    assert store.get("s-a") is None
+    a, b = session_events("s-a", 9), session_events("s-b", 4)
+    for e in [*a, *b]:
+        store.apply(e)
+    assert store.get("s-a") == folded("s-a", a)
+    assert store.get("s-b") == folded("s-b", b)
+    got = store.get("s-a")
+    assert got is not None and got.events == 9 and got.cart_adds == 2 and got.channel == "social"
+
+
+def test_an_event_applied_twice_changes_nothing_the_second_time(backend: Backend) -> None:
+    store = backend.features()
+    first, second = make_event("s-d", second=0), make_event("s-d", second=30)
+    assert store.apply_once(first).applied
+    assert store.apply_once(second).applied
+    again = store.apply_once(first)
+    assert not again.applied
+    assert again.features == folded("s-d", [first, second])
+    assert store.apply(second).events == 2
+    got = store.get("s-d")
+    assert got is not None and got.events == 2 and got.page_views == 2
+
+
+def test_concurrent_events_of_one_session_are_all_kept(backend: Backend) -> None:
+    store = backend.features()
+    threads, per_thread = 8, 30
+    batches = [
+        [make_event("s-hot", second=t * 1000 + i) for i in range(per_thread)]
+        for t in range(threads)
+    ]
+    errors: list[BaseException] = []
+
+    def work(events: list) -> None:
+        try:
+            mine = backend.features()  # its own connection, as another worker would have
+            for e in events:
+                mine.apply(e)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    workers = [threading.Thread(target=work, args=(b,)) for b in batches]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert not errors
+    got = store.get("s-hot")
+    assert got is not None
+    assert got.events == threads * per_thread  # a lost update would show fewer
+    assert got.page_views == threads * per_thread
+    assert sum(got.page_types.values()) == threads * per_thread
+
+
+def test_memory_sessions_expire_after_inactivity_and_writes_refresh_the_ttl() -> None:
+    clock = FakeClock()
+    store = MemoryFeatureStore(ttl_s=60, dedup_ttl_s=600, clock=clock)
+    old = make_event("s-t", second=0)
+    store.apply(old)
+    clock.advance(50)
+    store.apply(make_event("s-t", second=50))  # refreshes the 60 s
+    clock.advance(50)
+    got = store.get("s-t")
+    assert got is not None and got.events == 2
+    assert len(store) == 1
+    clock.advance(11)
+    assert store.get("s-t") is None and len(store) == 0
+    # the session is gone but the dedup record is not: a late redelivery is still skipped
+    assert not store.apply_once(old).applied
+    assert store.get("s-t") is None
+    clock.advance(600)
+    assert store.apply_once(old).applied  # past the dedup window it counts as new
+
+
+def test_redis_keys_carry_the_ttl_and_expire(redis_ns: RedisNamespace) -> None:
+    redis_prefix, redis_server = redis_ns.prefix, redis_ns.client
+    store = RedisFeatureStore.from_url(
+        REDIS_URL, prefix=redis_prefix, ttl_s=1800, dedup_ttl_s=86400, timeout=TEST_TIMEOUT
+    )
+    event = make_event("s-ttl")
+    store.apply(event)
+    key = store.session_key("s-ttl")
+    assert key == f"{redis_prefix}session:{{s-ttl}}"
+    assert 1790_000 < redis_server.pttl(key) <= 1800_000
+    assert 86390_000 < redis_server.pttl(store.dedup_key(event)) <= 86400_000
+    redis_server.pexpire(key, 5000)
+    store.apply(make_event("s-ttl", second=5))
+    assert redis_server.pttl(key) > 1790_000  # refreshed by the write
+
+    short = RedisFeatureStore.from_url(
+        REDIS_URL, prefix=redis_prefix, ttl_s=0.15, timeout=TEST_TIMEOUT
+    )
+    short.apply(make_event("s-short"))
+    assert 0 < redis_server.pttl(short.session_key("s-short")) <= 150
+    time.sleep(0.3)
+    assert short.get("s-short") is None
+
+
+def test_with_redis_down_the_store_fails_fast_and_the_breaker_skips_the_socket() -> None:
+    store = RedisFeatureStore.from_url(DOWN_URL, cooldown_s=0.2)
+    t = time.perf_counter()
+    with pytest.raises(StoreUnavailable):
+        store.get("s-x")
+    assert time.perf_counter() - t < 0.3
+    with pytest.raises(StoreUnavailable, match="circuit open"):
+        store.apply(make_event("s-x"))
+    assert store.breaker.failures == 1  # the second call never reached the socket
+    time.sleep(0.25)
+    with pytest.raises(StoreUnavailable, match="ConnectionError"):
+        store.get("s-x")  # after the cooldown it tries again
+    assert store.breaker.failures == 2
+
+
+def test_a_hung_redis_times_out_within_the_read_timeout(silent_server: str) -> None:
+    store = RedisFeatureStore.from_url(silent_server)  # defaults: 50 ms, no retries
+    t = time.perf_counter()
+    with pytest.raises(StoreUnavailable, match="Timeout"):
+        store.get("s-x")
+    assert time.perf_counter() - t < 0.5
+
+
+def test_breaker_treats_a_read_only_or_full_redis_as_down_and_other_errors_as_bugs() -> None:
+    clock = FakeClock()
+    breaker = CircuitBreaker("x", cooldown_s=1.0, clock=clock)
+    with pytest.raises(StoreUnavailable), breaker.guard():
+        raise redis.ReadOnlyError("READONLY You can't write against a read only replica.")
+    assert breaker.open
+    clock.advance(1.5)
+    assert not breaker.open
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"), breaker.guard():
+        raise redis.ResponseError("WRONGTYPE Operation against a key holding the wrong kind")
+    assert not breaker.open
+    with breaker.guard():
+        pass
+    assert breaker.failures == 1

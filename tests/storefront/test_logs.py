@@ -1,0 +1,220 @@
+"""Experiment logs on SQLite and on the real PostgreSQL: idempotent writes, analysis reads."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from cxagent.storefront.logs import (
+    DB_URL_ENV,
+    ExperimentLog,
+    UnknownDecision,
+    default_url,
+    outcomes,
+)
+from tests.storefront.services import (
+    T0,
+    experiment_log_fixture,  # noqa: F401
+    make_event,
+)
+
+
+def decide(log: ExperimentLog, decision_id: str, minute: int = 0, **kw: Any) -> bool:
+    row: dict[str, Any] = {
+        "decision_id": decision_id,
+        "ts": T0 + dt.timedelta(minutes=minute),
+        "session_id": f"s-{decision_id}",
+        "persona": "hobbyist",
+        "device": "mobile",
+        "channel": "social",
+        "slot": "hero",
+        "arm": "a",
+        "propensity": 0.5,
+        "policy_version": "v1",
+    }
+    row.update(kw)
+    return log.log_decision(**row)
+
+
+def outcome(log: ExperimentLog, event_id: str, decision_id: str, kind: str, **kw: Any) -> bool:
+    return log.log_outcome(
+        event_id=event_id, decision_id=decision_id, kind=kind, ts=kw.pop("ts", T0), **kw
+    )
+
+
+def count_outcomes(log: ExperimentLog) -> int:
+    with log.engine.connect() as c:
+        return int(c.execute(sa.select(sa.func.count()).select_from(outcomes)).scalar_one())
+
+
+def test_decisions_and_outcomes_are_logged_once(experiment_log: ExperimentLog) -> None:
+    assert decide(experiment_log, "d-1")
+    assert not decide(experiment_log, "d-1", arm="b")  # the first record stands
+    assert outcome(experiment_log, "ev-click-1", "d-1", "click")
+    assert not outcome(experiment_log, "ev-click-1", "d-1", "click")  # a redelivery
+    assert count_outcomes(experiment_log) == 1
+    frame = experiment_log.rounds("hero")
+    assert frame["action"].tolist() == ["a"]
+
+
+def test_an_outcome_of_an_unknown_decision_is_refused(experiment_log: ExperimentLog) -> None:
+    with pytest.raises(UnknownDecision):
+        outcome(experiment_log, "ev-1", "d-never", "click")
+    forged = make_event("s", "hero_click", decision_id="d-never")
+    assert experiment_log.record_event(forged) is False
+    assert count_outcomes(experiment_log) == 0
+
+
+def test_bad_records_are_refused(experiment_log: ExperimentLog) -> None:
+    with pytest.raises(ValueError, match="slot"):
+        decide(experiment_log, "d-1", slot="footer")
+    with pytest.raises(ValueError, match="propensity"):
+        decide(experiment_log, "d-1", propensity=0.0)
+    with pytest.raises(ValueError, match="decision_id"):
+        decide(experiment_log, "x" * 65)
+    decide(experiment_log, "d-1")
+    with pytest.raises(ValueError, match="kind"):
+        outcome(experiment_log, "ev-1", "d-1", "hover")
+    with pytest.raises(ValueError, match="value"):
+        outcome(experiment_log, "ev-1", "d-1", "purchase", value=-1.0)
+    # the database's own checks stand behind the validation
+    with pytest.raises(sa.exc.IntegrityError), experiment_log.engine.begin() as c:
+        c.execute(outcomes.insert().values(event_id="ev-2", decision_id="d-1", kind="hover", ts=T0))
+
+
+def test_concurrent_redeliveries_of_one_outcome_insert_one_row(
+    experiment_log: ExperimentLog,
+) -> None:
+    decide(experiment_log, "d-1")
+    results: list[bool] = []
+    barrier = threading.Barrier(6)
+
+    def work() -> None:
+        barrier.wait()
+        results.append(outcome(experiment_log, "ev-same", "d-1", "click"))
+
+    threads = [threading.Thread(target=work) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == [False] * 5 + [True]
+    assert count_outcomes(experiment_log) == 1
+
+
+def test_stream_events_map_to_outcomes(experiment_log: ExperimentLog) -> None:
+    decide(experiment_log, "d-hero")
+    decide(experiment_log, "d-cta", slot="cta", arm="buy-now")
+    click = make_event("s", "hero_click", decision_id="d-hero")
+    purchase = make_event("s", "purchase", value=30.0, decision_id="d-cta")
+    assert experiment_log.record_event(click)
+    assert not experiment_log.record_event(click)
+    assert experiment_log.record_event(purchase)
+    assert not experiment_log.record_event(make_event("s", "page_view"))
+    assert not experiment_log.record_event(make_event("s", "cta_click"))  # names no decision
+    hero = experiment_log.rounds("hero")
+    assert hero["reward"].tolist() == [1.0]
+    cta = experiment_log.rounds("cta", reward="revenue")
+    assert cta["reward"].tolist() == [30.0]
+    assert cta["action"].tolist() == ["buy-now"]
+
+
+def seed(log: ExperimentLog) -> None:
+    """Two segments, two arms; one decision outside the time range, one burn-in."""
+    decide(log, "d1", 0, arm="a", propensity=0.5)
+    decide(log, "d2", 1, arm="a", propensity=0.25)
+    decide(log, "d3", 2, arm="b", propensity=0.75)
+    decide(log, "d4", 3, arm="b", device="desktop", channel="search", propensity=0.5)
+    decide(log, "d5", 4, arm="a", burn_in=True, propensity=0.5)
+    decide(log, "d6", 90, arm="a")  # after the range
+    decide(log, "c1", 1, slot="cta", arm="x", persona="pro")
+    for eid, did, kind, value in [
+        ("o1", "d1", "impression", None),
+        ("o2", "d1", "click", None),
+        ("o3", "d1", "click", None),  # a second click of the same decision
+        ("o4", "d1", "purchase", 20.0),
+        ("o5", "d2", "impression", None),
+        ("o6", "d3", "impression", None),
+        ("o7", "d3", "click", None),
+        ("o8", "d3", "add_to_cart", None),
+        ("o9", "d3", "purchase", 10.0),
+        ("o10", "d3", "purchase", 5.0),
+        ("o11", "d4", "click", None),
+        ("o12", "d5", "click", None),
+        ("o13", "d6", "click", None),
+        ("o14", "c1", "click", None),
+    ]:
+        outcome(log, eid, did, kind, value=value)
+
+
+def test_arm_counts_by_segment_over_a_time_range(experiment_log: ExperimentLog) -> None:
+    seed(experiment_log)
+    frame = experiment_log.arm_counts(start=T0, end=T0 + dt.timedelta(hours=1), slot="hero")
+    rows = {
+        (r.persona, r.device, r.channel, r.arm): (
+            r.decisions,
+            r.impression,
+            r.click,
+            r.add_to_cart,
+            r.purchase,
+            r.revenue,
+        )
+        for r in frame.itertuples()
+    }
+    assert rows == {
+        ("hobbyist", "mobile", "social", "a"): (3, 2, 2, 0, 1, 20.0),  # d1, d2, d5
+        ("hobbyist", "mobile", "social", "b"): (1, 1, 1, 1, 1, 15.0),  # d3
+        ("hobbyist", "desktop", "search", "b"): (1, 0, 1, 0, 0, 0.0),  # d4
+    }
+    assert set(frame["slot"]) == {"hero"}
+    no_burn_in = experiment_log.arm_counts(burn_in=False, slot="hero")
+    a = no_burn_in[(no_burn_in.arm == "a") & (no_burn_in.device == "mobile")]
+    assert a["decisions"].tolist() == [3] and a["click"].tolist() == [2]  # d1, d2, d6
+    everything = experiment_log.arm_counts()
+    assert int(everything["decisions"].sum()) == 7
+    assert set(everything["slot"]) == {"hero", "cta"}
+    assert experiment_log.arm_counts(start=T0 + dt.timedelta(days=1)).empty
+
+
+def test_rounds_for_off_policy_evaluation(experiment_log: ExperimentLog) -> None:
+    seed(experiment_log)
+    frame = experiment_log.rounds("hero", end=T0 + dt.timedelta(hours=1))
+    assert frame["decision_id"].tolist() == ["d1", "d2", "d3", "d4", "d5"]  # oldest first
+    assert frame["action"].tolist() == ["a", "a", "b", "b", "a"]
+    assert frame["propensity"].tolist() == [0.5, 0.25, 0.75, 0.5, 0.5]
+    assert frame["reward"].tolist() == [1.0, 0.0, 1.0, 1.0, 1.0]
+    assert frame["shown"].tolist() == [True, True, True, False, False]
+    assert frame["burn_in"].tolist() == [False, False, False, False, True]
+    revenue = experiment_log.rounds("hero", reward="revenue", end=T0 + dt.timedelta(hours=1))
+    assert revenue["reward"].tolist() == [20.0, 0.0, 15.0, 0.0, 0.0]
+    carts = experiment_log.rounds("hero", reward="add_to_cart", burn_in=False)
+    assert carts["reward"].tolist() == [0.0, 0.0, 1.0, 0.0, 0.0]  # d1..d4, d6
+    assert experiment_log.rounds("hero", policy_version="v2").empty
+    assert experiment_log.rounds("cta")["decision_id"].tolist() == ["c1"]
+    with pytest.raises(ValueError, match="reward"):
+        experiment_log.rounds("hero", reward="likes")  # type: ignore[arg-type]
+
+
+def test_timestamps_are_stored_in_utc(experiment_log: ExperimentLog) -> None:
+    paris = dt.timezone(dt.timedelta(hours=1))
+    decide(experiment_log, "d-tz", ts=dt.datetime(2025, 3, 1, 13, 30, tzinfo=paris))
+    frame = experiment_log.rounds("hero")
+    assert frame["ts"].tolist() == [dt.datetime(2025, 3, 1, 12, 30)]
+    inside = experiment_log.rounds(
+        "hero", start=dt.datetime(2025, 3, 1, 13, 29, tzinfo=paris), end=T0 + dt.timedelta(hours=1)
+    )
+    assert len(inside) == 1
+    assert experiment_log.rounds("hero", start=dt.datetime(2025, 3, 1, 12, 31)).empty
+
+
+def test_the_default_database_is_a_sqlite_file_unless_configured(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    monkeypatch.delenv(DB_URL_ENV, raising=False)
+    assert default_url(tmp_path) == f"sqlite:///{tmp_path.resolve() / 'storefront.db'}"
+    monkeypatch.setenv(DB_URL_ENV, "postgresql+psycopg://u@h/db")
+    assert default_url(tmp_path) == "postgresql+psycopg://u@h/db"
