@@ -783,5 +783,70 @@ def _serve(settings: Any, workbench: Any, host: str, port: int) -> None:
     run(settings, workbench, host=host, port=port)
 
 
+# --- the storefront persona agent (issue 7) ------------------------------------------------------
+
+storefront_app = typer.Typer(
+    help="The storefront persona agent: demo shop, concierge widget and its HTTP service.",
+    no_args_is_help=True,
+)
+app.add_typer(storefront_app, name="storefront")
+StorefrontHostOpt = Annotated[str, typer.Option(help="Address to listen on.")]
+StorefrontPortOpt = Annotated[int, typer.Option(min=0, max=65535, help="Port (0: any free one).")]
+StorefrontDbOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--db",
+        help="Experiment log URL (default: $CXAGENT_STOREFRONT_DB_URL or ./storefront.db).",
+    ),
+]
+StorefrontRedisOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--redis", help="Redis URL (default: $CXAGENT_REDIS_URL; unset: in-process stream)."
+    ),
+]
+HoldoutOpt = Annotated[
+    float | None,
+    typer.Option(min=0.0, max=0.99, help="Share of sessions in the control holdout (default 0.1)."),
+]
+
+
+def _storefront(
+    host: str, port: int, db: str | None, redis: str | None, holdout: float | None, seed: int
+) -> None:
+    from cxagent.storefront.service import StorefrontSettings, serve
+
+    try:
+        settings = StorefrontSettings.from_env(db_url=db, redis_url=redis, holdout=holdout)
+    except (CXAgentError, ValueError) as exc:
+        raise _fail(exc) from exc
+    serve(settings, host=host, port=port, seed_sessions=seed)
+
+
+@storefront_app.command("serve")
+def storefront_serve(
+    host: StorefrontHostOpt = "127.0.0.1",
+    port: StorefrontPortOpt = 8100,
+    db: StorefrontDbOpt = None,
+    redis: StorefrontRedisOpt = None,
+    holdout: HoldoutOpt = None,
+) -> None:
+    """Serve the storefront service, demo shop and analytics (see docs/storefront.md)."""
+    _storefront(host, port, db, redis, holdout, 0)
+
+
+@storefront_app.command("demo")
+def storefront_demo(
+    host: StorefrontHostOpt = "127.0.0.1",
+    port: StorefrontPortOpt = 8100,
+    db: StorefrontDbOpt = None,
+    sessions: Annotated[
+        int, typer.Option(min=0, max=20000, help="Synthetic sessions to seed first.")
+    ] = 400,
+) -> None:
+    """Seed synthetic sessions and decisions (so analytics has data), then serve in process."""
+    _storefront(host, port, db, None, None, sessions)
+
+
 def main() -> None:  # pragma: no cover - console entry
     app()
