@@ -1,0 +1,415 @@
+"""The storefront's analytics: conversion lift against control, experiment velocity,
+engagement and the agent's own latency.
+
+Definitions (docs/storefront.md repeats them):
+
+* **Control** is a holdout: a fixed share of sessions (``holdout``, 10% by default, chosen by
+  a hash of the session id, so a session stays in its group) is served the default hero and
+  call to action without the bandit. Their decisions are logged like the bandit's, with
+  ``policy_version = "control"`` and propensity 1.
+* **Conversion** of a session: at least one purchase attributed to one of its decisions (the
+  page sends ``decision_id`` with cart adds and purchases). **Click-through**: at least one
+  hero or CTA click. Sessions count once, in the group of their decisions, over the window.
+* **Lift** is the bandit group's rate minus control's, with Newcombe's hybrid score interval
+  (1998, method 10: built from the two Wilson intervals, good coverage at small counts), and
+  the relative lift (rate ratio - 1) with the Katz log interval (0.5 added to every cell when
+  a count is zero). Both are 95%, fixed-horizon: looking every day inflates the error rate.
+* **Experiment velocity**: per ISO week, the tests started: micro-segment x slot tests (a
+  segment x slot whose first decision falls in the week: each is a bandit of its own) and
+  arms (a slot x arm first served that week), with the week's decisions.
+* **Engagement**: per group, session duration (first to last event) and recommendation
+  clicks per session, from the feature store's folded sessions as the consumer applies them
+  (this process's sessions since it started; bounded to the most recent ``max_sessions``).
+* **Agent latency**: per endpoint, percentiles of the service's own time from request to the
+  last byte of the response, from a bounded reservoir (Vitter's algorithm R) per endpoint.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import random
+import threading
+import zlib
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+import pandas as pd
+import sqlalchemy as sa
+
+from cxagent.storefront.events import SessionFeatures
+from cxagent.storefront.logs import ExperimentLog, assignments, outcomes
+from cxagent.storefront.persona import wilson_interval
+
+Z95: Final = 1.959963984540054
+CONTROL: Final = "control"
+BANDIT: Final = "bandit"
+GROUPS: Final = (BANDIT, CONTROL)
+
+
+def in_holdout(session_id: str, share: float) -> bool:
+    """Whether a session belongs to the control holdout (a stable hash of its id)."""
+    if share <= 0.0:
+        return False
+    return zlib.crc32(session_id.encode("utf-8")) / 2**32 < share
+
+
+# --------------------------------------------------------------------------- latency
+
+
+class _Reservoir:
+    __slots__ = ("count", "max", "samples", "total")
+
+    def __init__(self) -> None:
+        self.samples: list[float] = []
+        self.count = 0
+        self.total = 0.0
+        self.max = 0.0
+
+
+def _quantile(sorted_values: list[float], q: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default)."""
+    if not sorted_values:
+        return math.nan
+    pos = q * (len(sorted_values) - 1)
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(sorted_values) - 1)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
+
+
+class LatencyRecorder:
+    """Per-endpoint latencies in bounded reservoirs (algorithm R): every request has the
+    same chance to be kept, memory is ``size`` floats per endpoint."""
+
+    def __init__(self, size: int = 4096, seed: int = 0) -> None:
+        if size < 1:
+            raise ValueError("size must be positive")
+        self.size = size
+        self._rng = random.Random(seed)
+        self._lock = threading.Lock()
+        self._data: dict[str, _Reservoir] = {}
+
+    def record(self, endpoint: str, seconds: float) -> None:
+        with self._lock:
+            res = self._data.get(endpoint)
+            if res is None:
+                res = self._data[endpoint] = _Reservoir()
+            res.count += 1
+            res.total += seconds
+            res.max = max(res.max, seconds)
+            if len(res.samples) < self.size:
+                res.samples.append(seconds)
+            else:
+                j = self._rng.randrange(res.count)
+                if j < self.size:
+                    res.samples[j] = seconds
+
+    def summary(self) -> dict[str, dict[str, float | int]]:
+        """Per endpoint: requests, mean, p50, p95, p99 and max in milliseconds."""
+        with self._lock:
+            snapshot = {
+                k: (sorted(r.samples), r.count, r.total, r.max) for k, r in self._data.items()
+            }
+        out: dict[str, dict[str, float | int]] = {}
+        for endpoint, (values, count, total, top) in sorted(snapshot.items()):
+            out[endpoint] = {
+                "requests": count,
+                "sampled": len(values),
+                "mean_ms": round(1000 * total / count, 3) if count else math.nan,
+                "p50_ms": round(1000 * _quantile(values, 0.50), 3),
+                "p95_ms": round(1000 * _quantile(values, 0.95), 3),
+                "p99_ms": round(1000 * _quantile(values, 0.99), 3),
+                "max_ms": round(1000 * top, 3),
+            }
+        return out
+
+
+# --------------------------------------------------------------------------- engagement
+
+
+@dataclass(frozen=True)
+class SessionSummary:
+    duration_s: float
+    page_views: int
+    rec_clicks: int
+    widget_interactions: int
+    purchases: int
+
+
+class EngagementTracker:
+    """The latest folded features of recent sessions (at most ``max_sessions``)."""
+
+    def __init__(self, max_sessions: int = 50_000) -> None:
+        self.max_sessions = max_sessions
+        self._lock = threading.Lock()
+        self._sessions: OrderedDict[str, SessionSummary] = OrderedDict()
+
+    def observe(self, features: SessionFeatures) -> None:
+        summary = SessionSummary(
+            duration_s=features.duration_s,
+            page_views=features.page_views,
+            rec_clicks=features.rec_clicks,
+            widget_interactions=features.widget_interactions,
+            purchases=features.purchases,
+        )
+        with self._lock:
+            self._sessions[features.session_id] = summary
+            self._sessions.move_to_end(features.session_id)
+            while len(self._sessions) > self.max_sessions:
+                self._sessions.popitem(last=False)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._sessions)
+
+    def summary(self, group_of: Callable[[str], str]) -> dict[str, Any]:
+        with self._lock:
+            items = list(self._sessions.items())
+        out: dict[str, Any] = {}
+        for group in (*GROUPS, "all"):
+            rows = [s for sid, s in items if group == "all" or group_of(sid) == group]
+            n = len(rows)
+            durations = sorted(s.duration_s for s in rows)
+            out[group] = {
+                "sessions": n,
+                "mean_duration_s": round(sum(durations) / n, 1) if n else None,
+                "median_duration_s": round(_quantile(durations, 0.5), 1) if n else None,
+                "rec_clicks_per_session": round(sum(s.rec_clicks for s in rows) / n, 3)
+                if n
+                else None,
+                "sessions_with_rec_click": round(sum(s.rec_clicks > 0 for s in rows) / n, 4)
+                if n
+                else None,
+                "pages_per_session": round(sum(s.page_views for s in rows) / n, 2) if n else None,
+                "widget_interactions_per_session": round(
+                    sum(s.widget_interactions for s in rows) / n, 3
+                )
+                if n
+                else None,
+            }
+        return out
+
+
+# --------------------------------------------------------------------------- from the logs
+
+
+def decision_frame(
+    log: ExperimentLog, *, start: dt.datetime | None = None, end: dt.datetime | None = None
+) -> pd.DataFrame:
+    """One row per logged decision in ``[start, end)`` with whether it led to a click, a
+    cart add or a purchase (and the revenue): the logs' two tables joined."""
+    a, o = assignments.c, outcomes.c
+    flags = (
+        sa.select(
+            o.decision_id,
+            sa.func.max(sa.case((o.kind == "click", 1), else_=0)).label("clicked"),
+            sa.func.max(sa.case((o.kind == "add_to_cart", 1), else_=0)).label("carted"),
+            sa.func.max(sa.case((o.kind == "purchase", 1), else_=0)).label("purchased"),
+            sa.func.sum(
+                sa.case((o.kind == "purchase", sa.func.coalesce(o.value, 0.0)), else_=0.0)
+            ).label("revenue"),
+        )
+        .group_by(o.decision_id)
+        .subquery("flags")
+    )
+    stmt = sa.select(
+        a.decision_id,
+        a.ts,
+        a.session_id,
+        a.persona,
+        a.device,
+        a.channel,
+        a.slot,
+        a.arm,
+        a.propensity,
+        a.policy_version,
+        sa.func.coalesce(flags.c.clicked, 0).label("clicked"),
+        sa.func.coalesce(flags.c.carted, 0).label("carted"),
+        sa.func.coalesce(flags.c.purchased, 0).label("purchased"),
+        sa.func.coalesce(flags.c.revenue, 0.0).label("revenue"),
+    ).select_from(assignments.outerjoin(flags, flags.c.decision_id == a.decision_id))
+    if start is not None:
+        stmt = stmt.where(a.ts >= _naive(start))
+    if end is not None:
+        stmt = stmt.where(a.ts < _naive(end))
+    with log.engine.connect() as conn:
+        result = conn.execute(stmt)
+        columns = list(result.keys())
+        rows = [tuple(r) for r in result.all()]
+    frame = pd.DataFrame(rows, columns=columns)
+    if frame.empty:
+        return frame
+    frame["ts"] = pd.to_datetime(frame["ts"])
+    frame["group"] = (frame["policy_version"] == CONTROL).map({True: CONTROL, False: BANDIT})
+    return frame
+
+
+def _naive(ts: dt.datetime) -> dt.datetime:
+    return ts.astimezone(dt.UTC).replace(tzinfo=None) if ts.tzinfo is not None else ts
+
+
+def _rate(x: int, n: int) -> dict[str, Any]:
+    low, high = wilson_interval(x, n)
+    return {
+        "sessions": n,
+        "conversions": x,
+        "rate": round(x / n, 6) if n else None,
+        "low": round(low, 6),
+        "high": round(high, 6),
+    }
+
+
+def lift(x_t: int, n_t: int, x_c: int, n_c: int, z: float = Z95) -> dict[str, Any]:
+    """Treatment minus control of two proportions: Newcombe's hybrid score interval for the
+    difference and the Katz log interval for the relative lift (ratio - 1)."""
+    out: dict[str, Any] = {
+        "bandit": _rate(x_t, n_t),
+        "control": _rate(x_c, n_c),
+        "absolute": None,
+        "absolute_low": None,
+        "absolute_high": None,
+        "relative": None,
+        "relative_low": None,
+        "relative_high": None,
+    }
+    if n_t == 0 or n_c == 0:
+        return out
+    p_t, p_c = x_t / n_t, x_c / n_c
+    l_t, u_t = wilson_interval(x_t, n_t, z)
+    l_c, u_c = wilson_interval(x_c, n_c, z)
+    d = p_t - p_c
+    out["absolute"] = round(d, 6)
+    out["absolute_low"] = round(d - math.sqrt((p_t - l_t) ** 2 + (u_c - p_c) ** 2), 6)
+    out["absolute_high"] = round(d + math.sqrt((u_t - p_t) ** 2 + (p_c - l_c) ** 2), 6)
+    a, b, c, e = float(x_t), float(n_t), float(x_c), float(n_c)
+    if x_t == 0 or x_c == 0:
+        a, b, c, e = a + 0.5, b + 0.5, c + 0.5, e + 0.5
+    log_rr = math.log((a / b) / (c / e))
+    se = math.sqrt(max(1 / a - 1 / b + 1 / c - 1 / e, 0.0))
+    out["relative"] = round(math.exp(log_rr) - 1, 6) if x_c else None
+    out["relative_low"] = round(math.exp(log_rr - z * se) - 1, 6)
+    out["relative_high"] = round(math.exp(log_rr + z * se) - 1, 6)
+    return out
+
+
+def conversion_lift(frame: pd.DataFrame) -> dict[str, Any]:
+    """Per-session conversion and click-through, bandit against control, with intervals."""
+    if frame.empty:
+        return {
+            "conversion": lift(0, 0, 0, 0),
+            "click_through": lift(0, 0, 0, 0),
+            "revenue_per_session": {},
+        }
+    sessions = frame.groupby(["session_id", "group"], as_index=False).agg(
+        purchased=("purchased", "max"), clicked=("clicked", "max"), revenue=("revenue", "sum")
+    )
+    counts = sessions.groupby("group").agg(
+        n=("session_id", "size"), purchased=("purchased", "sum"), clicked=("clicked", "sum")
+    )
+
+    table: dict[Any, dict[Any, Any]] = counts.to_dict("index")
+
+    def get(group: str, col: str) -> int:
+        return int(table[group][col]) if group in table else 0
+
+    revenue = sessions.groupby("group")["revenue"].mean()
+    return {
+        "conversion": lift(
+            get(BANDIT, "purchased"), get(BANDIT, "n"), get(CONTROL, "purchased"), get(CONTROL, "n")
+        ),
+        "click_through": lift(
+            get(BANDIT, "clicked"), get(BANDIT, "n"), get(CONTROL, "clicked"), get(CONTROL, "n")
+        ),
+        "revenue_per_session": {g: round(float(v), 2) for g, v in revenue.items()},
+    }
+
+
+def velocity(frame: pd.DataFrame, now: dt.datetime, weeks: int = 8) -> list[dict[str, Any]]:
+    """Tests started per ISO week (Monday first), most recent week last."""
+    today = _naive(now).date()
+    monday = today - dt.timedelta(days=today.weekday())
+    starts = [monday - dt.timedelta(weeks=w) for w in range(weeks - 1, -1, -1)]
+    table = {s: {"segment_tests": 0, "arms": 0, "decisions": 0} for s in starts}
+    if not frame.empty:
+        bandit = frame[frame["group"] == BANDIT]
+        week = frame["ts"].dt.date.map(lambda d: d - dt.timedelta(days=d.weekday()))
+        for start, n in week.value_counts().items():
+            if start in table:
+                table[start]["decisions"] = int(n)
+        if not bandit.empty:
+            first_seg = bandit.groupby(["persona", "device", "channel", "slot"])["ts"].min()
+            first_arm = bandit.groupby(["slot", "arm"])["ts"].min()
+            for series, key in ((first_seg, "segment_tests"), (first_arm, "arms")):
+                for ts in series:
+                    d = ts.date()
+                    start = d - dt.timedelta(days=d.weekday())
+                    if start in table:
+                        table[start][key] += 1
+    return [{"week": s.isoformat(), **table[s]} for s in starts]
+
+
+def arm_table(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """Per group, slot and arm: decisions, click-through and conversion rates."""
+    if frame.empty:
+        return []
+    grouped = frame.groupby(["group", "slot", "arm"]).agg(
+        decisions=("decision_id", "size"),
+        clicks=("clicked", "sum"),
+        purchases=("purchased", "sum"),
+        mean_propensity=("propensity", "mean"),
+    )
+    rows = []
+    records: list[dict[Any, Any]] = grouped.reset_index().to_dict("records")
+    for r in records:
+        group, slot, arm = r["group"], r["slot"], r["arm"]
+        n = int(r["decisions"])
+        rows.append(
+            {
+                "group": group,
+                "slot": slot,
+                "arm": arm,
+                "decisions": n,
+                "click_rate": round(int(r["clicks"]) / n, 4),
+                "purchase_rate": round(int(r["purchases"]) / n, 4),
+                "mean_propensity": round(float(r["mean_propensity"]), 4),
+            }
+        )
+    return rows
+
+
+def report(
+    log: ExperimentLog,
+    *,
+    latency: LatencyRecorder,
+    engagement: EngagementTracker,
+    holdout: float,
+    now: dt.datetime | None = None,
+    days: int = 28,
+    weeks: int = 8,
+) -> dict[str, Any]:
+    """Everything the analytics page shows, as JSON-ready values."""
+    now = now or dt.datetime.now(dt.UTC)
+    start = now - dt.timedelta(days=days)
+    frame = decision_frame(log, start=start)
+    week_frame = decision_frame(log, start=now - dt.timedelta(weeks=weeks))
+    lifts = conversion_lift(frame)
+    sessions = int(frame["session_id"].nunique()) if not frame.empty else 0
+    return {
+        "window": {"start": start.isoformat(), "end": now.isoformat(), "days": days},
+        "control": {
+            "definition": f"holdout of {holdout:.0%} of sessions (hash of session id) served "
+            "the default hero and call to action without the bandit",
+            "holdout": holdout,
+        },
+        "sessions": sessions,
+        "decisions": len(frame),
+        "lift": lifts,
+        "velocity": velocity(week_frame, now, weeks),
+        "engagement": engagement.summary(
+            lambda sid: CONTROL if in_holdout(sid, holdout) else BANDIT
+        ),
+        "latency": latency.summary(),
+        "arms": arm_table(frame),
+    }

@@ -1,0 +1,1057 @@
+"""The storefront agent's HTTP service: events in, persona, bandit decisions and
+recommendations out, the demo shop with its concierge widget, and the analytics view.
+
+``create_app(settings)`` builds everything from ``StorefrontSettings`` (or injected parts,
+for tests): the event pipeline (``consumer.open_pipeline``: Redis when ``redis_url`` is set,
+else in process), the experiment logs (``logs.ExperimentLog``: SQLite by default), the persona
+model (shipped), the bandit (``bandit.Bandit``, its counts rebuilt from the logs at start),
+the advisor (shipped catalog). The pipeline's consumer runs in the app's lifespan.
+
+Endpoints (docs/storefront.md):
+
+* ``POST /v1/events``: one ``Event``; 202 with the publish status (``published`` or
+  ``buffered`` while Redis is down), 503 when the buffer dropped it.
+* ``POST /v1/persona``: ``{session_id}`` -> persona, probabilities and micro-segment, read
+  from the feature store; when the store is down, the model's fallback, saying so.
+* ``POST /v1/decide``: ``{session_id, slot}`` -> the arm to show (the bandit's choice, or the
+  default for the control holdout), its propensity and the ``decision_id`` the page sends
+  back with clicks. Every decision is logged, with an impression (the page renders what it
+  gets).
+* ``GET /v1/recommendations``: the advisor's carousel, tutorial and checkout add-ons.
+* ``GET /v1/health``, ``GET /v1/analytics``; pages ``/storefront...`` and ``/analytics``.
+
+Outcome events (hero/CTA clicks, cart adds and purchases carrying a ``decision_id``) reach the
+logs through the consumer (``ExperimentLog.record_event``, idempotent on ``event_id``), and
+the bandit counts one only when the log reports it newly recorded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import functools
+import json
+import logging
+import math
+import os
+import random
+import re
+import socket
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Final, Literal
+
+import jinja2
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from cxagent.storefront import analytics
+from cxagent.storefront.advisor import Advisor, Catalog, shipped_catalog
+from cxagent.storefront.bandit import Bandit, BanditConfig, Decision, Outcome, Segment
+from cxagent.storefront.consumer import Pipeline, open_pipeline
+from cxagent.storefront.events import Device, Event, SessionFeatures
+from cxagent.storefront.features import (
+    DEFAULT_PREFIX,
+    Applied,
+    FeatureStore,
+    StoreUnavailable,
+    redis_url,
+)
+from cxagent.storefront.logs import EVENT_OUTCOME, ExperimentLog, default_url
+from cxagent.storefront.persona import PersonaModel, PersonaResult, shipped_model
+
+log = logging.getLogger("cxagent.storefront")
+
+Slot = Literal["hero", "cta"]
+HOLDOUT_ENV: Final = "CXAGENT_STOREFRONT_HOLDOUT"
+CONTROL: Final = analytics.CONTROL
+
+# The variants the bandit chooses between; the first of each slot is the default (control).
+HERO_ARMS: Final[dict[str, dict[str, str]]] = {
+    "hero-studio": {
+        "headline": "Your studio, ready when you are",
+        "subline": "Cameras, pen displays and paper, picked by working creatives.",
+        "button": "Explore the studio",
+        "href": "/storefront/c/photo-cameras",
+        "theme": "dusk",
+    },
+    "hero-sketch": {
+        "headline": "Sketch something tonight",
+        "subline": "Pens, paper and brushes that make the first line easy.",
+        "button": "Start sketching",
+        "href": "/storefront/c/supplies-pens",
+        "theme": "paper",
+    },
+    "hero-learn": {
+        "headline": "Learn a new craft this week",
+        "subline": "Free tutorials with every kit: raw editing, lettering, watercolour.",
+        "button": "Browse tutorials",
+        "href": "/storefront/learn/lq-learn-raw",
+        "theme": "mint",
+    },
+}
+CTA_ARMS: Final[dict[str, dict[str, str]]] = {
+    "cta-shop": {"text": "Shop the new collection", "href": "/storefront/c/vector-tablets"},
+    "cta-trial": {"text": "Try Prism free for 14 days", "href": "/storefront/p/lq-prism-monthly"},
+    "cta-bundle": {"text": "Build my starter kit", "href": "/storefront/p/lq-studio-bundle"},
+}
+ARMS: Final[dict[str, dict[str, dict[str, str]]]] = {"hero": HERO_ARMS, "cta": CTA_ARMS}
+DEFAULT_ARM: Final[dict[str, str]] = {slot: next(iter(arms)) for slot, arms in ARMS.items()}
+ENDPOINTS: Final = frozenset(
+    {
+        "/v1/events",
+        "/v1/persona",
+        "/v1/decide",
+        "/v1/recommendations",
+        "/v1/health",
+        "/v1/analytics",
+    }
+)
+_CHANNEL_CHARS = re.compile(r"[^a-z0-9_.-]+")
+
+SECURITY_HEADERS: Final = {
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; frame-ancestors 'none'; form-action 'self'"
+    ),
+}
+
+
+# --------------------------------------------------------------------------- settings
+
+
+@dataclass(frozen=True)
+class StorefrontSettings:
+    """What the service is wired to; ``from_env`` reads the environment."""
+
+    redis_url: str | None = None  # None: in-process stream and feature store
+    db_url: str | None = None  # experiment logs; None: $CXAGENT_STOREFRONT_DB_URL or storefront.db
+    prefix: str = DEFAULT_PREFIX  # Redis key prefix
+    holdout: float = 0.1  # share of sessions in the control group
+    consumer_name: str | None = None
+    bandit: BanditConfig = field(default_factory=BanditConfig)
+    catalog_path: Path | None = None  # None: the shipped demo catalog
+    latency_samples: int = 4096
+    restore_limit: int = 200_000  # decisions replayed into the bandit at start
+    buffer_capacity: int = 10_000
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.holdout < 1.0:
+            raise ValueError(f"holdout: a share in [0, 1), got {self.holdout!r}")
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> StorefrontSettings:
+        values: dict[str, Any] = {"redis_url": redis_url()}
+        if raw := os.environ.get(HOLDOUT_ENV):
+            try:
+                values["holdout"] = float(raw)
+            except ValueError as exc:
+                raise ValueError(f"{HOLDOUT_ENV}: a number in [0, 1), got {raw!r}") from exc
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+
+# --------------------------------------------------------------------------- request bodies
+
+
+class PersonaRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    session_id: str = Field(min_length=1, max_length=64)
+    device: Device | None = Field(default=None, description="Used when the session has none yet.")
+
+
+class DecideRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    session_id: str = Field(min_length=1, max_length=64)
+    slot: Slot
+    device: Device | None = Field(default=None, description="Used when the session has none yet.")
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class ServiceError(Exception):
+    def __init__(self, status: int, type_: str, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.type = type_
+        self.message = message
+        self.field = field
+
+
+def error_body(type_: str, message: str, field: str | None = None) -> dict[str, Any]:
+    return {"error": {"type": type_, "message": message, "field": field}}
+
+
+def _loc_field(loc: Any) -> str:
+    parts = [str(p) for p in loc[1:] if not isinstance(p, int)] if len(loc) > 1 else []
+    return ".".join(parts) or str(loc[0] if loc else "body")
+
+
+def _wants_html(request: Request) -> bool:
+    return not request.url.path.startswith("/v1/")
+
+
+async def _on_validation(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    problems = []
+    for e in exc.errors():
+        name = _loc_field(e.get("loc", ()))
+        msg = str(e.get("msg", "invalid value"))
+        if e.get("type") == "missing":
+            msg = "field required"
+        elif e.get("type") == "extra_forbidden":
+            msg = "unknown field"
+        problems.append({"field": name, "message": msg})
+    first = problems[0] if problems else {"field": "body", "message": "invalid request"}
+    body = error_body("validation_error", f"{first['field']}: {first['message']}", first["field"])
+    body["error"]["details"] = problems
+    return JSONResponse(body, status_code=422)
+
+
+async def _on_service_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ServiceError)
+    if _wants_html(request) and exc.status == 404:
+        return HTMLResponse(_NOT_FOUND_HTML.format(message=exc.message), status_code=404)
+    return JSONResponse(error_body(exc.type, exc.message, exc.field), status_code=exc.status)
+
+
+async def _on_http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 404:
+        message = f"nothing at {request.url.path}"
+        if _wants_html(request):
+            return HTMLResponse(_NOT_FOUND_HTML.format(message=message), status_code=404)
+        return JSONResponse(error_body("not_found", message), status_code=404)
+    if exc.status_code == 400:  # an undecodable body
+        body = error_body("validation_error", f"body: {exc.detail}", "body")
+        return JSONResponse(body, status_code=422)
+    type_ = {405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    return JSONResponse(
+        error_body(type_, str(exc.detail)), status_code=exc.status_code, headers=exc.headers
+    )
+
+
+async def _on_unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+    return JSONResponse(
+        error_body("internal_error", "internal error: see the server log"), status_code=500
+    )
+
+
+_NOT_FOUND_HTML = (
+    "<!doctype html><html lang='en'><head><meta charset='utf-8'><title>Not found</title>"
+    "<link rel='stylesheet' href='/static/storefront.css'></head><body class='plain'>"
+    "<main class='wrap'><h1>Not found</h1><p>{message}</p>"
+    "<p><a href='/storefront'>Back to the shop</a></p></main></body></html>"
+)
+
+
+# --------------------------------------------------------------------------- middleware
+
+
+class TimingMiddleware:
+    """Records each API endpoint's latency (request in to last byte out) and adds the
+    security headers. Plain ASGI: no re-streaming of bodies."""
+
+    def __init__(self, app: ASGIApp, recorder: analytics.LatencyRecorder) -> None:
+        self.app = app
+        self.recorder = recorder
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        path: str = scope["path"]
+        endpoint = f"{scope['method']} {path}" if path in ENDPOINTS else None
+        static = path.startswith("/static/")
+
+        async def wrapped(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                for name, value in SECURITY_HEADERS.items():
+                    headers.append((name.lower().encode(), value.encode()))
+                if not any(k == b"cache-control" for k, _ in headers):
+                    cache = b"public, max-age=3600" if static else b"no-store"
+                    headers.append((b"cache-control", cache))
+                message = {**message, "headers": headers}
+            await send(message)
+            if (
+                endpoint is not None
+                and message["type"] == "http.response.body"
+                and not message.get("more_body", False)
+            ):
+                self.recorder.record(endpoint, time.perf_counter() - started)
+
+        await self.app(scope, receive, wrapped)
+
+
+# --------------------------------------------------------------------------- the engine
+
+
+class _ObservedStore:
+    """The consumer's feature store, telling the engagement tracker about each session
+    whose features an event changed (applied for the first time: duplicates are not)."""
+
+    def __init__(self, inner: FeatureStore, observe: Callable[[SessionFeatures], None]) -> None:
+        self.inner = inner
+        self.observe = observe
+
+    def get(self, session_id: str) -> SessionFeatures | None:
+        return self.inner.get(session_id)
+
+    def apply(self, event: Event) -> SessionFeatures:
+        return self.apply_once(event).features
+
+    def apply_once(self, event: Event) -> Applied:
+        result = self.inner.apply_once(event)
+        if result.applied:
+            self.observe(result.features)
+        return result
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _channel(value: str | None) -> str:
+    text = _CHANNEL_CHARS.sub("-", (value or "").lower()).strip("-")[:32]
+    return text or "unknown"
+
+
+class Storefront:
+    """The service's state and operations; the routes are thin wrappers around it."""
+
+    def __init__(
+        self,
+        settings: StorefrontSettings,
+        *,
+        pipeline: Pipeline | None = None,
+        experiment_log: ExperimentLog | None = None,
+        bandit: Bandit | None = None,
+        advisor: Advisor | None = None,
+        model: PersonaModel | None = None,
+        clock: Callable[[], dt.datetime] = _now,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.model = model or shipped_model()
+        catalog = (
+            Catalog.load(settings.catalog_path) if settings.catalog_path else shipped_catalog()
+        )
+        self.advisor = advisor or Advisor(catalog)
+        self.catalog = self.advisor.catalog
+        self.log = experiment_log or ExperimentLog(settings.db_url or default_url())
+        # SQLite takes one writer at a time and a blocked writer backs off in sleeps of up to
+        # 100 ms: writers of this process queue on a lock instead (instant hand-over)
+        sqlite = self.log.engine.dialect.name == "sqlite"
+        self._write_lock: Any = threading.Lock() if sqlite else contextlib.nullcontext()
+        self.latency = analytics.LatencyRecorder(settings.latency_samples)
+        self.engagement = analytics.EngagementTracker()
+        arms = {slot: list(variants) for slot, variants in ARMS.items()}
+        self.bandit = bandit or Bandit(arms, settings.bandit)
+        if pipeline is None:
+            pipeline = open_pipeline(
+                settings.redis_url,
+                prefix=settings.prefix,
+                on_outcome=self.on_outcome,
+                consumer_name=settings.consumer_name,
+                buffer_capacity=settings.buffer_capacity,
+            )
+        else:
+            pipeline.consumer.on_outcome = self.on_outcome
+        pipeline.consumer.features = _ObservedStore(
+            pipeline.consumer.features, self.engagement.observe
+        )
+        self.pipeline = pipeline
+        self.running = False
+        self.started_at = self.clock()
+        self.restored = self.restore_bandit() if bandit is None else 0
+
+    # ---------------------------------------------------------------- lifecycle
+
+    def start(self) -> None:
+        self.pipeline.start()
+        self.running = True
+
+    def stop(self) -> None:
+        self.pipeline.stop()
+        self.running = False
+
+    def restore_bandit(self) -> int:
+        """Replay the logged bandit decisions (not control's) with their deepest outcome, so
+        the posterior survives a restart and later outcomes of old decisions still count."""
+        frame = analytics.decision_frame(self.log)
+        if frame.empty:
+            return 0
+        frame = frame[frame["group"] == analytics.BANDIT].sort_values("ts")
+        frame = frame.tail(self.settings.restore_limit)
+        replayed = 0
+        rows: list[dict[Any, Any]] = frame.to_dict("records")
+        for row in rows:
+            slot, arm = str(row["slot"]), str(row["arm"])
+            if slot not in ARMS or arm not in ARMS[slot]:
+                continue  # an arm retired since: nothing to learn about the current ones
+            decision = Decision(
+                decision_id=str(row["decision_id"]),
+                slot=slot,
+                arm=arm,
+                propensity=float(row["propensity"]),
+                segment=Segment(str(row["persona"]), str(row["device"]), str(row["channel"])),
+                policy_version=0,
+                burn_in=False,
+            )
+            deepest: Outcome = "impression"
+            if row["purchased"]:
+                deepest = "purchase"
+            elif row["carted"]:
+                deepest = "add_to_cart"
+            elif row["clicked"]:
+                deepest = "click"
+            self.bandit.record(decision, deepest)
+            replayed += 1
+        self.bandit.refresh()
+        return replayed
+
+    # ---------------------------------------------------------------- events
+
+    def publish(self, event: Event) -> dict[str, Any]:
+        result = self.pipeline.publisher.publish(event)
+        stats = self.pipeline.publisher.stats
+        body: dict[str, Any] = {
+            "status": result.status,
+            "event_id": event.event_id,
+            "buffered": result.status == "buffered",
+        }
+        if result.status != "published":
+            body["buffer"] = {
+                "waiting": stats.buffered,
+                "capacity": stats.capacity,
+                "dropped": stats.dropped,
+            }
+        return body
+
+    def on_outcome(self, event: Event, features: SessionFeatures) -> object:
+        """The consumer's outcome handler: log, then learn only from what is new."""
+        with self._write_lock:
+            new = self.log.record_event(event, features)
+        outcome = EVENT_OUTCOME.get(event.kind)
+        if new and outcome is not None and event.decision_id is not None:
+            self.bandit.record(event.decision_id, outcome, event_id=event.event_id)
+        return new
+
+    # ---------------------------------------------------------------- persona
+
+    def features(self, session_id: str) -> tuple[SessionFeatures | None, str]:
+        """The session's features and where they came from: ``store``, ``new_session`` (no
+        events yet) or ``fallback`` (the store is down)."""
+        try:
+            features = self.pipeline.features.get(session_id)
+        except StoreUnavailable:
+            return None, "fallback"
+        return features, "store" if features is not None else "new_session"
+
+    def classify(
+        self, session_id: str, device: str | None = None
+    ) -> tuple[PersonaResult, Segment, str, SessionFeatures | None]:
+        features, source = self.features(session_id)
+        if source == "fallback":
+            result = self.model.fallback()
+        else:
+            result = self.model.classify(features or SessionFeatures(session_id=session_id))
+        dev = (features.device if features else None) or device or "unknown"
+        chan = _channel(features.channel if features else None)
+        return result, Segment(result.persona, dev, chan), source, features
+
+    def persona(self, session_id: str, device: str | None = None) -> dict[str, Any]:
+        result, segment, source, features = self.classify(session_id, device)
+        session = None
+        if features is not None:
+            session = {
+                "events": features.events,
+                "page_views": features.page_views,
+                "duration_s": round(features.duration_s, 3),
+                "cart_adds": features.cart_adds,
+                "purchases": features.purchases,
+                "rec_clicks": features.rec_clicks,
+                "widget_interactions": features.widget_interactions,
+            }
+        return {
+            "session_id": session_id,
+            "persona": result.persona,
+            "tag": result.tag,
+            "interest": result.interest,
+            "probabilities": {k: round(v, 6) for k, v in result.probabilities.items()},
+            "confident": result.confident,
+            "reason": result.reason,
+            "segment": {
+                "persona": segment.persona,
+                "device": segment.device,
+                "channel": segment.channel,
+                "key": segment.key,
+            },
+            "source": source,
+            "fallback": source == "fallback",
+            "session": session,
+            "model": result.model,
+        }
+
+    # ---------------------------------------------------------------- decisions
+
+    def in_control(self, session_id: str) -> bool:
+        return analytics.in_holdout(session_id, self.settings.holdout)
+
+    def decide(
+        self,
+        session_id: str,
+        slot: str,
+        device: str | None = None,
+        now: dt.datetime | None = None,
+    ) -> dict[str, Any]:
+        if slot not in ARMS:
+            raise ServiceError(422, "validation_error", f"slot: one of {sorted(ARMS)}", "slot")
+        now = now or self.clock()
+        result, segment, source, _ = self.classify(session_id, device)
+        decision: Decision | None = None
+        if self.in_control(session_id):
+            group, arm, propensity = CONTROL, DEFAULT_ARM[slot], 1.0
+            decision_id, policy_version, burn_in = f"ctl-{uuid.uuid4().hex[:20]}", CONTROL, False
+        else:
+            decision = self.bandit.decide(segment, slot)
+            group, arm, propensity = analytics.BANDIT, decision.arm, decision.propensity
+            decision_id = decision.decision_id
+            policy_version, burn_in = f"bandit-{decision.policy_version}", decision.burn_in
+        with self._write_lock:
+            self._log_decision(
+                decision_id,
+                now,
+                session_id,
+                segment,
+                slot,
+                arm,
+                propensity,
+                policy_version,
+                burn_in,
+            )
+        if decision is not None:
+            self.bandit.record(decision, "impression")
+        return {
+            "decision_id": decision_id,
+            "session_id": session_id,
+            "slot": slot,
+            "arm": arm,
+            "propensity": propensity,
+            "group": group,
+            "policy_version": policy_version,
+            "burn_in": burn_in,
+            "segment": segment.key,
+            "persona": result.persona,
+            "persona_source": source,
+            "content": ARMS[slot][arm],
+        }
+
+    def _log_decision(
+        self,
+        decision_id: str,
+        now: dt.datetime,
+        session_id: str,
+        segment: Segment,
+        slot: str,
+        arm: str,
+        propensity: float,
+        policy_version: str,
+        burn_in: bool,
+    ) -> None:
+        self.log.log_decision(
+            decision_id=decision_id,
+            ts=now,
+            session_id=session_id,
+            persona=segment.persona,
+            device=segment.device,
+            channel=segment.channel,
+            slot=slot,  # type: ignore[arg-type]
+            arm=arm,
+            propensity=propensity,
+            policy_version=policy_version,
+            burn_in=burn_in,
+        )
+        # the page renders what it is given: serving is the impression
+        self.log.log_outcome(
+            event_id=f"imp-{decision_id}"[:64], decision_id=decision_id, kind="impression", ts=now
+        )
+
+    # ---------------------------------------------------------------- recommendations
+
+    def recommendations(
+        self,
+        session_id: str,
+        *,
+        cart: tuple[str, ...] = (),
+        current: str | None = None,
+        k: int = 6,
+        max_price: float | None = None,
+        category: str | None = None,
+    ) -> dict[str, Any]:
+        if category is not None and category not in self.catalog.categories:
+            raise ServiceError(
+                422,
+                "validation_error",
+                f"category: {category!r} is not a catalog category",
+                "category",
+            )
+        result, segment, source, features = self.classify(session_id)
+        recs = self.advisor.recommend(
+            features,
+            result,
+            cart=cart,
+            current=current,
+            k=k,
+            max_price=max_price,
+            category=category,
+            session_id=session_id,
+        )
+        body = recs.to_dict()
+        body["persona_source"] = source
+        body["segment"] = segment.key
+        return body
+
+    # ---------------------------------------------------------------- status
+
+    def health(self) -> dict[str, Any]:
+        kind = "redis" if self.settings.redis_url else "memory"
+        try:
+            self.pipeline.features.get("__health__")
+            store_ok = True
+        except StoreUnavailable:
+            store_ok = False
+        try:
+            backlog: int | None = len(self.pipeline.stream)
+            stream_ok = True
+        except StoreUnavailable:
+            backlog, stream_ok = None, False
+        status = self.pipeline.status()
+        buffer = status["publisher"]
+        ok = store_ok and stream_ok
+        return {
+            "status": "ok" if ok else "degraded",
+            "stream": {"kind": kind, "ok": stream_ok, "length": backlog},
+            "store": {"kind": kind, "ok": store_ok},
+            "buffer": buffer,
+            "consumer": status["consumer"],
+            "logs": {"dialect": self.log.engine.dialect.name},
+            "bandit": {"policy_version": self.bandit.policy_version, "restored": self.restored},
+            "holdout": self.settings.holdout,
+            "started_at": self.started_at.isoformat(),
+        }
+
+    def analytics(self, days: int = 28) -> dict[str, Any]:
+        return analytics.report(
+            self.log,
+            latency=self.latency,
+            engagement=self.engagement,
+            holdout=self.settings.holdout,
+            now=self.clock(),
+            days=days,
+        )
+
+
+# --------------------------------------------------------------------------- pages
+
+
+@functools.cache
+def _templates() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("cxagent.storefront", "templates"),
+        autoescape=jinja2.select_autoescape(["html"]),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["money"] = _money
+    env.filters["label"] = _label
+    env.filters["pct"] = _pct
+    return env
+
+
+def _money(value: float | None) -> str:
+    if value is None:
+        return "–"
+    return "free" if value == 0 else f"${value:,.2f}".replace(".00", "")
+
+
+def _label(category: str) -> str:
+    interest, _, rest = category.partition("-")
+    return f"{rest.replace('-', ' ').capitalize()}" if rest else category.capitalize()
+
+
+def _pct(value: float | None, digits: int = 1) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{100 * value:.{digits}f}%"
+
+
+def _catalog_json(catalog: Catalog) -> str:
+    """The slice of the catalog the page script needs (cart rendering), as JSON."""
+    items = {
+        i.id: {"name": i.name, "price": i.price, "category": i.category, "url": i.url}
+        for i in catalog.items
+    }
+    # "</" cannot end the script element early
+    return json.dumps(items, separators=(",", ":")).replace("</", "<\\/")
+
+
+class Pages:
+    """Renders the demo shop's pages and the analytics page."""
+
+    def __init__(self, storefront: Storefront) -> None:
+        self.sf = storefront
+        self.catalog = storefront.catalog
+        self.catalog_json = _catalog_json(self.catalog)
+        groups: dict[str, list[str]] = {}
+        for category in self.catalog.categories:
+            groups.setdefault(category.split("-", 1)[0], []).append(category)
+        self.nav = groups
+
+    def render(self, name: str, *, status: int = 200, **context: Any) -> HTMLResponse:
+        page = {
+            "page_type": "home",
+            "product_id": "",
+            "category": "",
+            "title": self.catalog.brand,
+        }
+        page.update(context.pop("page", {}))
+        html = (
+            _templates()
+            .get_template(name)
+            .render(
+                brand=self.catalog.brand,
+                nav=self.nav,
+                catalog_json=self.catalog_json,
+                page=page,
+                **context,
+            )
+        )
+        return HTMLResponse(html, status_code=status)
+
+    def item(self, item_id: str, *, tutorial: bool) -> Any:
+        item = self.catalog.get(item_id)
+        if item is None or (item.type == "tutorial") != tutorial:
+            kind = "tutorial" if tutorial else "product"
+            raise ServiceError(404, "not_found", f"no {kind} {item_id!r} in the catalog", "id")
+        return item
+
+
+# --------------------------------------------------------------------------- the app
+
+
+def create_app(
+    settings: StorefrontSettings | None = None,
+    *,
+    storefront: Storefront | None = None,
+    **parts: Any,
+) -> FastAPI:
+    """The storefront service. ``parts`` are passed to ``Storefront`` (``pipeline``,
+    ``experiment_log``, ``bandit``, ``advisor``, ``model``, ``clock``) to inject them."""
+    sf = storefront or Storefront(settings or StorefrontSettings.from_env(), **parts)
+    pages = Pages(sf)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        sf.start()
+        try:
+            yield
+        finally:
+            sf.stop()
+
+    app = FastAPI(
+        title="Storefront persona agent",
+        description="Events, persona, bandit decisions and recommendations of the demo shop.",
+        docs_url=None,  # the interactive docs load assets from a CDN: not offline
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.storefront = sf
+    app.add_exception_handler(RequestValidationError, _on_validation)
+    app.add_exception_handler(ServiceError, _on_service_error)
+    app.add_exception_handler(StarletteHTTPException, _on_http_error)
+    app.add_exception_handler(Exception, _on_unexpected)
+
+    # ---------------------------------------------------------------- the JSON API
+
+    @app.post("/v1/events", status_code=202)
+    def post_event(event: Event) -> JSONResponse:
+        """Publish one event to the stream (or the buffer while Redis is down)."""
+        body = sf.publish(event)
+        if body["status"] == "dropped":
+            err = error_body(
+                "unavailable",
+                "the event stream is down and the buffer is full: retry with the same event_id",
+            )
+            err["error"].update(body)
+            return JSONResponse(err, status_code=503, headers={"Retry-After": "1"})
+        return JSONResponse(body, status_code=202)
+
+    @app.post("/v1/persona")
+    def post_persona(request: PersonaRequest) -> JSONResponse:
+        """The session's persona now, with probabilities and its micro-segment."""
+        return JSONResponse(sf.persona(request.session_id, request.device))
+
+    @app.post("/v1/decide")
+    def post_decide(request: DecideRequest) -> JSONResponse:
+        """The variant to show in a slot: the bandit's choice, or the default in control."""
+        return JSONResponse(sf.decide(request.session_id, request.slot, request.device))
+
+    @app.get("/v1/recommendations")
+    def get_recommendations(
+        session_id: Annotated[str, Query(min_length=1, max_length=64)],
+        cart: Annotated[str, Query(max_length=2000, description="Comma-separated ids.")] = "",
+        current: Annotated[str | None, Query(max_length=64)] = None,
+        k: Annotated[int, Query(ge=3, le=12)] = 6,
+        max_price: Annotated[float | None, Query(ge=0)] = None,
+        category: Annotated[str | None, Query(max_length=64)] = None,
+    ) -> JSONResponse:
+        """The advisor's carousel, best tutorial and (with a cart) checkout add-ons."""
+        items = tuple(c for c in (p.strip() for p in cart.split(",")) if c)
+        return JSONResponse(
+            sf.recommendations(
+                session_id,
+                cart=items,
+                current=current,
+                k=k,
+                max_price=max_price,
+                category=category,
+            )
+        )
+
+    @app.get("/v1/health")
+    def get_health() -> JSONResponse:
+        """Stream, store and buffer status, and the consumer's counters."""
+        return JSONResponse(sf.health())
+
+    @app.get("/v1/analytics")
+    def get_analytics(days: Annotated[int, Query(ge=1, le=365)] = 28) -> JSONResponse:
+        """Lift against control, experiment velocity, engagement and latency."""
+        return JSONResponse(sf.analytics(days))
+
+    # ---------------------------------------------------------------- pages
+
+    @app.get("/", include_in_schema=False)
+    def root() -> RedirectResponse:
+        return RedirectResponse("/storefront", status_code=307)
+
+    @app.get("/storefront", include_in_schema=False)
+    def home() -> HTMLResponse:
+        featured = [i for i in sf.catalog.items if i.type != "tutorial"][::4][:8]
+        return pages.render("home.html", featured=featured)
+
+    @app.get("/storefront/c/{category}", include_in_schema=False)
+    def category_page(category: str) -> HTMLResponse:
+        if category not in sf.catalog.categories:
+            raise ServiceError(404, "not_found", f"no category {category!r}", "category")
+        items = [i for i in sf.catalog.items if i.category == category]
+        page = {"page_type": "category", "category": category, "title": _label(category)}
+        return pages.render("category.html", page=page, items=items)
+
+    @app.get("/storefront/p/{item_id}", include_in_schema=False)
+    def product_page(item_id: str) -> HTMLResponse:
+        item = pages.item(item_id, tutorial=False)
+        tutorial = next(
+            (i for i in sf.catalog.items if i.type == "tutorial" and i.category == item.category),
+            None,
+        )
+        page = {
+            "page_type": "product",
+            "category": item.category,
+            "product_id": item.id,
+            "title": item.name,
+        }
+        return pages.render("product.html", page=page, item=item, tutorial=tutorial)
+
+    @app.get("/storefront/learn/{item_id}", include_in_schema=False)
+    def tutorial_page(item_id: str) -> HTMLResponse:
+        item = pages.item(item_id, tutorial=True)
+        related = [
+            i for i in sf.catalog.items if i.category == item.category and i.type != "tutorial"
+        ]
+        page = {
+            "page_type": "tutorial",
+            "category": item.category,
+            "product_id": item.id,
+            "title": item.name,
+        }
+        return pages.render("learn.html", page=page, item=item, related=related)
+
+    @app.get("/storefront/cart", include_in_schema=False)
+    def cart_page() -> HTMLResponse:
+        return pages.render("cart.html", page={"page_type": "cart", "title": "Your cart"})
+
+    @app.get("/storefront/checkout", include_in_schema=False)
+    def checkout_page() -> HTMLResponse:
+        return pages.render("checkout.html", page={"page_type": "checkout", "title": "Checkout"})
+
+    @app.get("/analytics", include_in_schema=False)
+    def analytics_page(days: Annotated[int, Query(ge=1, le=365)] = 28) -> HTMLResponse:
+        report = sf.analytics(days)
+        return pages.render(
+            "analytics.html",
+            page={"page_type": "about", "title": "Storefront analytics"},
+            report=report,
+        )
+
+    app.mount("/static", StaticFiles(packages=[("cxagent.storefront", "static")]), name="static")
+    app.add_middleware(TimingMiddleware, recorder=sf.latency)
+    return app
+
+
+# --------------------------------------------------------------------------- serving
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A bound TCP socket whose accepted connections have Nagle off: without it a
+    response's headers and body, written separately, can wait on the client's delayed ACK
+    (about 40 ms per keep-alive request)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.bind((host, port))
+    return sock
+
+
+def serve(
+    settings: StorefrontSettings,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8100,
+    seed_sessions: int = 0,
+    access_log: bool = False,
+) -> None:
+    """Serve the storefront until interrupted (one worker: the bandit lives in memory)."""
+    import uvicorn
+
+    sf = Storefront(settings)
+    if seed_sessions:
+        seeded = seed_demo(sf, seed_sessions)
+        print(f"seeded {seeded['sessions']} synthetic sessions ({seeded['decisions']} decisions)")
+    app = create_app(storefront=sf)
+    sock = listening_socket(host, port)
+    shown = f"[{host}]" if ":" in host else host
+    base = f"http://{shown}:{sock.getsockname()[1]}"
+    mode = "Redis at " + settings.redis_url if settings.redis_url else "in-process stream and store"
+    print(f"storefront on {base}/storefront  analytics on {base}/analytics  ({mode})", flush=True)
+    config = uvicorn.Config(app, log_level="info", access_log=access_log, lifespan="on")
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+# --------------------------------------------------------------------------- demo data
+
+
+def seed_demo(
+    sf: Storefront, sessions: int = 300, *, seed: int = 7, weeks: int = 4
+) -> dict[str, int]:
+    """Fill the demo with synthetic sessions (``sessions.generate_sessions``): their events go
+    through the real pipeline; each session gets hero and CTA decisions spread over the last
+    ``weeks`` weeks, and clicks and purchases drawn from made-up click rates per arm (a demo,
+    not evidence). Returns counts."""
+    from cxagent.storefront.sessions import generate_sessions
+
+    rng = random.Random(seed)
+    ctr = {
+        "hero-studio": 0.06,
+        "hero-sketch": 0.09,
+        "hero-learn": 0.12,
+        "cta-shop": 0.05,
+        "cta-trial": 0.08,
+        "cta-bundle": 0.06,
+    }
+    now = sf.clock()
+    decisions = 0
+    started_here = not sf.running
+    if started_here:
+        sf.start()
+    try:
+        generated = generate_sessions(sessions, seed=seed)
+        for synthetic in generated:
+            for event in synthetic.events:
+                sf.pipeline.publisher.publish(event)
+        _drain(sf)
+        for synthetic in generated:
+            at = now - dt.timedelta(seconds=rng.uniform(0, weeks * 7 * 86400.0))
+            last = synthetic.events[-1]
+            decided = {}
+            for slot in ("hero", "cta"):
+                d = sf.decide(synthetic.session_id, slot, now=at)
+                decided[slot] = d
+                decisions += 1
+                if rng.random() < ctr[d["arm"]]:
+                    kind = "hero_click" if slot == "hero" else "cta_click"
+                    sf.pipeline.publisher.publish(
+                        _demo_event(synthetic.session_id, kind, last.ts, d["decision_id"])
+                    )
+            if synthetic.purchased or rng.random() < 0.01:
+                value = sum(e.value or 0.0 for e in synthetic.events) or 24.0
+                sf.pipeline.publisher.publish(
+                    _demo_event(
+                        synthetic.session_id,
+                        "purchase",
+                        last.ts,
+                        decided["cta"]["decision_id"],
+                        value,
+                    )
+                )
+        _drain(sf)
+    finally:
+        if started_here:
+            sf.stop()
+    return {"sessions": sessions, "decisions": decisions}
+
+
+def _demo_event(
+    session_id: str, kind: str, ts: dt.datetime, decision_id: str, value: float | None = None
+) -> Event:
+    return Event(
+        event_id=f"demo-{uuid.uuid4().hex[:16]}",
+        session_id=session_id,
+        kind=kind,  # type: ignore[arg-type]
+        ts=ts + dt.timedelta(seconds=5),
+        decision_id=decision_id,
+        value=value,
+    )
+
+
+def _drain(sf: Storefront, timeout_s: float = 60.0) -> None:
+    """Wait until the consumer has caught up with the publisher (or ``timeout_s``)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        published = sf.pipeline.publisher.stats.published
+        stats = sf.pipeline.consumer.stats
+        if stats.applied + stats.duplicates + stats.dead_lettered + stats.lost >= published:
+            return
+        time.sleep(0.05)
+
+
+__all__ = [
+    "ARMS",
+    "DEFAULT_ARM",
+    "Pages",
+    "ServiceError",
+    "Storefront",
+    "StorefrontSettings",
+    "create_app",
+    "seed_demo",
+    "serve",
+]
