@@ -333,7 +333,10 @@ def test_the_ml_engineer_investigates_the_sf_grocery_incident(
         incident_url = page.url
         incident_id = incident_url.rsplit("/", 1)[1]
         expect(page.get_by_role("heading", level=1)).to_contain_text(SF_GROCERY)
-        metrics = card(page, "Metrics, baseline against the incident window")
+        metrics = card(
+            page,
+            f"Metrics of {DINNER}: the 14 days before against the incident window",
+        )
         for name in ("CX Score", "on-time rate", "orders per trip"):
             expect(metrics.locator("tbody tr").filter(has_text=name).first).to_be_visible()
         top = card(page, "Top regressing slices")
