@@ -11,7 +11,7 @@ import pytest
 
 from cxagent.engine.connection import connect
 from cxagent.rca.contrast import comparison_of, slice_contrast, store_day_panel
-from cxagent.rca.timeline import _group_median
+from cxagent.rca.timeline import _GroupMedians
 
 
 def test_comparable_slices_differ_in_one_scope_dimension() -> None:
@@ -92,12 +92,16 @@ def test_a_planted_batching_change_shows_in_its_driver_not_elsewhere(tmp_path: P
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_weighted_group_median_is_the_median_of_the_repeated_sample(seed: int) -> None:
     rng = np.random.default_rng(seed)
-    n, groups = 400, 7
-    values, group = rng.normal(size=n), rng.integers(0, groups, n)
-    weights = rng.integers(0, 4, n).astype(float)  # a bootstrap replicate's day counts
+    n, groups, days = 400, 7, 5
+    values, group, day = rng.normal(size=n), rng.integers(0, groups, n), rng.integers(0, days, n)
+    group[group == 3] = 2  # a group without values
     rows = np.lexsort((values, group))
-    found = _group_median(values, group, groups, weights, rows)
-    for g in range(groups):
-        repeated = np.repeat(values[group == g], weights[group == g].astype(int))
-        expected = np.median(repeated) if repeated.size else np.nan
-        assert found[g] == pytest.approx(expected, nan_ok=True)
+    medians = _GroupMedians.of(group[rows], values[rows], day[rows], groups, days)
+    for _ in range(5):
+        w_day = rng.integers(0, 4, days).astype(float)  # a bootstrap replicate's day counts
+        found = medians(w_day)
+        weights = w_day[day].astype(int)
+        for g in range(groups):
+            repeated = np.repeat(values[group == g], weights[group == g])
+            expected = np.median(repeated) if repeated.size else np.nan
+            assert found[g] == pytest.approx(expected, nan_ok=True)

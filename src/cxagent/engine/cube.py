@@ -142,6 +142,8 @@ class Cube:
             return self
         last = pc.max(hours).as_py()
         keep = pc.greater(hours, pa.scalar(last - dt.timedelta(days=days), hours.type))
+        if pc.all(keep).as_py():  # the data is no longer than that: no copy
+            return self
         return Cube(self.table.filter(keep), self.implied_by_store)
 
     def slice_rows(self, where: Mapping[str, str | int]) -> pa.Table:

@@ -55,30 +55,43 @@ class RateCalibration:
         return int(self.factors.shape[1])
 
 
+def _trimmed_mean(
+    e2: FloatArray, v: FloatArray, m2: FloatArray, keep: IntArray, tau2: FloatArray
+) -> FloatArray:
+    """Per row, the mean of the ``keep`` smallest ``e2 / (v + m2 tau2)`` (``v == 0``: missing)."""
+    seen = v > 0
+    q = np.where(seen, e2 / np.where(seen, v + m2 * tau2[:, None], 1.0), np.inf)
+    q = np.sort(q, axis=1)
+    kept = np.arange(q.shape[1])[None, :] < keep[:, None]
+    return np.where(kept, q, 0.0).sum(axis=1) / np.maximum(keep, 1)
+
+
 def trimmed_tau2(e: FloatArray, v: FloatArray, m: FloatArray, trim: float) -> FloatArray:
     """Per row, tau^2 >= 0 such that the trimmed mean of ``e^2 / (v + m^2 tau^2)`` equals that
-    of a chi-square(1) trimmed alike (bisection on log tau^2). ``v == 0`` marks missing."""
+    of a chi-square(1) trimmed alike (bisection on log tau^2). ``v == 0`` marks missing.
+
+    A row whose binomial noise alone already accounts for its spread (or with fewer than
+    three windows kept) gets 0 without a bisection: most rows, the stores and small slices.
+    Every step works row by row, so leaving those rows out changes no other row's result."""
     seen = v > 0
-    k = seen.sum(axis=1)
-    keep = np.floor((1 - trim) * k).astype(np.int64)
+    keep = np.floor((1 - trim) * seen.sum(axis=1)).astype(np.int64)
     cut = chi2.ppf(1 - trim, 1)
     target = chi2.cdf(cut, 3) / (1 - trim)  # E[X; X <= cut] / P(X <= cut), X ~ chi2(1)
-    ranks = np.arange(e.shape[1])[None, :]
-
-    def trimmed_mean(tau2: FloatArray) -> FloatArray:
-        q = np.where(seen, e**2 / np.where(seen, v + m**2 * tau2[:, None], 1.0), np.inf)
-        q = np.sort(q, axis=1)
-        kept = ranks < keep[:, None]
-        return np.where(kept, q, 0.0).sum(axis=1) / np.maximum(keep, 1)
-
+    e2, m2 = e**2, m**2
     n = e.shape[0]
-    lo, hi = np.full(n, -10.0), np.full(n, 2.0)  # log10 tau^2
+    none = (_trimmed_mean(e2, v, m2, keep, np.zeros(n)) <= target) | (keep < 3)
+    out = np.zeros(n)
+    rows = np.flatnonzero(~none)
+    if not rows.size:
+        return out
+    e2, v, m2, keep = e2[rows], v[rows], m2[rows], keep[rows]
+    lo, hi = np.full(rows.size, -10.0), np.full(rows.size, 2.0)  # log10 tau^2
     for _ in range(24):  # 12 decades to within 1e-6 of a decade
         mid = (lo + hi) / 2
-        above = trimmed_mean(10.0**mid) > target
+        above = _trimmed_mean(e2, v, m2, keep, 10.0**mid) > target
         lo, hi = np.where(above, mid, lo), np.where(above, hi, mid)
-    none = (trimmed_mean(np.zeros(n)) <= target) | (keep < 3)
-    return np.where(none, 0.0, 10.0 ** ((lo + hi) / 2))
+    out[rows] = 10.0 ** ((lo + hi) / 2)
+    return out
 
 
 def fit_rate_calibration(

@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from cxagent.data.cohorts import DAYPARTS
 from cxagent.engine.cube import SET_DIMS, SUM_FIELDS, Cube
@@ -96,38 +95,80 @@ class SliceSeries:
             return total / weight, var / weight**2
 
 
-def _level_rows(cube: Cube) -> dict[str, pa.Table]:
-    levels = pc.unique(cube.table.column("level")).to_pylist()
-    return {lv: cube.table.filter(pc.equal(cube.table.column("level"), lv)) for lv in levels}
+def _level_rows(cube: Cube) -> dict[str, np.ndarray]:
+    """Positions of each level's rows in the cube, in row order; levels in order of first
+    appearance (one pass, not a filtered copy of the table per level)."""
+    levels = cube.table.column("level").combine_chunks().dictionary_encode()
+    codes = levels.indices.to_numpy(zero_copy_only=False)
+    order = np.argsort(codes, kind="stable")
+    bounds = np.searchsorted(codes[order], np.arange(len(levels.dictionary) + 1))
+    return {
+        str(name): order[bounds[i] : bounds[i + 1]]
+        for i, name in enumerate(levels.dictionary.to_pylist())
+    }
+
+
+def _str_ranks(column: pa.ChunkedArray) -> tuple[np.ndarray, list[Any]]:
+    """(rank of each row's value among the column's distinct values ordered by ``str``, the
+    distinct values in that order): integer codes that sort as the values' strings do."""
+    encoded = column.combine_chunks().dictionary_encode(null_encoding="encode")
+    values = encoded.dictionary.to_pylist()
+    by_str = sorted(range(len(values)), key=lambda i: str(values[i]))
+    rank = np.empty(len(values), dtype=np.int64)
+    rank[by_str] = np.arange(len(values))
+    codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    return rank[codes], [values[i] for i in by_str]
+
+
+def _slice_keys(
+    table: pa.Table, dims: list[str], rows: np.ndarray
+) -> tuple[list[tuple[Any, ...]], np.ndarray]:
+    """The distinct value combinations of ``dims`` among ``rows`` sorted by their strings
+    (dimension by dimension), and each row's index among them."""
+    if not dims:
+        return [()], np.zeros(len(rows), dtype=np.int64)
+    key = np.zeros(len(rows), dtype=np.int64)
+    decoders = []
+    for d in dims:
+        rank, values = _str_ranks(table.column(d).take(rows))
+        key = key * len(values) + rank
+        decoders.append(values)
+    uniq, index = np.unique(key, return_inverse=True)
+    combos: list[tuple[Any, ...]] = []
+    for k in uniq.tolist():
+        parts = []
+        for values in reversed(decoders):
+            k, r = divmod(k, len(values))
+            parts.append(values[r])
+        combos.append(tuple(reversed(parts)))
+    return combos, index.astype(np.int64)
 
 
 def build_series(cube: Cube, *, min_orders: float = 0.0, with_dayparts: bool = True) -> SliceSeries:
     """Every slice of the cube with at least ``min_orders`` orders in total."""
     hours = cube.hours
     hour_keys = hours.astype("datetime64[us]")
+    table = cube.table
+    # columns of the whole cube, read once; each level takes its rows
+    hour = table.column("hour").to_numpy().astype("datetime64[us]")
+    column = np.searchsorted(hour_keys, hour)
+    names = table.column("daypart").to_numpy()
+    daypart = np.full(len(names), -1)
+    for code, name in enumerate(DAYPARTS):
+        daypart[names == name] = code
+    field_values = {  # one writable copy each, its NaN (nulls) zeroed in place
+        f: np.nan_to_num(np.array(table.column(f).to_numpy(), dtype=float), copy=False)
+        for f in SUM_FIELDS
+    }
     slices: list[dict[str, Any]] = []
     blocks: dict[str, list[np.ndarray]] = {f: [] for f in SUM_FIELDS}
     for level, rows in _level_rows(cube).items():
         dims = [] if level == "all" else level.split("+")
-        keys = (
-            list(zip(*(rows.column(d).to_pylist() for d in dims), strict=True))
-            if dims
-            else [()] * rows.num_rows
-        )
-        uniq = sorted(set(keys), key=lambda k: tuple(str(x) for x in k))
-        pos = {k: i for i, k in enumerate(uniq)}
-        r = np.array([pos[k] for k in keys], dtype=np.int64)
-        hour = rows.column("hour").to_numpy(zero_copy_only=False).astype("datetime64[us]")
-        c = np.searchsorted(hour_keys, hour)
-        names = rows.column("daypart").to_numpy(zero_copy_only=False)
-        dp = np.full(len(names), -1)
-        for code, name in enumerate(DAYPARTS):
-            dp[names == name] = code
+        uniq, r = _slice_keys(table, dims, rows)
+        c = column[rows]
+        dp = daypart[rows]
         cell = r * len(hours) + c  # one bincount per field fills a slice x hour matrix
-        values = {
-            f: np.nan_to_num(rows.column(f).to_numpy(zero_copy_only=False).astype(float))
-            for f in SUM_FIELDS
-        }
+        values = {f: v[rows] for f, v in field_values.items()}
         size = len(uniq) * len(hours)
         variants = [None, *range(len(DAYPARTS))] if with_dayparts else [None]
         for variant in variants:

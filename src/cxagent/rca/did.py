@@ -49,8 +49,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-import statsmodels.api as sm
 from scipy import stats
+from statsmodels.regression.linear_model import WLS
 
 __all__ = ["DidResult", "diff_in_diff"]
 
@@ -296,7 +296,7 @@ def _twfe(
     targets = targets - fitted
     x, y_resid = targets[:, :k], targets[:, k]
 
-    model = sm.WLS(y_resid, x, weights=weight, hasconst=False)
+    model = WLS(y_resid, x, weights=weight, hasconst=False)
     clustered = model.fit(cov_type="cluster", cov_kwds={"groups": units}, use_t=True)
     naive = model.fit()
     # statsmodels saw k parameters; the full model also has the period and unit effects

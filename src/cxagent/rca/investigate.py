@@ -285,12 +285,19 @@ def investigate_report(
     baseline_days: int = 14,
     n_bootstrap: int = 100,
     seed: int = 0,
+    data_end: dt.datetime | None = None,
+    change_log: pd.DataFrame | None = None,
 ) -> Investigation:
-    """Evidence and ranked causes for one detected incident."""
+    """Evidence and ranked causes for one detected incident. ``data_end`` (``_data_end``)
+    and ``change_log`` (``_change_log``) are the same for every incident of a dataset:
+    read here unless given."""
     draft = report.draft
     where = investigation_slice(report)
     start = draft.window_start - dt.timedelta(days=baseline_days)
-    data_end = _data_end(engine)
+    if data_end is None:
+        data_end = _data_end(engine)
+    if change_log is None:
+        change_log = _change_log(engine)
     frame = order_frame(engine, where, start, draft.window_end, outcomes=True)
     frame["after"] = frame["order_time"] >= draft.window_start
     missing = set(frame.attrs.get("missing", []))
@@ -308,13 +315,7 @@ def investigate_report(
     timing = lagged_correlations(frame, missing=untestable)
     slope = {c: SLOPE["on_time"] for c in MECHANISMS} | {"inventory_drop": SLOPE["item_accuracy"]}
     changes = (
-        match_changes(
-            engine.con.to_pyarrow(engine.table("change_events")).to_pandas(),
-            where,
-            draft.window_start,
-        )
-        if engine.has("change_events")
-        else []
+        match_changes(change_log, where, draft.window_start) if engine.has("change_events") else []
     )
     delivered = frame[frame["delivered"]]
     periods = (delivered[~delivered["after"]], delivered[delivered["after"]])
@@ -427,6 +428,13 @@ def investigate_report(
         ]
         return result(causes_out, narrative)
     return result(causes, narrative)
+
+
+def _change_log(engine: Engine) -> pd.DataFrame:
+    """The logged changes (no rows when the dataset has no change log)."""
+    if not engine.has("change_events"):
+        return pd.DataFrame()
+    return engine.con.to_pyarrow(engine.table("change_events")).to_pandas()
 
 
 def _data_end(engine: Engine) -> dt.datetime:
@@ -569,8 +577,20 @@ def investigate_reports(
     *,
     n_bootstrap: int = 100,
 ) -> list[Investigation]:
-    """Investigate each report (pass an iterable wrapped in a progress bar to show one)."""
-    return [investigate_report(engine, r, n_bootstrap=n_bootstrap) for r in reports]
+    """Investigate each report (pass an iterable wrapped in a progress bar to show one); the
+    end of the data and the change log are read once for all of them (with the first)."""
+    found: list[Investigation] = []
+    shared: tuple[dt.datetime, pd.DataFrame] | None = None
+    for report in reports:
+        if shared is None:
+            shared = (_data_end(engine), _change_log(engine))
+        data_end, change_log = shared
+        found.append(
+            investigate_report(
+                engine, report, n_bootstrap=n_bootstrap, data_end=data_end, change_log=change_log
+            )
+        )
+    return found
 
 
 def investigate(

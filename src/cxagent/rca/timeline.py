@@ -65,163 +65,265 @@ def promise_gap(frame: pd.DataFrame, after: str) -> np.ndarray:
     """Promised minutes minus what the baseline quoted for a like order (least squares of
     the promise on store, hour, distance and basket size, fitted once on the orders before
     the change): about 0 before, negative when promises got shorter."""
-    before = frame[~frame[after]]
-    return frame["promised_min"].to_numpy(float) - _baseline_promise(before, frame)
+    return frame["promised_min"].to_numpy(float) - _baseline_promise(
+        frame, ~frame[after].to_numpy(bool)
+    )
 
 
-def _baseline_promise(before: pd.DataFrame, after: pd.DataFrame) -> np.ndarray:
-    """What the baseline quoted for orders like ``after``'s: least squares of the promised
+def _baseline_promise(frame: pd.DataFrame, is_before: np.ndarray) -> np.ndarray:
+    """What the baseline quoted for orders like ``frame``'s: least squares of the promised
     minutes on store (fixed effects, partialled out by demeaning within store), hour,
-    basket size and distance, fitted on the baseline orders."""
-    use_distance = bool(before["distance_mi"].notna().all())  # not every source has it
-    hours = sorted(before["hour"].unique().tolist())
-
-    def design(frame: pd.DataFrame) -> np.ndarray:
-        cols = [frame["item_count"].to_numpy(float)]
-        if use_distance:
-            cols.append(frame["distance_mi"].fillna(0.0).to_numpy(float))
-        cols += [(frame["hour"] == h).to_numpy(float) for h in hours[1:]]
-        return np.column_stack(cols)
-
-    x, y = design(before), before["promised_min"].to_numpy(float)
-    store = before["store_id"].to_numpy()
-    x_mean = pd.DataFrame(x).groupby(store).transform("mean").to_numpy()
+    basket size and distance, fitted on the baseline orders (``is_before``)."""
+    # not every source has the distance
+    use_distance = not np.isnan(frame["distance_mi"].to_numpy(float)[is_before]).any()
+    hours = sorted(pd.unique(frame["hour"].to_numpy()[is_before]).tolist())
+    # the design of every order, built once: the baseline's rows are the fit's
+    design = _promise_design(frame, hours, use_distance)
+    x, y = design[is_before], frame["promised_min"].to_numpy(float)[is_before]
+    store = frame["store_id"].to_numpy()[is_before]
+    x_mean = pd.DataFrame(x, copy=False).groupby(store).transform("mean").to_numpy()
     y_mean = pd.Series(y).groupby(store).transform("mean").to_numpy()
     coef, *_ = np.linalg.lstsq(x - x_mean, y - y_mean, rcond=None)
     # each store's level: its mean promise net of its orders' mix
     level = pd.Series(y - x @ coef).groupby(store).mean()
-    base = level.reindex(after["store_id"].to_numpy()).to_numpy(float)
+    base = level.reindex(frame["store_id"].to_numpy()).to_numpy(float)
     base = np.where(np.isfinite(base), base, float(level.mean()))  # a store new after the change
-    return np.asarray(base + design(after) @ coef)
+    return np.asarray(base + design @ coef)
+
+
+def _promise_design(frame: pd.DataFrame, hours: list[int], use_distance: bool) -> np.ndarray:
+    """Columns of the promise model: basket size, distance (when used) and a dummy per hour
+    but the first."""
+    first = 2 if use_distance else 1
+    x = np.empty((len(frame), first + max(len(hours) - 1, 0)))
+    x[:, 0] = frame["item_count"].to_numpy(float)
+    if use_distance:
+        x[:, 1] = frame["distance_mi"].fillna(0.0).to_numpy(float)
+    x[:, first:] = frame["hour"].to_numpy()[:, None] == np.asarray(hours[1:])[None, :]
+    return x
+
+
+@dataclass(frozen=True)
+class _Subset:
+    """Some of the orders, in their original order, with the columns a replicate reads."""
+
+    day: np.ndarray  # day index of each (what its bootstrap weight follows)
+    group: np.ndarray  # e.g. daypart code
+    value: np.ndarray  # e.g. courier wait
+
+    @classmethod
+    def of(cls, rows: np.ndarray, day: np.ndarray, group: np.ndarray, value: np.ndarray) -> _Subset:
+        return cls(day=day[rows], group=group[rows], value=value[rows])
+
+
+@dataclass(frozen=True)
+class _GroupMedians:
+    """Median per group of values each repeated by its day's bootstrap weight, for any
+    replicate's day weights (the mean of the two middles when a group's total weight is
+    even). The running weight along the values sorted by (group, value) is monotone, so
+    each middle is found by a binary search within its group, on running counts of orders
+    per day: a few small products per replicate instead of a pass over every value, and
+    exact, the running weights being whole numbers."""
+
+    value: np.ndarray  # sorted by (group, value)
+    bounds: np.ndarray  # each group's first position, and the end
+    running: np.ndarray  # [position, day]: orders of each day before the position
+
+    @classmethod
+    def of(
+        cls, group: np.ndarray, value: np.ndarray, day: np.ndarray, n_groups: int, n_days: int
+    ) -> _GroupMedians:
+        """From values sorted by (group, value), with their group and day."""
+        running = np.zeros((len(value) + 1, n_days), dtype=np.int32)
+        running[np.arange(1, len(value) + 1), day] = 1
+        np.cumsum(running, axis=0, out=running)
+        return cls(value, np.searchsorted(group, np.arange(n_groups + 1)), running)
+
+    def __call__(self, w_day: np.ndarray) -> np.ndarray:
+        before = self.running[self.bounds] @ w_day  # weight before each group's first value
+        first, total = before[:-1], np.diff(before)
+        # the (1-based) ranks of the two middles: the same one for an odd total weight
+        target = np.concatenate(
+            [first + np.floor((total - 1) / 2) + 1, first + np.floor(total / 2) + 1]
+        )
+        has = total > 0
+        # smallest position whose running weight (through it) reaches the target
+        lo = np.tile(self.bounds[:-1], 2)
+        hi = np.maximum(np.tile(self.bounds[1:] - 1, 2), lo)
+        while (lo < hi).any():
+            mid = (lo + hi) // 2
+            reached = self.running[mid + 1] @ w_day >= target
+            lo, hi = np.where(reached, lo, mid + 1), np.where(reached, mid, hi)
+        n = len(first)
+        out = np.full(n, np.nan)
+        out[has] = (self.value[lo[:n][has]] + self.value[lo[n:][has]]) / 2.0
+        return out
+
+
+def _day_counts(day: np.ndarray, key: np.ndarray, n_days: int, n_keys: int) -> np.ndarray:
+    """Orders per (day, key) as floats: a replicate's weighted count per key is one product
+    with the day weights, exact because the counts and weights are whole numbers."""
+    counts = np.bincount(day * n_keys + key, minlength=n_days * n_keys)
+    return counts.reshape(n_days, n_keys).astype(float)
 
 
 @dataclass(frozen=True)
 class _Orders:
     """The delivered orders as arrays, with what every replicate shares computed once.
 
-    A bootstrap replicate is a weight per order (how often its day was drawn), so no replicate
-    copies the orders; the point estimate is the replicate with every weight 1."""
+    A bootstrap replicate is a weight per day (how often it was drawn), so no replicate
+    copies the orders; the point estimate is the replicate with every weight 1. Counts of
+    orders (late ones, batched ones, per stratum) are kept per day, so a replicate gets them
+    from a product with its day weights instead of a pass over the orders (exact: whole
+    numbers); medians come from running counts per day (``_GroupMedians``); sums of minutes
+    are taken over just the orders they concern, in their original order, so every replicate
+    adds exactly the numbers (in the order) a pass over all the orders with zero weights
+    elsewhere would."""
 
+    day: np.ndarray  # day index per order
+    n_days: int
     after: np.ndarray  # bool
-    late: np.ndarray  # float 0/1
-    late_min: np.ndarray
-    store: np.ndarray  # int codes
-    daypart: np.ndarray  # int codes
-    batched: np.ndarray  # bool
-    prep: np.ndarray
-    wait: np.ndarray
-    gap: np.ndarray  # promise gap (NaN when untestable)
-    # orders with a known prep time, sorted by (store, prep), per period: for weighted medians
-    prep_sorted: dict[bool, np.ndarray]
+    # the after orders: what the counterfactual late rate is computed on
+    late_after: np.ndarray  # late minutes
+    day_after: np.ndarray
+    store_after: np.ndarray  # int codes
+    daypart_after: np.ndarray  # int codes
+    prep_after: np.ndarray
+    n_stores: int
+    n_dayparts: int
+    # orders per day: after, before, and late after
+    after_by_day: np.ndarray
+    before_by_day: np.ndarray
+    late_after_by_day: np.ndarray
+    # per period: each store's weighted median prep time
+    prep_medians: dict[bool, _GroupMedians]
+    # per period: unbatched orders with a known courier wait, by daypart
+    unbatched_wait: dict[bool, _Subset]
+    # promise gap per order (0 where unknown) and whether known, zero outside each period
+    gap: dict[bool, np.ndarray]
+    gap_known: dict[bool, np.ndarray]
     n_strata: int  # daypart x load tercile
-    cell_load: np.ndarray  # (daypart x load tercile) x after x batched
-    cell_daypart: np.ndarray  # daypart x after x batched, on the same strata numbering
+    # orders (and late ones) per day and cell: stratum x after x batched, the stratum being
+    # daypart x load tercile (``True``) or daypart alone (``False``, same numbering)
+    cell_orders: dict[bool, np.ndarray]
+    cell_late: dict[bool, np.ndarray]
 
     @classmethod
     def build(cls, columns: dict[str, np.ndarray]) -> _Orders:
         after, busy, daypart = columns["after"], columns["busy"], columns["daypart"]
+        day, late = columns["day"], columns["late"]
+        n_days = int(day.max()) + 1 if len(day) else 1
         load = daypart * 3
         known = np.isfinite(busy[~after])
         if known.any():
             cuts = np.quantile(busy[~after][known], [1 / 3, 2 / 3])
             load = load + np.searchsorted(cuts, np.nan_to_num(busy))
-        prep, store = columns["prep"], columns["store"]
-        prep_sorted = {}
+        prep, store, wait = columns["prep"], columns["store"], columns["wait"]
+        batched = columns["batched"]
+        prep_medians, unbatched_wait, gap, gap_known = {}, {}, {}, {}
+        n_stores = int(store.max()) + 1 if len(store) else 1
+        gap_is_known = np.isfinite(columns["gap"])
+        gap_values = np.where(gap_is_known, columns["gap"], 0.0)
         for period in (False, True):
             rows = np.flatnonzero((after == period) & np.isfinite(prep))
-            prep_sorted[period] = rows[np.lexsort((prep[rows], store[rows]))]
-        # cell of an order: stratum x after x batched, for one bincount per replicate
-        inner = after.astype(np.int64) * 2 + columns["batched"].astype(np.int64)
+            rows = rows[np.lexsort((prep[rows], store[rows]))]
+            prep_medians[period] = _GroupMedians.of(
+                store[rows], prep[rows], day[rows], n_stores, n_days
+            )
+            rows = np.flatnonzero((after == period) & ~batched & np.isfinite(wait))
+            unbatched_wait[period] = _Subset.of(rows, day, daypart, wait)
+            in_period = after == period
+            gap[period] = gap_values * in_period
+            gap_known[period] = (gap_is_known & in_period).astype(float)
+        n_strata = int(load.max()) + 1 if len(load) else 1
+        # cell of an order: stratum x after x batched, for one product per replicate
+        inner = after.astype(np.int64) * 2 + batched.astype(np.int64)
+        cells = {True: load * 4 + inner, False: daypart * 3 * 4 + inner}
+        n_cells = 4 * n_strata
+        late_rows = late > 0  # late is 0/1
         return cls(
+            day=day,
+            n_days=n_days,
             after=after,
-            late=columns["late"],
-            late_min=columns["late_min"],
-            store=store,
-            daypart=daypart,
-            batched=columns["batched"],
-            prep=prep,
-            wait=columns["wait"],
-            gap=columns["gap"],
-            prep_sorted=prep_sorted,
-            n_strata=int(load.max()) + 1 if len(load) else 1,
-            cell_load=load * 4 + inner,
-            cell_daypart=daypart * 3 * 4 + inner,
+            late_after=columns["late_min"][after],
+            day_after=day[after],
+            store_after=store[after],
+            daypart_after=daypart[after],
+            prep_after=prep[after],
+            n_stores=n_stores,
+            n_dayparts=int(daypart.max()) + 1 if len(daypart) else 1,
+            after_by_day=np.bincount(day[after], minlength=n_days).astype(float),
+            before_by_day=np.bincount(day[~after], minlength=n_days).astype(float),
+            late_after_by_day=np.bincount(day[after & late_rows], minlength=n_days).astype(float),
+            prep_medians=prep_medians,
+            unbatched_wait=unbatched_wait,
+            gap=gap,
+            gap_known=gap_known,
+            n_strata=n_strata,
+            cell_orders={k: _day_counts(day, c, n_days, n_cells) for k, c in cells.items()},
+            cell_late={
+                k: _day_counts(day[late_rows], c[late_rows], n_days, n_cells)
+                for k, c in cells.items()
+            },
         )
+
+    def covers_both(self, w_day: np.ndarray) -> bool:
+        """Whether a replicate (weights per day) has orders both before and after."""
+        return bool(w_day @ self.after_by_day > 0 and w_day @ self.before_by_day > 0)
 
 
 def _group_mean(values: np.ndarray, groups: np.ndarray, n: int, w: np.ndarray) -> np.ndarray:
-    """Weighted mean of ``values`` per group (NaN values and zero weights left out)."""
-    ok = np.isfinite(values)
-    weight = np.where(ok, w, 0.0)
-    total = np.bincount(groups, weights=weight * np.where(ok, values, 0.0), minlength=n)
-    count = np.bincount(groups, weights=weight, minlength=n)
+    """Weighted mean per group of ``values``, all finite (NaN for a group without weight)."""
+    total = np.bincount(groups, weights=w * values, minlength=n)
+    count = np.bincount(groups, weights=w, minlength=n)
     return np.where(count > 0, total / np.where(count > 0, count, 1.0), np.nan)
-
-
-def _group_median(
-    values: np.ndarray, groups: np.ndarray, n: int, w: np.ndarray, rows: np.ndarray
-) -> np.ndarray:
-    """Median per group of ``values`` repeated by their integer weights ``w``; ``rows`` are the
-    orders to use, sorted by (group, value). The cumulative weight is monotone across groups,
-    so one ``searchsorted`` finds every group's middle (the mean of the two middles when the
-    group's total weight is even)."""
-    g, v, ws = groups[rows], values[rows], w[rows]
-    total = np.bincount(g, weights=ws, minlength=n)
-    first = np.cumsum(total) - total  # weight before the group
-    cum = np.cumsum(ws)
-    lo = np.searchsorted(cum, first + np.floor((total - 1) / 2) + 1, side="left")
-    hi = np.searchsorted(cum, first + np.floor(total / 2) + 1, side="left")
-    has = total > 0
-    out = np.full(n, np.nan)
-    out[has] = (v[np.minimum(lo[has], len(v) - 1)] + v[np.minimum(hi[has], len(v) - 1)]) / 2.0
-    return out
 
 
 def _wmean(values: np.ndarray, w: np.ndarray) -> float:
     return float(values @ w / max(float(w.sum()), 1e-12))
 
 
-def _late_rate_cf(o: _Orders, mechanism: str, w: np.ndarray) -> float:
-    """Counterfactual late rate of the ``after`` orders of ``o`` (weighted by ``w``) without
-    ``mechanism``."""
-    a, b = o.after, ~o.after
-    wa = w[a]
-    late = o.late_min[a]
+def _share(flag: np.ndarray, w: np.ndarray) -> float:
+    """``_wmean`` of a 0/1 ``flag`` with whole-number weights: sums of whole numbers, exact
+    in any order, so the flagged weights are simply added up (no BLAS product)."""
+    return float(w[flag].sum() / max(float(w.sum()), 1e-12))
+
+
+def _late_rate_cf(o: _Orders, mechanism: str, w_day: np.ndarray) -> float:
+    """Counterfactual late rate of the ``after`` orders of ``o`` (their days weighted by
+    ``w_day``) without ``mechanism``."""
+    late = o.late_after
     if mechanism == "prep_time_drift":  # each store's prep scaled back to its baseline median
-        n = int(o.store.max()) + 1
-        ratio = _group_median(o.prep, o.store, n, w, o.prep_sorted[False]) / _group_median(
-            o.prep, o.store, n, w, o.prep_sorted[True]
-        )
-        r = ratio[o.store[a]]
-        cf = late - o.prep[a] * (1.0 - np.where(np.isfinite(r), r, 1.0))
+        ratio = o.prep_medians[False](w_day) / o.prep_medians[True](w_day)
+        r = ratio[o.store_after]
+        cf = late - o.prep_after * (1.0 - np.where(np.isfinite(r), r, 1.0))
     elif mechanism == "dasher_shortage":  # courier wait of unbatched orders, per daypart
-        n = int(o.daypart.max()) + 1
-        unbatched = w * ~o.batched
-        shift = _group_mean(o.wait, o.daypart, n, unbatched * a) - _group_mean(
-            o.wait, o.daypart, n, unbatched * b
+        before, now = (o.unbatched_wait[p] for p in (False, True))
+        shift = _group_mean(now.value, now.group, o.n_dayparts, w_day[now.day]) - _group_mean(
+            before.value, before.group, o.n_dayparts, w_day[before.day]
         )
-        cf = late - np.nan_to_num(shift)[o.daypart[a]]
+        cf = late - np.nan_to_num(shift)[o.daypart_after]
     elif mechanism == "eta_model_bias":
         # every promise moved by the average amount it now falls short of the baseline quote
         # (not order by order: that would also strip the promises' own noise)
-        known = np.isfinite(o.gap)
-        gap = np.where(known, o.gap, 0.0)
-        wk = w * known
-        cf = late + (_wmean(gap * a, wk * a) - _wmean(gap * b, wk * b))
+        w = w_day[o.day]
+        shift = _wmean(o.gap[True], w * o.gap_known[True]) - _wmean(
+            o.gap[False], w * o.gap_known[False]
+        )
+        cf = late + shift
     else:
         raise ValueError(f"mechanism: {mechanism!r} has no timeline counterfactual")
-    return _wmean((cf > GRACE_MIN).astype(float), wa)
+    return _share(cf > GRACE_MIN, w_day[o.day_after])
 
 
-def _batching_rate_cf(o: _Orders, w: np.ndarray, late_w: np.ndarray, *, by_load: bool) -> float:
+def _batching_rate_cf(o: _Orders, w_day: np.ndarray, *, by_load: bool) -> float:
     """Counterfactual late rate of the ``after`` orders with baseline batching, per stratum
     (daypart, and with ``by_load`` the tercile of courier busy share cut at the baseline's
     terciles: a busier pool batches more by design): the unbatched late rate now, plus the
     baseline batched share times the baseline penalty (batched minus unbatched late rate).
-    ``late_w`` is ``o.late * w``."""
-    cell = o.cell_load if by_load else o.cell_daypart  # stratum x after x batched
-    size = np.bincount(cell, weights=w, minlength=4 * o.n_strata).reshape(-1, 2, 2)
-    late = np.bincount(cell, weights=late_w, minlength=4 * o.n_strata).reshape(-1, 2, 2)
+    ``w_day`` weighs the days."""
+    size = (w_day @ o.cell_orders[by_load]).reshape(-1, 2, 2)  # [stratum, after, batched]
+    late = (w_day @ o.cell_late[by_load]).reshape(-1, 2, 2)
     with np.errstate(invalid="ignore", divide="ignore"):
         rate = late / size  # [stratum, after, batched]
         all_now = late[:, 1].sum(axis=1) / size[:, 1].sum(axis=1)
@@ -234,20 +336,16 @@ def _batching_rate_cf(o: _Orders, w: np.ndarray, late_w: np.ndarray, *, by_load:
     return float(np.nansum(cf * weight) / max(weight.sum(), 1e-12))
 
 
-def _impacts(o: _Orders, w: np.ndarray, mechanisms: Iterable[str]) -> dict[str, float]:
-    """Late-rate change each mechanism explains, on the orders weighted by ``w``."""
-    late_w = o.late * w
-    wa = w * o.after
-    now = float(late_w @ o.after / max(float(wa.sum()), 1e-12))
-    batching = {
-        by_load: _batching_rate_cf(o, w, late_w, by_load=by_load) for by_load in (True, False)
-    }
+def _impacts(o: _Orders, w_day: np.ndarray, mechanisms: Iterable[str]) -> dict[str, float]:
+    """Late-rate change each mechanism explains, on the orders of days weighted by ``w_day``."""
+    now = float(w_day @ o.late_after_by_day / max(float(w_day @ o.after_by_day), 1e-12))
+    batching = {by_load: _batching_rate_cf(o, w_day, by_load=by_load) for by_load in (True, False)}
     out = {}
     for mechanism in mechanisms:
         if mechanism == "batching_policy":  # more batching at the same courier load
             out[mechanism] = now - batching[True]
             continue
-        effect = now - _late_rate_cf(o, mechanism, w)
+        effect = now - _late_rate_cf(o, mechanism, w_day)
         if mechanism == "dasher_shortage":  # and the batching that a busier pool brings
             effect += batching[True] - batching[False]
         out[mechanism] = effect
@@ -290,10 +388,13 @@ def late_impacts(
             return np.full(len(delivered), np.nan)
         return delivered[name].to_numpy(float)
 
+    is_after, late = delivered[after].to_numpy(bool), delivered["late"].to_numpy(float)
+    day = pd.factorize(delivered["order_time"].dt.floor("D"))[0].astype(np.int64)
     orders = _Orders.build(
         {
-            "after": delivered[after].to_numpy(bool),
-            "late": delivered["late"].to_numpy(float),
+            "day": day,
+            "after": is_after,
+            "late": late,
             "late_min": column("late_min"),
             "store": pd.factorize(delivered["store_id"])[0].astype(np.int64),
             "daypart": pd.factorize(delivered["daypart"])[0].astype(np.int64),
@@ -306,19 +407,16 @@ def late_impacts(
             else np.full(len(delivered), np.nan),
         }
     )
-    late_a, late_b = orders.late[orders.after], orders.late[~orders.after]
-    observed = float(late_a.mean() - late_b.mean())
-    day = pd.factorize(delivered["order_time"].dt.floor("D"))[0]
-    n_days = int(day.max()) + 1
+    observed = float(late[is_after].mean() - late[~is_after].mean())
     testable = [m for m in MECHANISMS if not (set(NEEDS[m]) & set(missing))]
-    point = _impacts(orders, np.ones(len(day)), testable)
-    # a replicate: days resampled (shocks are shared within a day), as weights on the orders;
-    # the same replicates for every mechanism
+    point = _impacts(orders, np.ones(orders.n_days), testable)
+    # a replicate: days resampled (shocks are shared within a day), as a weight per day; the
+    # same replicates for every mechanism
     replicates = []
-    for pick in day_picks(n_days, n_bootstrap, seed):
-        w = np.bincount(pick, minlength=n_days).astype(float)[day]
-        if (w * orders.after).any() and (w * ~orders.after).any():
-            replicates.append(_impacts(orders, w, testable))
+    for pick in day_picks(orders.n_days, n_bootstrap, seed):
+        w_day = np.bincount(pick, minlength=orders.n_days).astype(float)
+        if orders.covers_both(w_day):
+            replicates.append(_impacts(orders, w_day, testable))
     out = []
     for mechanism in MECHANISMS:
         if mechanism not in testable:

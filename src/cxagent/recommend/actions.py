@@ -375,7 +375,7 @@ def prep_shift(frame: pd.DataFrame, factors: Mapping[int, float]) -> np.ndarray:
     times its growth factor minus one (0 for stores that did not drift)."""
     base = frame[~frame["after"]].groupby("store_id")["prep_min"].median()
     store = frame["store_id"].to_numpy()
-    factor = np.array([factors.get(int(s), 1.0) for s in store])
+    factor = pd.Series(factors, dtype=float).reindex(store).fillna(1.0).to_numpy(float)
     return np.asarray(base.reindex(store).to_numpy(float) * (factor - 1.0))
 
 
