@@ -492,10 +492,12 @@ def _label(where: dict[str, Any]) -> str:
 
 def _narrative(report: IncidentReport, where: dict[str, Any], causes: list[Cause]) -> str:
     d = report.draft
-    head = (
-        f"{_label(where)}: CX Score {d.baseline:.1f} -> {d.current:.1f} since "
+    head = (  # the score the incident was raised on is its own slice's
+        f"{_label(dict(d.slice))}: CX Score {d.baseline:.1f} -> {d.current:.1f} since "
         f"{d.window_start:%b %d %H:%M}."
     )
+    if where != dict(d.slice):
+        head += f" Investigated where it concentrates: {_label(where)}."
     if d.delta >= 0:
         head += " The score did not fall: nothing to explain."
         if not causes:
