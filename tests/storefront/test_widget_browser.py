@@ -25,32 +25,20 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import pytest
 
 from cxagent.storefront.logs import ExperimentLog
 from cxagent.storefront.service import ARMS
+from tests.browser import SHOTS, chromium_browser
 
-try:
-    from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
-    from playwright.sync_api import Error as PlaywrightError
-except ImportError:  # pragma: no cover - the dev extra installs it
-    sync_playwright = None  # type: ignore[assignment]
+with suppress(ImportError):  # the dev extra installs it; chromium_browser() says if not
+    from playwright.sync_api import Browser, BrowserContext, Page, expect
 
-CHROMIUM = os.environ.get("CXAGENT_CHROMIUM") or "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-REPO = Path(__file__).resolve().parents[2]
-SHOTS = Path(os.environ.get("CXAGENT_ARTIFACTS") or REPO / "test-artifacts" / "screenshots")
 DESKTOP: dict[str, Any] = {"viewport": {"width": 1400, "height": 1000}}
 MOBILE: dict[str, Any] = {
     "viewport": {"width": 390, "height": 844},
@@ -58,13 +46,6 @@ MOBILE: dict[str, Any] = {
     "is_mobile": True,
     "device_scale_factor": 2,
 }
-
-
-def unavailable(reason: str) -> NoReturn:
-    """No browser: a failure where CI is set (the test must run there), a skip elsewhere."""
-    if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
-        pytest.fail(f"{reason} (required when CI is set: apt-get install chromium)")
-    pytest.skip(reason)
 
 
 # --- the server ------------------------------------------------------------------------------
@@ -111,19 +92,8 @@ def cxagent_command() -> list[str]:
 @pytest.fixture(scope="module")
 def chromium() -> Iterator[Browser]:
     """Debian's Chromium, headless (never a browser Playwright downloads)."""
-    if sync_playwright is None:
-        unavailable("Playwright is not installed (pip install -e '.[dev]')")
-    if not Path(CHROMIUM).exists():
-        unavailable(f"Chromium is not installed at {CHROMIUM}")
-    with sync_playwright() as p:
-        try:
-            launched = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        except PlaywrightError as exc:
-            unavailable(f"Chromium at {CHROMIUM} does not start: {exc}")
-        try:
-            yield launched
-        finally:
-            launched.close()
+    with chromium_browser() as launched:
+        yield launched
 
 
 @pytest.fixture(scope="module")

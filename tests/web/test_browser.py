@@ -25,15 +25,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import pytest
 
 from cxagent.web.format import pct
 from cxagent.workbench.build import build
+from tests.browser import SHOTS, chromium_browser
 from tests.web.conftest import ENGINEER_TOKEN, PM_TOKEN
 
-try:
+with suppress(ImportError):  # the dev extra installs it; chromium_browser() says if not
     from playwright.sync_api import (
         Browser,
         ConsoleMessage,
@@ -42,34 +43,13 @@ try:
         Request,
         Response,
         expect,
-        sync_playwright,
     )
     from playwright.sync_api import Error as PlaywrightError
-except ImportError:  # pragma: no cover - the dev extra installs it
-    sync_playwright = None  # type: ignore[assignment]
 
-CHROMIUM = os.environ.get("CXAGENT_CHROMIUM") or "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 VIEWPORT = {"width": 1400, "height": 1000}
-REPO = Path(__file__).resolve().parents[2]
-SHOTS = Path(os.environ.get("CXAGENT_ARTIFACTS") or REPO / "test-artifacts" / "screenshots")
 SF_GROCERY = "region=SF + category=grocery"
 DINNER = "region=SF + category=grocery + daypart=dinner"
 ENGINEER_NAME = "Ada Lovelace"
-
-
-def unavailable(reason: str) -> NoReturn:
-    """No browser: a failure in CI, where the browser test must run, a skip elsewhere."""
-    if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
-        pytest.fail(f"{reason} (required when CI is set: apt-get install chromium)")
-    pytest.skip(reason)
 
 
 # --- the server ------------------------------------------------------------------------------
@@ -131,21 +111,10 @@ def wait_for_health(server: Server, timeout: float = 30.0) -> None:
 @pytest.fixture(scope="module")
 def chromium() -> Iterator[Browser]:
     """Debian's Chromium, headless (never a browser Playwright downloads)."""
-    if sync_playwright is None:
-        unavailable("Playwright is not installed (pip install -e '.[dev]')")
-    if not Path(CHROMIUM).exists():
-        unavailable(f"Chromium is not installed at {CHROMIUM}")
     for stale in SHOTS.glob("FAILED-*.png"):  # from an earlier run
         stale.unlink()
-    with sync_playwright() as p:
-        try:
-            launched = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        except PlaywrightError as exc:
-            unavailable(f"Chromium at {CHROMIUM} does not start: {exc}")
-        try:
-            yield launched
-        finally:
-            launched.close()
+    with chromium_browser() as launched:
+        yield launched
 
 
 @pytest.fixture(scope="module")
