@@ -130,6 +130,7 @@ def scenario_runners(name: str) -> tuple[bool, FunnelWeights, dict[str, Runner]]
     default = BanditConfig()
     core = replace(default, burn_in=0, min_share=0.0)
     no_floor = replace(default, min_share=0.0)
+    fixed_floor = replace(default, floor_decay_after=None)
     flat = replace(default, prior_strength=0.0)
     if name == "pooled":
         return (
@@ -137,6 +138,7 @@ def scenario_runners(name: str) -> tuple[bool, FunnelWeights, dict[str, Runner]]
             CLICKS,
             {
                 "ours": lambda st, s: run_ours(st, CLICKS, default, s),
+                "ours_fixed_floor": lambda st, s: run_ours(st, CLICKS, fixed_floor, s),
                 "ours_no_floor": lambda st, s: run_ours(st, CLICKS, no_floor, s),
                 "ours_core": lambda st, s: run_ours(st, CLICKS, core, s),
                 "mabwiser": lambda st, s: run_mabwiser(st, CLICKS, True, s),
@@ -170,7 +172,7 @@ def one_seed(job: tuple[str, int, int, int]) -> dict[str, float]:
     name, seed, horizon, arms = job
     pooled, weights, runners = scenario_runners(name)
     stream = make_stream(seed, horizon, arms, pooled)
-    out: dict[str, float] = {"floor_cost": floor_cost(stream, weights, BanditConfig().min_share)}
+    out: dict[str, float] = {"floor_cost": floor_cost(stream, weights, BanditConfig())}
     for label, runner in runners.items():
         start = time.perf_counter()
         out[label] = runner(stream, seed)
@@ -178,15 +180,22 @@ def one_seed(job: tuple[str, int, int, int]) -> dict[str, float]:
     return out
 
 
-def floor_cost(stream: Stream, weights: FunnelWeights, share: float) -> float:
-    """Regret the traffic floor alone adds: ``eps * sum_t sum_a gap(s_t, a)``, about.
+def floor_cost(stream: Stream, weights: FunnelWeights, config: BanditConfig) -> float:
+    """Regret the traffic floor alone adds: ``sum_t eps_t * sum_a gap(s_t, a)``, about.
 
-    The floor serves every arm at least ``eps``; where Thompson sampling has settled on the
-    best arm, each suboptimal arm costs ``eps`` times its gap on every round.
+    The floor serves every arm at least ``eps_t`` (``config.floor`` of the segment's
+    impressions so far); where Thompson sampling has settled on the best arm, each suboptimal
+    arm costs ``eps_t`` times its gap on every round.
     """
     values = stream.env.values(weights)
     gaps = (values.max(axis=1, keepdims=True) - values).sum(axis=1)
-    return float(share * gaps[stream.segments].sum())
+    seen: dict[int, int] = {}
+    total = 0.0
+    for s in stream.segments:
+        n = seen.get(int(s), 0)
+        total += config.floor(n, values.shape[1]) * gaps[s]
+        seen[int(s)] = n + 1
+    return total
 
 
 def interval(values: list[float]) -> dict[str, float]:

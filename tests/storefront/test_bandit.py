@@ -64,7 +64,9 @@ def test_burn_in_is_uniform_until_every_arm_has_its_impressions() -> None:
 
 
 def test_propensities_sum_to_one_respect_the_floor_and_match_the_draws() -> None:
-    config = BanditConfig(burn_in=10, min_share=0.05, weights=CLICKS, refresh_max=200)
+    config = BanditConfig(
+        burn_in=10, min_share=0.05, floor_decay_after=None, weights=CLICKS, refresh_max=200
+    )
     bandit = Bandit(ARMS, config)
     rng = np.random.default_rng(2)
     feed(bandit, SEG, "hero", 2000, clicks(0.02, 0.05, 0.25), rng)
@@ -79,6 +81,28 @@ def test_propensities_sum_to_one_respect_the_floor_and_match_the_draws() -> None
     counts = Counter(d.arm for d in served)
     expected = [20_000 * probs[a] for a in ARMS["hero"]]
     assert stats.chisquare([counts[a] for a in ARMS["hero"]], expected).pvalue > 0.001
+
+
+def test_the_floor_decays_with_the_segments_traffic_down_to_its_limit() -> None:
+    config = BanditConfig(
+        burn_in=10, min_share=0.05, floor_decay_after=20, min_share_limit=0.01, weights=CLICKS
+    )
+    assert config.floor(60, 3) == 0.05  # 3 arms x 20: the full floor until 60 impressions
+    assert config.floor(240, 3) == pytest.approx(0.025)  # 0.05 * sqrt(60 / 240)
+    assert config.floor(10**6, 3) == 0.01
+    assert BanditConfig(min_share=0.05, floor_decay_after=None).floor(10**6, 3) == 0.05
+    bandit = Bandit(ARMS, config)
+    rng = np.random.default_rng(5)
+    floors = []
+    for _ in range(4):
+        feed(bandit, SEG, "hero", 1000, clicks(0.02, 0.03, 0.25), rng)
+        bandit.refresh()
+        n = sum(v["impressions"] for v in bandit.counts(SEG.key, "hero").values())
+        probs = bandit.probabilities(SEG, "hero")
+        floors.append(min(probs.values()))
+        assert floors[-1] >= config.floor(n, 3) - 1e-12
+        assert sum(probs.values()) == pytest.approx(1.0, abs=1e-12)
+    assert floors[0] > floors[-1] >= 0.01 - 1e-12  # it fell, and not below the limit
 
 
 def test_posterior_concentrates_on_the_best_arm_of_a_simulated_segment() -> None:
@@ -212,6 +236,10 @@ def test_invalid_settings_and_inputs_name_the_culprit() -> None:
         Bandit({"hero": ["a", "a"]})
     with pytest.raises(ValueError, match="burn_in"):
         BanditConfig(burn_in=-1)
+    with pytest.raises(ValueError, match="floor_decay_after"):
+        BanditConfig(floor_decay_after=0)
+    with pytest.raises(ValueError, match="min_share_limit"):
+        BanditConfig(min_share_limit=float("nan"))
     with pytest.raises(ValueError, match="weights.purchase"):
         FunnelWeights(purchase=-1.0)
     with pytest.raises(ValueError, match="persona"):

@@ -30,9 +30,12 @@ Design (each point is documented in docs/storefront-bandit.md as well):
    learned, and its own data take over once it has more than ``m`` impressions.
 3. Burn-in: the arms are shown uniformly until every arm has ``burn_in`` impressions at some
    level of the segment's back-off chain (the segment, its persona or the shop).
-4. A minimum traffic share ``min_share = eps`` per arm keeps every arm observable (and every
-   arm evaluable off-policy): the served distribution is ``(1 - K eps) pi_TS + eps``, and the
-   propensity logged is that mixture probability.
+4. A minimum traffic share ``eps`` per arm keeps every arm observable (and every arm
+   evaluable off-policy): the served distribution is ``(1 - K eps) pi_TS + eps``, and the
+   propensity logged is that mixture probability. ``eps`` is ``min_share`` while the segment
+   is young and then decays with the square root of its traffic, down to ``min_share_limit``
+   (``BanditConfig.floor``): a fixed floor's regret grows linearly with the traffic, this
+   one's as its square root, and importance weights stay at most ``1 / min_share_limit``.
 5. ``pi_TS`` is computed by Monte Carlo (``draws`` vectorised posterior draws) and cached per
    (segment, slot) for one *policy version*; the arm is then drawn from the cached
    distribution. The logged propensity is thus the exact probability of the served arm: the
@@ -162,7 +165,16 @@ class BanditConfig:
 
     - ``weights``: the funnel's value weights (``FunnelWeights``).
     - ``burn_in``: impressions every arm needs at some back-off level before sampling starts.
-    - ``min_share``: minimum probability of every arm (``eps``); ``K * eps`` must be < 1.
+    - ``min_share``: minimum probability of every arm (``eps``) while its segment is young;
+      ``K * eps`` must be < 1.
+    - ``floor_decay_after``: impressions per arm (``n0 = K * floor_decay_after`` in the
+      segment's slot) after which the minimum share decays as ``eps * sqrt(n0 / n)``, so every
+      arm keeps gathering evidence (about ``2 eps sqrt(n0 n)`` impressions after ``n``) at a
+      cost that grows as ``sqrt(n)`` instead of ``n``; ``None``: a fixed floor. The default
+      equals the burn-in: the full floor lasts as long as the burn-in would on the segment's
+      own traffic.
+    - ``min_share_limit``: the decayed floor never goes below this, so importance weights of
+      off-policy evaluation stay at most ``1 / min_share_limit``.
     - ``prior_strength``: at most how many impressions' worth of evidence a segment borrows
       from its persona, and a persona from the shop. ``None`` (default) estimates it per level
       by empirical Bayes within ``strength_bounds``; 0 switches sharing off (uniform priors).
@@ -179,6 +191,8 @@ class BanditConfig:
     weights: FunnelWeights = field(default_factory=FunnelWeights)
     burn_in: int = 50
     min_share: float = 0.01
+    floor_decay_after: int | None = 50
+    min_share_limit: float = 0.001
     prior_strength: float | None = None
     strength_bounds: tuple[float, float] = (10.0, 5000.0)
     draws: int = 2000
@@ -197,6 +211,21 @@ class BanditConfig:
         _whole("seed", self.seed, 0)
         if not (math.isfinite(self.min_share) and 0.0 <= self.min_share < 0.5):
             raise ValueError(f"min_share must be in [0, 0.5), got {self.min_share!r}")
+        if self.floor_decay_after is not None:
+            _whole("floor_decay_after", self.floor_decay_after, 1)
+        if not (math.isfinite(self.min_share_limit) and self.min_share_limit >= 0.0):
+            raise ValueError(
+                f"min_share_limit must be a finite number >= 0, got {self.min_share_limit!r}"
+            )
+
+    def floor(self, impressions: int, arms: int) -> float:
+        """The minimum share of each of ``arms`` arms in a segment with ``impressions`` in
+        the slot."""
+        start = None if self.floor_decay_after is None else arms * self.floor_decay_after
+        if start is None or impressions <= start:
+            return self.min_share
+        decayed = self.min_share * math.sqrt(start / impressions)
+        return max(min(self.min_share_limit, self.min_share), decayed)
         if self.prior_strength is not None and not (
             math.isfinite(self.prior_strength) and self.prior_strength >= 0.0
         ):
@@ -705,7 +734,8 @@ class Bandit:
             cfg = self.config
             a, b = _posterior(chain, self._strengths(slot))
             values = _sample_values(a, b, cfg.weights, cfg.draws, self._mc_rng(segment, slot))
-            probs = (1.0 - k * cfg.min_share) * _prob_best(values) + cfg.min_share
+            eps = cfg.floor(int(chain[0][:, 0].sum()), k)
+            probs = (1.0 - k * eps) * _prob_best(values) + eps
         cumulative = np.cumsum(probs).tolist()
         return _Policy(self._version, probs, cumulative, burn_in)
 
