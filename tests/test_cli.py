@@ -91,3 +91,15 @@ def test_investigate_reports_bad_requests_clearly(small_dataset: Path) -> None:
     assert result.exit_code == 2 and "unknown dimension" in result.output
     result = runner.invoke(app, [*data, "--slice", "region=SF", "--since", "2030-01-01"])
     assert result.exit_code == 2 and "before or after" in result.output
+
+
+def test_storefront_serve_refuses_a_bad_impressions_mode_naming_it(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        app,
+        [
+            "storefront", "serve", "--port", "0", "--db", f"sqlite:///{tmp_path / 'sf.db'}",
+            "--impressions", "sometimes",
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 2
+    assert "impressions" in result.output and "reported" in result.output

@@ -810,14 +810,31 @@ HoldoutOpt = Annotated[
     typer.Option(min=0.0, max=0.99, help="Share of sessions in the control holdout (default 0.1)."),
 ]
 
+ImpressionsOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="'reported': an impression is the page's impression event (the slot came into "
+        "view); 'served': serving counts as the impression (default: "
+        "$CXAGENT_STOREFRONT_IMPRESSIONS or reported)."
+    ),
+]
+
 
 def _storefront(
-    host: str, port: int, db: str | None, redis: str | None, holdout: float | None, seed: int
+    host: str,
+    port: int,
+    db: str | None,
+    redis: str | None,
+    holdout: float | None,
+    seed: int,
+    impressions: str | None = None,
 ) -> None:
     from cxagent.storefront.service import StorefrontSettings, serve
 
     try:
-        settings = StorefrontSettings.from_env(db_url=db, redis_url=redis, holdout=holdout)
+        settings = StorefrontSettings.from_env(
+            db_url=db, redis_url=redis, holdout=holdout, impressions=impressions
+        )
     except (CXAgentError, ValueError) as exc:
         raise _fail(exc) from exc
     serve(settings, host=host, port=port, seed_sessions=seed)
@@ -830,9 +847,10 @@ def storefront_serve(
     db: StorefrontDbOpt = None,
     redis: StorefrontRedisOpt = None,
     holdout: HoldoutOpt = None,
+    impressions: ImpressionsOpt = None,
 ) -> None:
     """Serve the storefront service, demo shop and analytics (see docs/storefront.md)."""
-    _storefront(host, port, db, redis, holdout, 0)
+    _storefront(host, port, db, redis, holdout, 0, impressions)
 
 
 @storefront_app.command("demo")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import statistics
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +99,25 @@ def test_cart_items_and_the_current_product_are_never_recommended(advisor: Advis
     assert not ids & {*cart, "lq-glow-panel"}
     assert len(again.items) >= 3
     assert all(s.item.id not in cart for s in again.addons)
+
+
+def test_without_a_cart_argument_the_sessions_cart_is_used(advisor: Advisor) -> None:
+    first = advisor.recommend(PHOTO, "shopper")
+    cart = tuple(s.item.id for s in first.items[:2])
+    carted = replace(PHOTO, cart=cart, cart_adds=2)
+    recs = advisor.recommend(carted, "shopper")
+    assert not {s.item.id for s in recs.items} & set(cart)
+    assert recs.addons and not {s.item.id for s in recs.addons} & set(cart)
+    assert (
+        recs.to_dict()["addons"]
+        == advisor.recommend(PHOTO, "shopper", cart=cart).to_dict()["addons"]
+    )
+    # a cart passed explicitly wins, also an empty one
+    empty = advisor.recommend(carted, "shopper", cart=())
+    assert empty.addons == () and [s.item.id for s in empty.items] == [
+        s.item.id for s in first.items
+    ]
+    assert advisor.recommend(None, "shopper").addons == ()
 
 
 def test_carousel_is_diverse_across_categories(advisor: Advisor) -> None:

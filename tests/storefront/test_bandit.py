@@ -240,6 +240,12 @@ def test_invalid_settings_and_inputs_name_the_culprit() -> None:
         BanditConfig(floor_decay_after=0)
     with pytest.raises(ValueError, match="min_share_limit"):
         BanditConfig(min_share_limit=float("nan"))
+    with pytest.raises(ValueError, match="prior_strength"):
+        BanditConfig(prior_strength=-1.0)
+    with pytest.raises(ValueError, match="strength_bounds"):
+        BanditConfig(strength_bounds=(10.0, 5.0))
+    with pytest.raises(ValueError, match="refresh_ratio"):
+        BanditConfig(refresh_ratio=float("inf"))
     with pytest.raises(ValueError, match="weights.purchase"):
         FunnelWeights(purchase=-1.0)
     with pytest.raises(ValueError, match="persona"):

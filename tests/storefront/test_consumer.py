@@ -304,13 +304,44 @@ def test_the_redis_pipeline_applies_events_and_records_outcomes(
     pipeline = open_pipeline(REDIS_URL, prefix=redis_ns.prefix, on_outcome=log.record_event)
     pipeline.start(block_ms=20)
     try:
-        for e in sessions["s-1"]:
+        shown = make_event("s-1", "impression", 1, decision_id="d-s-1")
+        events = [shown, *sessions["s-1"], shown]  # the impression redelivered at the end
+        for e in events:
             pipeline.publisher.publish(e)
-        assert wait_until(lambda: pipeline.consumer.stats.acked == 10)
-        assert pipeline.features.get("s-1") == folded(sessions["s-1"])
+        assert wait_until(lambda: pipeline.consumer.stats.acked == 12)
+        assert pipeline.features.get("s-1") == folded(events[:-1])
         assert outcome_rows(log) == 1
+        counts = log.arm_counts()
+        assert int(counts["impression"].sum()) == 1 and int(counts["shown"].sum()) == 1
     finally:
         pipeline.stop()
+
+
+def test_impressions_and_cart_removals_reach_the_features_and_impressions_the_outcomes(
+    backend: Backend, log: Any
+) -> None:
+    traffic(log)
+    seen: list[str] = []
+
+    def on_outcome(event: Event, features: SessionFeatures) -> bool:
+        seen.append(event.kind)
+        return log.record_event(event, features)
+
+    stream = backend.stream()
+    events = [
+        make_event("s-1", "impression", 0, decision_id="d-s-1"),
+        make_event("s-1", "add_to_cart", 1, product_id="lq-a"),
+        make_event("s-1", "add_to_cart", 2, product_id="lq-b"),
+        make_event("s-1", "remove_from_cart", 3, product_id="lq-a"),
+    ]
+    for e in events:
+        stream.publish(e)
+    consumer = Consumer(stream, backend.features(), name="c", on_outcome=on_outcome)
+    assert consumer.drain() == 4
+    assert seen == ["impression", "add_to_cart", "add_to_cart"]  # a removal is no outcome
+    got = backend.features().get("s-1")
+    assert got is not None and got.cart == ("lq-b",) and got == folded(events)
+    assert int(log.arm_counts()["impression"].sum()) == 1
 
 
 def test_with_redis_down_the_pipeline_buffers_and_classification_fails_fast() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import threading
 import time
 from functools import reduce
@@ -41,6 +42,8 @@ def folded(session_id: str, events: list) -> SessionFeatures:
 def test_serialised_features_read_back_equal() -> None:
     events = session_events("s-json", 12)
     events.append(make_event("s-json", "purchase", 200, value=42.5, user_id="u-1"))
+    for second, pid in ((210, "lq-a"), (220, "lq-b")):
+        events.append(make_event("s-json", "add_to_cart", second, product_id=pid))
     # a time zone other than UTC survives too
     events.append(
         make_event(
@@ -52,10 +55,59 @@ def test_serialised_features_read_back_equal() -> None:
     )
     features = folded("s-json", events)
     assert features.products and features.seconds and features.revenue == 42.5
-    back = features_from_json(features_to_json(features))
+    assert features.cart == ("lq-a", "lq-b")
+    text = features_to_json(features)
+    assert json.loads(text)["cart"] == ["lq-a", "lq-b"]
+    back = features_from_json(text)
     assert back == features
-    assert isinstance(back.products, tuple)
+    assert isinstance(back.products, tuple) and isinstance(back.cart, tuple)
     assert back.started_at is not None and back.started_at.utcoffset() == dt.timedelta(0)
+
+
+def test_a_record_stored_before_the_cart_existed_still_loads() -> None:
+    features = folded("s-old", session_events("s-old", 6))
+    data = json.loads(features_to_json(features))
+    del data["cart"]
+    data["retired_field"] = 3  # a field a later version dropped is ignored too
+    old = features_from_json(json.dumps(data))
+    assert old.cart == () and old == features
+
+
+def cart_events(session_id: str) -> list:
+    return [
+        make_event(session_id, second=0),
+        make_event(session_id, "add_to_cart", 10, product_id="lq-a"),
+        make_event(session_id, "add_to_cart", 20, product_id="lq-b"),
+        make_event(session_id, "remove_from_cart", 30, product_id="lq-a"),
+        make_event(session_id, "add_to_cart", 40, product_id="lq-c"),
+    ]
+
+
+def test_the_cart_is_stored_and_restored(backend: Backend) -> None:
+    store = backend.features()
+    events = cart_events("s-cart")
+    for e in events:
+        store.apply(e)
+    got = store.get("s-cart")
+    assert got is not None and got.cart == ("lq-b", "lq-c") and got.cart_adds == 3
+    assert got == folded("s-cart", events)
+    assert store.apply(make_event("s-cart", "purchase", 50, value=9.0)).cart == ()
+    after = store.get("s-cart")
+    assert after is not None and after.cart == () and after.purchases == 1
+
+
+def test_redis_folds_onto_a_record_stored_without_the_cart(redis_ns: RedisNamespace) -> None:
+    store = RedisFeatureStore.from_url(REDIS_URL, prefix=redis_ns.prefix, timeout=TEST_TIMEOUT)
+    before = folded("s-v1", session_events("s-v1", 5))
+    data = json.loads(features_to_json(before))
+    del data["cart"]  # as an older version of the service wrote it
+    redis_ns.client.set(store.session_key("s-v1"), json.dumps(data), px=60_000)
+    loaded = store.get("s-v1")
+    assert loaded == before and loaded is not None and loaded.cart == ()
+    after = store.apply(make_event("s-v1", "add_to_cart", 100, product_id="lq-a"))
+    assert after.cart == ("lq-a",) and after.events == before.events + 1
+    assert after.cart_adds == before.cart_adds + 1
+    assert json.loads(redis_ns.client.get(store.session_key("s-v1")) or "{}")["cart"] == ["lq-a"]
 
 
 def test_applied_events_fold_into_the_session(backend: Backend) -> None:

@@ -111,9 +111,14 @@ def test_stream_events_map_to_outcomes(experiment_log: ExperimentLog) -> None:
     decide(experiment_log, "d-cta", slot="cta", arm="buy-now")
     click = make_event("s", "hero_click", decision_id="d-hero")
     purchase = make_event("s", "purchase", value=30.0, decision_id="d-cta")
+    shown = make_event("s", "impression", decision_id="d-cta")
     assert experiment_log.record_event(click)
     assert not experiment_log.record_event(click)
     assert experiment_log.record_event(purchase)
+    assert experiment_log.record_event(shown)
+    assert not experiment_log.record_event(shown)  # a redelivered impression: logged once
+    assert not experiment_log.record_event(make_event("s", "impression", decision_id="d-never"))
+    assert not experiment_log.record_event(make_event("s", "remove_from_cart", product_id="x"))
     assert not experiment_log.record_event(make_event("s", "page_view"))
     assert not experiment_log.record_event(make_event("s", "cta_click"))  # names no decision
     hero = experiment_log.rounds("hero")
@@ -121,6 +126,16 @@ def test_stream_events_map_to_outcomes(experiment_log: ExperimentLog) -> None:
     cta = experiment_log.rounds("cta", reward="revenue")
     assert cta["reward"].tolist() == [30.0]
     assert cta["action"].tolist() == ["buy-now"]
+    assert experiment_log.rounds("cta", reward="impression")["reward"].tolist() == [1.0]
+    found = experiment_log.decision("d-cta")
+    assert found is not None and found["arm"] == "buy-now" and found["slot"] == "cta"
+    assert found["policy_version"] == "v1" and found["propensity"] == 0.5
+    assert sorted(kind for _, kind in found["outcomes"]) == ["impression", "purchase"]
+    assert {event_id for event_id, _ in found["outcomes"]} == {
+        purchase.event_id,
+        shown.event_id,
+    }
+    assert experiment_log.decision("d-never") is None
 
 
 def seed(log: ExperimentLog) -> None:
@@ -131,6 +146,7 @@ def seed(log: ExperimentLog) -> None:
     decide(log, "d4", 3, arm="b", device="desktop", channel="search", propensity=0.5)
     decide(log, "d5", 4, arm="a", burn_in=True, propensity=0.5)
     decide(log, "d6", 90, arm="a")  # after the range
+    decide(log, "d7", 5, arm="b")  # never shown: no outcome at all
     decide(log, "c1", 1, slot="cta", arm="x", persona="pro")
     for eid, did, kind, value in [
         ("o1", "d1", "impression", None),
@@ -157,6 +173,7 @@ def test_arm_counts_by_segment_over_a_time_range(experiment_log: ExperimentLog) 
     rows = {
         (r.persona, r.device, r.channel, r.arm): (
             r.decisions,
+            r.shown,
             r.impression,
             r.click,
             r.add_to_cart,
@@ -166,16 +183,18 @@ def test_arm_counts_by_segment_over_a_time_range(experiment_log: ExperimentLog) 
         for r in frame.itertuples()
     }
     assert rows == {
-        ("hobbyist", "mobile", "social", "a"): (3, 2, 2, 0, 1, 20.0),  # d1, d2, d5
-        ("hobbyist", "mobile", "social", "b"): (1, 1, 1, 1, 1, 15.0),  # d3
-        ("hobbyist", "desktop", "search", "b"): (1, 0, 1, 0, 0, 0.0),  # d4
+        # shown: an impression or a later outcome (a click implies the impression)
+        ("hobbyist", "mobile", "social", "a"): (3, 3, 2, 2, 0, 1, 20.0),  # d1, d2, d5
+        ("hobbyist", "mobile", "social", "b"): (2, 1, 1, 1, 1, 1, 15.0),  # d3, d7
+        ("hobbyist", "desktop", "search", "b"): (1, 1, 0, 1, 0, 0, 0.0),  # d4
     }
     assert set(frame["slot"]) == {"hero"}
     no_burn_in = experiment_log.arm_counts(burn_in=False, slot="hero")
     a = no_burn_in[(no_burn_in.arm == "a") & (no_burn_in.device == "mobile")]
     assert a["decisions"].tolist() == [3] and a["click"].tolist() == [2]  # d1, d2, d6
     everything = experiment_log.arm_counts()
-    assert int(everything["decisions"].sum()) == 7
+    assert int(everything["decisions"].sum()) == 8
+    assert int(everything["shown"].sum()) == 7
     assert set(everything["slot"]) == {"hero", "cta"}
     assert experiment_log.arm_counts(start=T0 + dt.timedelta(days=1)).empty
 
@@ -183,16 +202,19 @@ def test_arm_counts_by_segment_over_a_time_range(experiment_log: ExperimentLog) 
 def test_rounds_for_off_policy_evaluation(experiment_log: ExperimentLog) -> None:
     seed(experiment_log)
     frame = experiment_log.rounds("hero", end=T0 + dt.timedelta(hours=1))
-    assert frame["decision_id"].tolist() == ["d1", "d2", "d3", "d4", "d5"]  # oldest first
-    assert frame["action"].tolist() == ["a", "a", "b", "b", "a"]
-    assert frame["propensity"].tolist() == [0.5, 0.25, 0.75, 0.5, 0.5]
-    assert frame["reward"].tolist() == [1.0, 0.0, 1.0, 1.0, 1.0]
-    assert frame["shown"].tolist() == [True, True, True, False, False]
-    assert frame["burn_in"].tolist() == [False, False, False, False, True]
+    assert frame["decision_id"].tolist() == ["d1", "d2", "d3", "d4", "d5", "d7"]  # oldest first
+    assert frame["action"].tolist() == ["a", "a", "b", "b", "a", "b"]
+    assert frame["propensity"].tolist() == [0.5, 0.25, 0.75, 0.5, 0.5, 0.5]
+    assert frame["reward"].tolist() == [1.0, 0.0, 1.0, 1.0, 1.0, 0.0]
+    # d4 and d5 have a click and no impression logged: shown all the same (nested funnel)
+    assert frame["shown"].tolist() == [True, True, True, True, True, False]
+    assert frame["burn_in"].tolist() == [False, False, False, False, True, False]
     revenue = experiment_log.rounds("hero", reward="revenue", end=T0 + dt.timedelta(hours=1))
-    assert revenue["reward"].tolist() == [20.0, 0.0, 15.0, 0.0, 0.0]
+    assert revenue["reward"].tolist() == [20.0, 0.0, 15.0, 0.0, 0.0, 0.0]
+    impressions = experiment_log.rounds("hero", reward="impression", end=T0 + dt.timedelta(hours=1))
+    assert impressions["reward"].tolist() == [1.0, 1.0, 1.0, 0.0, 0.0, 0.0]  # as logged
     carts = experiment_log.rounds("hero", reward="add_to_cart", burn_in=False)
-    assert carts["reward"].tolist() == [0.0, 0.0, 1.0, 0.0, 0.0]  # d1..d4, d6
+    assert carts["reward"].tolist() == [0.0, 0.0, 1.0, 0.0, 0.0, 0.0]  # d1..d4, d7, d6
     assert experiment_log.rounds("hero", policy_version="v2").empty
     assert experiment_log.rounds("cta")["decision_id"].tolist() == ["c1"]
     with pytest.raises(ValueError, match="reward"):

@@ -1,8 +1,10 @@
 """The storefront HTTP service in process (FastAPI's TestClient, lifespan on: the consumer
 runs): every route, 4xx answers naming the field, the fallback when the feature store is
-down, events flowing to the features and the logs, decisions logged with propensities, the
-bandit learning only from new outcomes, the control holdout, analytics, and one run against
-the real Redis of this machine (required where CI is set)."""
+down, events flowing to the features and the logs, decisions logged with propensities,
+impressions reported by the page (or counted when served), the bandit learning only from
+new outcomes and once per funnel stage whatever the order, the control holdout, the cart in
+the features driving recommendations, analytics, and one run against the real Redis of this
+machine (required where CI is set)."""
 
 from __future__ import annotations
 
@@ -161,6 +163,8 @@ def test_a_redelivered_event_counts_once(client: TestClient) -> None:
         ({"ts": "yesterday"}, "ts"),
         ({"value": -3}, "value"),
         ({"device": "watch"}, "device"),
+        ({"kind": "impression"}, "decision_id"),  # an impression names the decision shown
+        ({"kind": "remove_from_cart", "product_id": "x" * 65}, "product_id"),
     ],
 )
 def test_bad_events_are_refused_naming_the_field(
@@ -216,11 +220,21 @@ def test_decisions_are_logged_with_propensities_and_outcomes_teach_the_bandit(
         assert d["propensity"] == pytest.approx(1 / len(ARMS[slot]))
         assert d["content"] == ARMS[slot][d["arm"]]
         assert d["segment"].endswith("|mobile|social")
+        assert d["report_impression"] is True
     rounds = sf.log.rounds("hero")
     row = rounds[rounds["decision_id"] == hero["decision_id"]].iloc[0]
     assert row["action"] == hero["arm"] and row["propensity"] == pytest.approx(hero["propensity"])
-    assert bool(row["shown"]) and row["reward"] == 0
-    assert row["persona"] == hero["segment"].split("|")[0]
+    assert row["reward"] == 0 and row["persona"] == hero["segment"].split("|")[0]
+    # served is not shown: no impression until the page reports one
+    assert not bool(row["shown"])
+    assert impressions(sf, "hero") == 0 and impressions(sf, "cta") == 0
+
+    for d in (hero, cta):
+        shown = event("s-dec", "impression", decision_id=d["decision_id"], second=250)
+        for _ in range(2):  # a retried impression is one impression
+            assert client.post("/v1/events", json=shown).status_code == 202
+    assert wait_until(lambda: impressions(sf, "hero") == 1 and impressions(sf, "cta") == 1)
+    assert wait_until(lambda: shown_in_log(sf, hero["decision_id"]))
 
     click = event("s-dec", "hero_click", decision_id=hero["decision_id"], second=300)
     for _ in range(2):  # a retried click is one click
@@ -234,13 +248,93 @@ def test_decisions_are_logged_with_propensities_and_outcomes_teach_the_bandit(
         return hero_counts["clicks"] == 1 and cta_counts["purchases"] == 1
 
     assert wait_until(counted)
-    assert sf.bandit.counts("*|*|*", "hero")[hero["arm"]]["impressions"] == 1
+    assert impressions(sf, "hero") == 1 and impressions(sf, "cta") == 1
     clicks = sf.log.rounds("hero", reward="click")
     assert clicks.loc[clicks["decision_id"] == hero["decision_id"], "reward"].iloc[0] == 1
     revenue = sf.log.rounds("cta", reward="revenue")
     assert revenue.loc[revenue["decision_id"] == cta["decision_id"], "reward"].iloc[0] == 79.0
     time.sleep(0.1)
     assert sf.bandit.counts("*|*|*", "hero")[hero["arm"]]["clicks"] == 1  # not twice
+    assert impressions(sf, "hero") == 1
+
+
+def impressions(sf: Storefront, slot: str, what: str = "impressions") -> int:
+    """The bandit's count of ``what`` in ``slot`` over the whole shop."""
+    return sum(c[what] for c in sf.bandit.counts("*|*|*", slot).values())
+
+
+def shown_in_log(sf: Storefront, decision_id: str) -> bool:
+    found = sf.log.decision(decision_id)
+    return found is not None and any(kind == "impression" for _, kind in found["outcomes"])
+
+
+def test_a_click_before_its_impression_counts_each_stage_once(client: TestClient) -> None:
+    sf = sf_of(client)
+    d = client.post("/v1/decide", json={"session_id": "s-ooo", "slot": "cta"}).json()
+    click = event("s-ooo", "cta_click", decision_id=d["decision_id"], second=5)
+    client.post("/v1/events", json=click)
+    # the click implies the impression: both stages counted once
+    assert wait_until(lambda: impressions(sf, "cta", "clicks") == 1)
+    assert impressions(sf, "cta") == 1
+    shown = event("s-ooo", "impression", decision_id=d["decision_id"], second=1)
+    for _ in range(2):
+        client.post("/v1/events", json=shown)
+    client.post("/v1/events", json=event("s-ooo", "page_view", page_type="home", second=9))
+    assert wait_until(lambda: (session_of(client, "s-ooo") or {}).get("page_views") == 1)
+    # the late impression is logged (once) but reaches no new funnel stage
+    found = sf.log.decision(d["decision_id"])
+    assert found is not None
+    assert sorted(kind for _, kind in found["outcomes"]) == ["click", "impression"]
+    assert impressions(sf, "cta") == 1 and impressions(sf, "cta", "clicks") == 1
+    assert sf.pipeline.consumer.stats.duplicates == 1
+
+
+def test_a_decision_never_shown_has_no_impression(client: TestClient) -> None:
+    sf = sf_of(client)
+    shown, unseen = (
+        client.post("/v1/decide", json={"session_id": f"s-vis-{i}", "slot": "hero"}).json()
+        for i in range(2)
+    )
+    client.post("/v1/events", json=event("s-vis-0", "impression", **_dec(shown)))
+    assert wait_until(lambda: impressions(sf, "hero") == 1)
+    rounds = sf.log.rounds("hero").set_index("decision_id")
+    assert bool(rounds.loc[shown["decision_id"], "shown"])
+    assert not bool(rounds.loc[unseen["decision_id"], "shown"])
+    body = client.get("/v1/analytics").json()
+    assert body["decisions"] == 2 and body["impressions"] == 1
+    assert body["lift"]["click_through"]["bandit"]["sessions"] == 1  # the session shown
+    arm = next(a for a in body["arms"] if a["arm"] == shown["arm"])
+    assert arm["impressions"] >= 1 and arm["click_rate"] == 0.0
+    if unseen["arm"] != shown["arm"]:
+        other = next(a for a in body["arms"] if a["arm"] == unseen["arm"])
+        assert other["impressions"] == 0 and other["click_rate"] is None
+
+
+def test_served_impressions_for_clients_that_report_none(tmp_path: Path) -> None:
+    with client_for(tmp_path, impressions="served") as client:
+        sf = sf_of(client)
+        d = client.post("/v1/decide", json={"session_id": "s-srv", "slot": "hero"}).json()
+        assert d["report_impression"] is False
+        assert impressions(sf, "hero") == 1  # at once, without an event
+        assert shown_in_log(sf, d["decision_id"])
+        # a page that reports one all the same changes no count
+        client.post("/v1/events", json=event("s-srv", "impression", **_dec(d)))
+        client.post("/v1/events", json=event("s-srv", "hero_click", **_dec(d), second=3))
+        assert wait_until(lambda: impressions(sf, "hero", "clicks") == 1)
+        assert impressions(sf, "hero") == 1
+        assert client.get("/v1/analytics").json()["impressions"] == 1
+
+
+def test_the_impression_setting_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ValueError, match="impressions"):
+        StorefrontSettings(impressions="seen")  # type: ignore[arg-type]
+    monkeypatch.setenv("CXAGENT_STOREFRONT_IMPRESSIONS", "served")
+    assert StorefrontSettings.from_env().impressions == "served"
+    monkeypatch.setenv("CXAGENT_STOREFRONT_IMPRESSIONS", "always")
+    with pytest.raises(ValueError, match="CXAGENT_STOREFRONT_IMPRESSIONS"):
+        StorefrontSettings.from_env()
+    monkeypatch.delenv("CXAGENT_STOREFRONT_IMPRESSIONS")
+    assert StorefrontSettings.from_env().impressions == "reported"
 
 
 def test_control_holdout_gets_the_default_without_the_bandit(tmp_path: Path) -> None:
@@ -252,8 +346,10 @@ def test_control_holdout_gets_the_default_without_the_bandit(tmp_path: Path) -> 
             d = client.post("/v1/decide", json={"session_id": sid, "slot": slot}).json()
             assert d["group"] == "control" and d["arm"] == DEFAULT_ARM[slot]
             assert d["propensity"] == 1.0 and d["policy_version"] == "control"
+        client.post("/v1/events", json=event(sid, "impression", decision_id=d["decision_id"]))
         client.post("/v1/events", json=event(sid, "cta_click", decision_id=d["decision_id"]))
         assert wait_until(lambda: len(sf.log.rounds("cta", reward="click").query("reward > 0")))
+        assert wait_until(lambda: shown_in_log(sf, d["decision_id"]))
         assert all(c["impressions"] == 0 for c in sf.bandit.counts("*|*|*", "cta").values())
 
 
@@ -262,23 +358,41 @@ def test_the_bandit_is_rebuilt_from_the_logs_after_a_restart(tmp_path: Path) -> 
         sf = sf_of(client)
         decisions = [
             client.post("/v1/decide", json={"session_id": f"s-r{i}", "slot": "hero"}).json()
-            for i in range(6)
+            for i in range(7)
         ]
+        for d in decisions[:4]:  # shown; 4, 5 and 6 not (yet)
+            client.post("/v1/events", json=event(d["session_id"], "impression", **_dec(d)))
         for d in decisions[:3]:
             client.post("/v1/events", json=event(d["session_id"], "hero_click", **_dec(d)))
         assert wait_until(
-            lambda: sum(c["clicks"] for c in sf.bandit.counts("*|*|*", "hero").values()) == 3
+            lambda: impressions(sf, "hero") == 4 and impressions(sf, "hero", "clicks") == 3
         )
         before = sf.bandit.counts("*|*|*", "hero")
     with client_for(tmp_path) as client:
         sf = sf_of(client)
-        assert sf.restored == 6 and sf.bandit.counts("*|*|*", "hero") == before
-        # an outcome of a decision made before the restart still counts
-        late = decisions[5]
-        client.post("/v1/events", json=event(late["session_id"], "hero_click", **_dec(late)))
+        assert sf.restored == 4 and sf.bandit.counts("*|*|*", "hero") == before
+        # outcomes of decisions made before the restart still count, once per stage: a click
+        # of one shown then, the late impression of one never shown, and a click of one never
+        # shown (it implies the impression), whose impression then arrives too
+        shown_then, late, unseen = decisions[3], decisions[4], decisions[5]
+        for d, kind in (
+            (shown_then, "hero_click"),
+            (late, "impression"),
+            (unseen, "hero_click"),
+            (unseen, "impression"),
+            (late, "impression"),  # another impression event of one decision
+        ):
+            client.post("/v1/events", json=event(d["session_id"], kind, **_dec(d)))
         assert wait_until(
-            lambda: sum(c["clicks"] for c in sf.bandit.counts("*|*|*", "hero").values()) == 4
+            lambda: impressions(sf, "hero") == 6 and impressions(sf, "hero", "clicks") == 5
         )
+        time.sleep(0.2)
+        assert impressions(sf, "hero") == 6 and impressions(sf, "hero", "clicks") == 5
+        assert sf.pipeline.consumer.stats.outcomes == 5
+    with client_for(tmp_path) as client:  # and once more: the same counts from the logs
+        sf = sf_of(client)
+        assert sf.restored == 6
+        assert impressions(sf, "hero") == 6 and impressions(sf, "hero", "clicks") == 5
 
 
 def _dec(d: dict[str, Any]) -> dict[str, str]:
@@ -303,6 +417,45 @@ def test_recommendations_follow_the_session_and_skip_the_cart(client: TestClient
     assert again["addons"] and not {a["id"] for a in again["addons"]} & set(cart.split(","))
     cheap = client.get("/v1/recommendations?session_id=s-rec&max_price=20").json()
     assert all(i["price"] <= 20 for i in cheap["items"])
+
+
+def test_the_sessions_cart_drives_recommendations_without_a_cart_parameter(
+    client: TestClient,
+) -> None:
+    browse(client, "s-cart")
+    wait_pages(client, "s-cart", len(PAGES))
+    plain = client.get("/v1/recommendations?session_id=s-cart").json()
+    assert plain["cart"] == [] and plain["cart_source"] == "session" and plain["addons"] == []
+    picks = [i["id"] for i in plain["items"][:3]]
+    for n, pid in enumerate(picks):
+        client.post(
+            "/v1/events", json=event("s-cart", "add_to_cart", product_id=pid, second=300 + n)
+        )
+    remove = event("s-cart", "remove_from_cart", product_id=picks[0], second=310)
+    client.post("/v1/events", json=remove)
+    assert wait_until(lambda: (session_of(client, "s-cart") or {}).get("cart") == picks[1:])
+    assert (session_of(client, "s-cart") or {})["cart_adds"] == 3
+
+    body = client.get("/v1/recommendations?session_id=s-cart&k=6").json()
+    assert body["cart"] == picks[1:] and body["cart_source"] == "session"
+    ids = {i["id"] for i in body["items"]}
+    assert not ids & set(picks[1:])  # "not in the cart", server-side
+    assert body["addons"] and not {a["id"] for a in body["addons"]} & set(picks[1:])
+    # the same as a page passing that cart itself
+    passed = client.get(f"/v1/recommendations?session_id=s-cart&k=6&cart={','.join(picks[1:])}")
+    assert passed.json()["addons"] == body["addons"] and passed.json()["items"] == body["items"]
+    # a cart parameter, even empty, wins over the session's (the page's is fresher)
+    mine = client.get(f"/v1/recommendations?session_id=s-cart&cart={picks[0]}").json()
+    assert mine["cart"] == [picks[0]] and mine["cart_source"] == "request"
+    assert picks[0] not in {i["id"] for i in mine["items"]}
+    empty = client.get("/v1/recommendations?session_id=s-cart&cart=").json()
+    assert empty["cart"] == [] and empty["cart_source"] == "request" and empty["addons"] == []
+
+    client.post("/v1/events", json=event("s-cart", "purchase", value=99.0, second=400))
+    assert wait_until(lambda: (session_of(client, "s-cart") or {}).get("purchases") == 1)
+    assert (session_of(client, "s-cart") or {})["cart"] == []
+    after = client.get("/v1/recommendations?session_id=s-cart").json()
+    assert after["cart"] == [] and after["addons"] == []
 
 
 # --- the store down -------------------------------------------------------------------------------------
@@ -366,19 +519,30 @@ def test_health_reports_stream_store_and_buffer(client: TestClient) -> None:
     assert body["store"] == {"kind": "memory", "ok": True}
     assert body["buffer"]["published"] == 2 and body["buffer"]["dropped"] == 0
     assert "applied" in body["consumer"] and body["logs"]["dialect"] == "sqlite"
+    assert body["impressions"] == "reported"
 
 
 def test_analytics_lift_velocity_engagement_and_latency(tmp_path: Path) -> None:
     with client_for(tmp_path, holdout=0.3) as client:
         sf = sf_of(client)
         seeded = seed_demo(sf, 120, seed=11)
-        assert seeded == {"sessions": 120, "decisions": 240}
+        assert seeded["sessions"] == 120 and seeded["decisions"] == 240
+        # most decisions are shown, a few never are: the page reports the impressions
+        assert 200 < seeded["impressions"] < 240
         for _ in range(5):
             client.post("/v1/persona", json={"session_id": "syn-11-000001"})
         body = client.get("/v1/analytics").json()
+        frame = analytics.decision_frame(sf.log)
+        shown_sessions = frame.loc[frame["shown"] > 0, "session_id"].nunique()
+        assert int(frame["shown"].sum()) == seeded["impressions"]
+        # the bandit counted exactly the impressions reported (control's are not its own)
+        bandit_shown = frame[(frame["group"] == "bandit") & (frame["shown"] > 0)]
+        counted = impressions(sf, "hero") + impressions(sf, "cta")
+        assert counted == len(bandit_shown)
     assert body["sessions"] == 120 and body["decisions"] == 240
+    assert body["impressions"] == seeded["impressions"]
     conv = body["lift"]["conversion"]
-    assert conv["bandit"]["sessions"] + conv["control"]["sessions"] == 120
+    assert conv["bandit"]["sessions"] + conv["control"]["sessions"] == shown_sessions
     assert conv["control"]["sessions"] > 10
     assert conv["absolute_low"] <= conv["absolute"] <= conv["absolute_high"]
     ctr = body["lift"]["click_through"]
@@ -394,6 +558,8 @@ def test_analytics_lift_velocity_engagement_and_latency(tmp_path: Path) -> None:
     assert body["latency"]["POST /v1/persona"]["requests"] == 5
     assert body["latency"]["POST /v1/persona"]["p99_ms"] > 0
     assert {a["group"] for a in body["arms"]} == {"bandit", "control"}
+    assert sum(a["decisions"] for a in body["arms"]) == 240
+    assert sum(a["impressions"] for a in body["arms"]) == seeded["impressions"]
 
 
 def test_lift_matches_newcombe_1998() -> None:
@@ -455,6 +621,14 @@ def test_with_the_real_redis(tmp_path: Path) -> None:
             d = client.post("/v1/decide", json={"session_id": "s-redis", "slot": "hero"}).json()
             client.post("/v1/events", json=event("s-redis", "hero_click", **_dec(d)))
             assert wait_until(lambda: sf.bandit.counts("*|*|*", "hero")[d["arm"]]["clicks"] == 1)
+            client.post("/v1/events", json=event("s-redis", "impression", **_dec(d)))  # late
+            pid = "lq-slate-13"
+            client.post("/v1/events", json=event("s-redis", "add_to_cart", product_id=pid))
+            assert wait_until(lambda: (session_of(client, "s-redis") or {}).get("cart") == [pid])
+            assert wait_until(lambda: shown_in_log(sf, d["decision_id"]))
+            assert sf.bandit.counts("*|*|*", "hero")[d["arm"]]["impressions"] == 1
+            recs = client.get("/v1/recommendations?session_id=s-redis").json()
+            assert recs["cart"] == [pid] and recs["addons"]
             health = client.get("/v1/health").json()
             assert health["status"] == "ok" and health["stream"]["kind"] == "redis"
         log = ExperimentLog(f"sqlite:///{tmp_path / 'sf.db'}")

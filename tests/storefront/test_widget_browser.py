@@ -6,9 +6,11 @@ Playwright, on a desktop and a mobile viewport.
 Checked: the concierge opens on the third page (not before), with three option cards;
 advanced options appear only after the second interaction; the carousel scrolls (buttons on
 desktop, a touch swipe on mobile); the checkout assistant suggests add-ons on the cart page;
-the hero and CTA shown are the arms ``/v1/decide`` chose; clicks, cart adds and the purchase
-reach the feature store and the experiment log (with the decision they answer). No console
-error, uncaught exception or failed request. Screenshots go to
+the hero and CTA shown are the arms ``/v1/decide`` chose; the page reports each decision's
+impression once, when its slot is in view (not while it is scrolled out of view); clicks,
+cart adds, a cart removal and the purchase reach the feature store and the experiment log
+(with the decision they answer), and the session's cart in the features follows the page's.
+No console error, uncaught exception or failed request. Screenshots go to
 ``test-artifacts/screenshots/storefront-*.png`` (or ``$CXAGENT_ARTIFACTS``).
 
 Chromium (``/usr/bin/chromium`` or ``$CXAGENT_CHROMIUM``) is required where ``CI`` is set: the
@@ -143,6 +145,23 @@ def server(chromium: Browser, tmp_path_factory: pytest.TempPathFactory) -> Itera
 class Watched:
     page: Page
     problems: list[str] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)  # what the page posted
+
+    def sent(self, kind: str, **match: Any) -> list[dict[str, Any]]:
+        return [
+            e
+            for e in self.events
+            if e.get("kind") == kind and all(e.get(k) == v for k, v in match.items())
+        ]
+
+    def wait_sent(self, kind: str, timeout_ms: int = 5000, **match: Any) -> list[dict[str, Any]]:
+        """``sent``, waiting for it in the browser's time (the sync API delivers the page's
+        request events only while a Playwright call runs, never during a plain sleep)."""
+        for _ in range(timeout_ms // 50):
+            if found := self.sent(kind, **match):
+                return found
+            self.page.wait_for_timeout(50)
+        return self.sent(kind, **match)
 
     def shot(self, name: str, *, full: bool = False) -> None:
         SHOTS.mkdir(parents=True, exist_ok=True)
@@ -168,6 +187,12 @@ def watch(context: BrowserContext) -> Watched:
         watched.problems.append(f"request failed: {request.url} {request.failure}")
 
     page.on("requestfailed", failed)
+
+    def posted(request: Any) -> None:
+        if request.method == "POST" and request.url.endswith("/v1/events"):
+            watched.events.append(json.loads(request.post_data or "{}"))
+
+    page.on("request", posted)
     page.on(
         "response",
         lambda r: watched.problems.append(f"HTTP {r.status}: {r.url}") if r.status >= 400 else None,
@@ -206,18 +231,26 @@ def assert_slot_from_bandit(server: Server, w: Watched, slot: str) -> str:
     expect(link).to_have_text(content["button"] if slot == "hero" else content["text"])
     if slot == "hero":
         expect(node.locator("[data-hero-headline]")).to_have_text(content["headline"])
+    row = logged(server, slot, decision_id)
+    assert row is not None, f"decision {decision_id} is not in the log"
+    assert row["action"] == arm
+    assert 0 < row["propensity"] <= 1
+    assert row["policy_version"].startswith("bandit-")
+    # the slot is in view: the page reports its impression, once, and it reaches the log
+    assert w.wait_sent("impression", decision_id=decision_id)
+    assert wait_for(lambda: bool((logged(server, slot, decision_id) or {}).get("shown")))
+    return decision_id
+
+
+def logged(server: Server, slot: str, decision_id: str) -> dict[str, Any] | None:
+    """The decision's row of the experiment log's rounds, or None."""
     log = ExperimentLog(server.db_url)
     try:
         rounds = log.rounds(slot)  # type: ignore[arg-type]
     finally:
         log.close()
-    row = rounds[rounds["decision_id"] == decision_id]
-    assert len(row) == 1, f"decision {decision_id} is not in the log"
-    assert row["action"].iloc[0] == arm
-    assert 0 < row["propensity"].iloc[0] <= 1
-    assert row["policy_version"].iloc[0].startswith("bandit-")
-    assert bool(row["shown"].iloc[0])
-    return decision_id
+    rows: list[dict[str, Any]] = rounds[rounds["decision_id"] == decision_id].to_dict("records")
+    return rows[0] if rows else None
 
 
 def swipe(context: BrowserContext, page: Page, box: dict[str, float]) -> None:
@@ -257,10 +290,15 @@ def test_desktop_journey(chromium: Browser, server: Server) -> None:
     page = w.page
     try:
         visit(w, f"{server.url}/storefront")
-        assert_slot_from_bandit(server, w, "hero")
-        assert_slot_from_bandit(server, w, "cta")
+        shown = [assert_slot_from_bandit(server, w, slot) for slot in ("hero", "cta")]
         expect(page.locator("[data-concierge]")).to_be_hidden()
         w.shot("desktop-home")
+        page.evaluate("window.scrollTo(0, document.documentElement.scrollHeight)")
+        page.wait_for_timeout(200)
+        page.evaluate("window.scrollTo(0, 0)")
+        page.wait_for_timeout(300)
+        for decision_id in shown:  # once per decision, however often it comes into view
+            assert len(w.sent("impression", decision_id=decision_id)) == 1
 
         visit(w, f"{server.url}/storefront/c/photo-cameras")
         expect(page.locator("[data-concierge]")).to_be_hidden()
@@ -323,7 +361,26 @@ def test_desktop_journey(chromium: Browser, server: Server) -> None:
         cart_ids = page.evaluate("JSON.parse(sessionStorage.getItem('lq.cart'))")
         assert "lq-slate-mini" in cart_ids
         w.shot("desktop-cart-assistant")
-        addons.first.locator("[data-add-to-cart]").click()
+        addon = addons.first.locator("[data-add-to-cart]")
+        addon_id = addon.get_attribute("data-add-to-cart")
+        addon.click()
+        expect(page.locator("[data-cart-count]")).to_have_text("2")
+        sid = session_id(w)
+
+        def session() -> dict[str, Any]:
+            got: dict[str, Any] = server.post("/v1/persona", {"session_id": sid})["session"]
+            return got
+
+        assert wait_for(lambda: session()["cart"] == ["lq-slate-mini", addon_id])
+        # the cart page's "Remove": the page's cart and the session's both lose the item
+        page.locator(f"[data-remove-from-cart='{addon_id}']").click()
+        expect(page.locator("[data-cart-count]")).to_have_text("1")
+        assert w.wait_sent("remove_from_cart", product_id=addon_id)
+        assert wait_for(lambda: session()["cart"] == ["lq-slate-mini"])
+        recs = server.get(f"/v1/recommendations?session_id={sid}")  # no cart: the session's
+        assert recs["cart"] == ["lq-slate-mini"] and recs["cart_source"] == "session"
+        assert recs["addons"] and "lq-slate-mini" not in {i["id"] for i in recs["items"]}
+        addon.click()  # back in, for the order
         expect(page.locator("[data-cart-count]")).to_have_text("2")
         visit(w, f"{server.url}/storefront/checkout")
         expect(page.locator("[data-assistant]")).to_be_visible()
@@ -332,21 +389,51 @@ def test_desktop_journey(chromium: Browser, server: Server) -> None:
         w.shot("desktop-checkout")
 
         # every click reached the stream, the feature store and the experiment log
-        sid = session_id(w)
-
-        def session() -> dict[str, Any]:
-            got: dict[str, Any] = server.post("/v1/persona", {"session_id": sid})["session"]
-            return got
-
         assert wait_for(lambda: session()["purchases"] == 1)
         s = session()
         assert s["page_views"] >= 8
-        assert s["cart_adds"] == 2
+        assert s["cart_adds"] == 3 and s["cart"] == []  # the order emptied the cart
         assert s["rec_clicks"] >= 1
         assert s["widget_interactions"] >= 5  # open, two cards, budget, dismiss
         assert wait_for(
             lambda: {"click", "add_to_cart", "purchase"} <= outcome_kinds(server, hero_decision)
         )
+        assert not w.problems, w.problems
+    finally:
+        context.close()
+
+
+def test_a_slot_out_of_view_is_reported_only_once_it_comes_into_view(
+    chromium: Browser, server: Server
+) -> None:
+    context = chromium.new_context(viewport={"width": 1400, "height": 600})
+    # the home page opens scrolled to its end, before the decisions arrive
+    context.add_init_script(
+        "addEventListener('DOMContentLoaded', () =>"
+        " window.scrollTo(0, document.documentElement.scrollHeight))"
+    )
+    w = watch(context)
+    page = w.page
+    try:
+        visit(w, f"{server.url}/storefront")
+        hero = page.locator("[data-slot='hero']")
+        expect(hero).not_to_have_attribute("data-pending", "")
+        decisions = {
+            slot: page.locator(f"[data-slot='{slot}']").get_attribute("data-decision-id")
+            for slot in ("hero", "cta")
+        }
+        assert all(decisions.values())
+        assert hero.evaluate("n => n.getBoundingClientRect().bottom") <= 0  # out of view
+        page.wait_for_timeout(800)
+        assert not w.sent("impression"), w.sent("impression")
+        for slot, decision_id in decisions.items():
+            row = logged(server, slot, str(decision_id))
+            assert row is not None and not row["shown"]  # served, not shown
+        page.evaluate("window.scrollTo(0, 0)")
+        for slot, decision_id in decisions.items():
+            assert w.wait_sent("impression", decision_id=decision_id)
+            assert wait_for(lambda s=slot, d=decision_id: (logged(server, s, d) or {})["shown"])
+        assert len(w.sent("impression")) == 2
         assert not w.problems, w.problems
     finally:
         context.close()

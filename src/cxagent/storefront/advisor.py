@@ -15,8 +15,8 @@ weighted sum of precomputed cosines divided by the query's norm, which is the sa
 item, so ranking by the precomputed sum ranks exactly as by cosine: a recommendation is a few
 vector operations over the catalog (well under 2 ms; tested), not a TF-IDF transform.
 
-Rules on top of the match, in this order: items in the cart and the product on screen are
-never recommended, nor are products already viewed (the visitor knows them) unless too few
+Rules on top of the match, in this order: items in the cart (the caller's, else the
+session's cart from its features) and the product on screen are never recommended, nor are products already viewed (the visitor knows them) unless too few
 items would be left; bargain
 personas (``glancer``, ``browser``) get a price fit (items far above what they looked at are
 damped, cheaper ones lifted); the carousel is diverse (one item per category until the
@@ -551,7 +551,7 @@ class Advisor:
         features: SessionFeatures | None,
         persona: PersonaResult | str | None = None,
         *,
-        cart: Iterable[str] = (),
+        cart: Iterable[str] | None = None,
         current: str | None = None,
         k: int = 6,
         max_price: float | None = None,
@@ -561,7 +561,8 @@ class Advisor:
         """The carousel (at least three items when the catalog allows), a best tutorial and,
         when the cart holds anything, add-ons for the checkout assistant.
 
-        ``cart``: product ids in the cart (never recommended); ``current``: the product on
+        ``cart``: product ids in the cart (never recommended; add-ons pair with them), None
+        for the session's own cart (``features.cart``); ``current``: the product on
         screen (not recommended either); ``max_price`` and ``category`` are the widget's
         advanced options (hard filters; relaxed with a note when nothing would be left).
         """
@@ -582,6 +583,9 @@ class Advisor:
         score = self._scores(viewed, features, style_name, interest)
         notes: list[str] = []
 
+        if cart is None:
+            cart = features.cart if features is not None else ()
+        cart = tuple(cart)
         excluded = {self._index[c] for c in cart if c in self._index}
         if current is not None and current in self._index:
             excluded.add(self._index[current])

@@ -7,9 +7,14 @@ Definitions (docs/storefront.md repeats them):
   a hash of the session id, so a session stays in its group) is served the default hero and
   call to action without the bandit. Their decisions are logged like the bandit's, with
   ``policy_version = "control"`` and propensity 1.
+* **Shown**: a decision with an impression (the page reports the slot in view; with
+  ``impressions = "served"`` every served decision has one) or any later outcome (a click
+  implies the impression, also when it arrived first or the impression never did).
+  Decisions never shown are left out of the rates.
 * **Conversion** of a session: at least one purchase attributed to one of its decisions (the
   page sends ``decision_id`` with cart adds and purchases). **Click-through**: at least one
-  hero or CTA click. Sessions count once, in the group of their decisions, over the window.
+  hero or CTA click. Sessions with at least one shown decision count once, in the group of
+  their decisions, over the window.
 * **Lift** is the bandit group's rate minus control's, with Newcombe's hybrid score interval
   (1998, method 10: built from the two Wilson intervals, good coverage at small counts), and
   the relative lift (rate ratio - 1) with the Katz log interval (0.5 added to every cell when
@@ -198,12 +203,14 @@ class EngagementTracker:
 def decision_frame(
     log: ExperimentLog, *, start: dt.datetime | None = None, end: dt.datetime | None = None
 ) -> pd.DataFrame:
-    """One row per logged decision in ``[start, end)`` with whether it led to a click, a
-    cart add or a purchase (and the revenue): the logs' two tables joined."""
+    """One row per logged decision in ``[start, end)`` with whether it was shown (any
+    outcome: the funnel is nested), led to a click, a cart add or a purchase (and the
+    revenue): the logs' two tables joined."""
     a, o = assignments.c, outcomes.c
     flags = (
         sa.select(
             o.decision_id,
+            sa.literal_column("1").label("shown"),
             sa.func.max(sa.case((o.kind == "click", 1), else_=0)).label("clicked"),
             sa.func.max(sa.case((o.kind == "add_to_cart", 1), else_=0)).label("carted"),
             sa.func.max(sa.case((o.kind == "purchase", 1), else_=0)).label("purchased"),
@@ -225,6 +232,7 @@ def decision_frame(
         a.arm,
         a.propensity,
         a.policy_version,
+        sa.func.coalesce(flags.c.shown, 0).label("shown"),
         sa.func.coalesce(flags.c.clicked, 0).label("clicked"),
         sa.func.coalesce(flags.c.carted, 0).label("carted"),
         sa.func.coalesce(flags.c.purchased, 0).label("purchased"),
@@ -295,7 +303,10 @@ def lift(x_t: int, n_t: int, x_c: int, n_c: int, z: float = Z95) -> dict[str, An
 
 
 def conversion_lift(frame: pd.DataFrame) -> dict[str, Any]:
-    """Per-session conversion and click-through, bandit against control, with intervals."""
+    """Per-session conversion and click-through, bandit against control, with intervals,
+    over the sessions with at least one shown decision."""
+    if not frame.empty:
+        frame = frame[frame["shown"] > 0]
     if frame.empty:
         return {
             "conversion": lift(0, 0, 0, 0),
@@ -351,11 +362,13 @@ def velocity(frame: pd.DataFrame, now: dt.datetime, weeks: int = 8) -> list[dict
 
 
 def arm_table(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    """Per group, slot and arm: decisions, click-through and conversion rates."""
+    """Per group, slot and arm: decisions served, decisions shown (impressions), and the
+    click-through and conversion rates per impression (None before any)."""
     if frame.empty:
         return []
     grouped = frame.groupby(["group", "slot", "arm"]).agg(
         decisions=("decision_id", "size"),
+        impressions=("shown", "sum"),
         clicks=("clicked", "sum"),
         purchases=("purchased", "sum"),
         mean_propensity=("propensity", "mean"),
@@ -364,15 +377,16 @@ def arm_table(frame: pd.DataFrame) -> list[dict[str, Any]]:
     records: list[dict[Any, Any]] = grouped.reset_index().to_dict("records")
     for r in records:
         group, slot, arm = r["group"], r["slot"], r["arm"]
-        n = int(r["decisions"])
+        n = int(r["impressions"])
         rows.append(
             {
                 "group": group,
                 "slot": slot,
                 "arm": arm,
-                "decisions": n,
-                "click_rate": round(int(r["clicks"]) / n, 4),
-                "purchase_rate": round(int(r["purchases"]) / n, 4),
+                "decisions": int(r["decisions"]),
+                "impressions": n,
+                "click_rate": round(int(r["clicks"]) / n, 4) if n else None,
+                "purchase_rate": round(int(r["purchases"]) / n, 4) if n else None,
                 "mean_propensity": round(float(r["mean_propensity"]), 4),
             }
         )
@@ -396,6 +410,7 @@ def report(
     week_frame = decision_frame(log, start=now - dt.timedelta(weeks=weeks))
     lifts = conversion_lift(frame)
     sessions = int(frame["session_id"].nunique()) if not frame.empty else 0
+    shown = int(frame["shown"].sum()) if not frame.empty else 0
     return {
         "window": {"start": start.isoformat(), "end": now.isoformat(), "days": days},
         "control": {
@@ -405,6 +420,7 @@ def report(
         },
         "sessions": sessions,
         "decisions": len(frame),
+        "impressions": shown,
         "lift": lifts,
         "velocity": velocity(week_frame, now, weeks),
         "engagement": engagement.summary(

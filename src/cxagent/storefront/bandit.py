@@ -217,15 +217,6 @@ class BanditConfig:
             raise ValueError(
                 f"min_share_limit must be a finite number >= 0, got {self.min_share_limit!r}"
             )
-
-    def floor(self, impressions: int, arms: int) -> float:
-        """The minimum share of each of ``arms`` arms in a segment with ``impressions`` in
-        the slot."""
-        start = None if self.floor_decay_after is None else arms * self.floor_decay_after
-        if start is None or impressions <= start:
-            return self.min_share
-        decayed = self.min_share * math.sqrt(start / impressions)
-        return max(min(self.min_share_limit, self.min_share), decayed)
         if self.prior_strength is not None and not (
             math.isfinite(self.prior_strength) and self.prior_strength >= 0.0
         ):
@@ -241,6 +232,15 @@ class BanditConfig:
             raise ValueError(
                 f"refresh_ratio must be a finite number >= 0, got {self.refresh_ratio!r}"
             )
+
+    def floor(self, impressions: int, arms: int) -> float:
+        """The minimum share of each of ``arms`` arms in a segment with ``impressions`` in
+        the slot."""
+        start = None if self.floor_decay_after is None else arms * self.floor_decay_after
+        if start is None or impressions <= start:
+            return self.min_share
+        decayed = self.min_share * math.sqrt(start / impressions)
+        return max(min(self.min_share_limit, self.min_share), decayed)
 
     @property
     def shares(self) -> bool:

@@ -3,7 +3,8 @@
 The stream delivers at least once; the consumer makes the effect happen once. For each
 message it (1) folds the event into the feature store with ``apply_once``, which checks and
 sets the event's dedup record atomically with the features (a redelivered event is recognised
-and skipped), (2) hands outcome events (clicks, cart adds, purchases) to ``on_outcome``, and
+and skipped), (2) hands outcome events (impressions, clicks, cart adds, purchases) to
+``on_outcome``, and
 (3) acknowledges the batch only after that, so a crash anywhere before the ack redelivers the
 messages (to this consumer after a restart under the same name, or to another one that claims
 them once they were idle for ``claim_idle_ms``) and the dedup skips what was already applied.
@@ -53,7 +54,7 @@ log = logging.getLogger(__name__)
 
 GROUP: Final = "features"
 OUTCOME_KINDS: Final = frozenset(
-    {"hero_click", "cta_click", "rec_click", "add_to_cart", "purchase"}
+    {"impression", "hero_click", "cta_click", "rec_click", "add_to_cart", "purchase"}
 )
 
 OutcomeHandler = Callable[[Event, SessionFeatures], object]

@@ -1,9 +1,11 @@
 """Storefront events and the session features folded from them.
 
 An ``Event`` is what the page (the concierge widget, the storefront's own tags) sends: one
-page view, cart add, purchase or click, with an ``event_id`` that makes every consumer
-idempotent (a redelivered event is recognised and skipped). ``SessionFeatures`` is the running
-aggregate of a session that the feature store keeps and the persona classifier reads;
+page view, cart add or removal, purchase, click, or the impression of a bandit decision (the
+hero or CTA actually shown), with an ``event_id`` that makes every consumer idempotent (a
+redelivered event is recognised and skipped). ``SessionFeatures`` is the running aggregate of
+a session that the feature store keeps and the persona classifier and the advisor read
+(including the cart: the product ids added and not removed since the last purchase);
 ``fold`` adds one event to it and is pure, so the in-process store, the Redis store and the
 tests compute exactly the same features.
 
@@ -12,6 +14,11 @@ so a model learned there reads a live session: ``administrative`` (home, account
 checkout, help), ``informational`` (tutorials, guides, about) and ``product_related``
 (category, product, search results). The time on a page is the gap to the session's next
 page view, as analytics tools measure it (the last page of a session has no duration yet).
+
+The cart holds each product once, like the demo shop's cart: ``add_to_cart`` with a
+``product_id`` adds it (again: no change), ``remove_from_cart`` removes it (absent: no
+change), ``purchase`` empties it. Unlike the counts, it follows the order in which events are
+folded: one consumer applies a session's events in stream order.
 """
 
 from __future__ import annotations
@@ -20,15 +27,18 @@ import datetime as dt
 from dataclasses import dataclass, field, replace
 from typing import Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 
 EventKind = Literal[
     "page_view",
     "add_to_cart",
+    "remove_from_cart",  # a product left the cart (the cart page's "Remove")
     "purchase",
     "rec_click",  # a recommendation of the advisor was clicked
     "hero_click",  # the hero image the bandit chose was clicked
     "cta_click",  # the call to action the bandit chose was clicked
+    "impression",  # the hero or CTA of a decision was shown (rendered, at least half in view)
     "widget_open",
     "widget_option",  # an option card of the concierge widget was chosen
     "widget_dismiss",
@@ -84,8 +94,21 @@ class Event(BaseModel):
     utm_campaign: str | None = Field(default=None, max_length=64)
     user_id: str | None = Field(default=None, max_length=64, description="When logged in.")
     decision_id: str | None = Field(
-        default=None, max_length=64, description="The bandit decision a click answers."
+        default=None,
+        max_length=64,
+        description="The bandit decision a click, cart add or purchase answers, or an "
+        "impression reports shown (required for an impression).",
+        validate_default=True,
     )
+
+    @field_validator("decision_id")
+    @classmethod
+    def _impression_names_its_decision(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None and info.data.get("kind") == "impression":
+            raise PydanticCustomError(
+                "decision_required", "required for an impression: the decision that was shown"
+            )
+        return value
 
 
 @dataclass(frozen=True)
@@ -103,6 +126,7 @@ class SessionFeatures:
     categories: dict[str, int] = field(default_factory=dict)  # catalog category -> views
     products: tuple[str, ...] = ()  # products viewed, most recent last (at most 20)
     cart_adds: int = 0
+    cart: tuple[str, ...] = ()  # product ids in the cart, in the order added (at most 50)
     purchases: int = 0
     revenue: float = 0.0
     rec_clicks: int = 0
@@ -121,6 +145,7 @@ class SessionFeatures:
 
 
 MAX_PRODUCTS: Final = 20
+MAX_CART: Final = 50
 
 
 def channel_of(event: Event) -> str:
@@ -186,9 +211,15 @@ def fold(features: SessionFeatures, event: Event) -> SessionFeatures:
             last_page_at=event.ts,
         )
     elif event.kind == "add_to_cart":
-        f = replace(f, cart_adds=f.cart_adds + 1)
+        cart = f.cart
+        if event.product_id and event.product_id not in cart:
+            cart = (*cart, event.product_id)[-MAX_CART:]
+        f = replace(f, cart_adds=f.cart_adds + 1, cart=cart)
+    elif event.kind == "remove_from_cart":
+        if event.product_id in f.cart:
+            f = replace(f, cart=tuple(p for p in f.cart if p != event.product_id))
     elif event.kind == "purchase":
-        f = replace(f, purchases=f.purchases + 1, revenue=f.revenue + (event.value or 0.0))
+        f = replace(f, purchases=f.purchases + 1, revenue=f.revenue + (event.value or 0.0), cart=())
     elif event.kind == "rec_click":
         f = replace(f, rec_clicks=f.rec_clicks + 1)
     elif event.kind in ("widget_open", "widget_option", "widget_dismiss"):

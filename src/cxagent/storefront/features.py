@@ -116,6 +116,7 @@ _TRANSIENT: Final = frozenset(
 # --- serialisation -------------------------------------------------------------------------
 
 _DATETIMES: Final = ("started_at", "last_at", "last_page_at")
+_TUPLES: Final = ("products", "cart")  # JSON lists read back as tuples
 _FIELDS: Final = frozenset(f.name for f in fields(SessionFeatures))
 
 
@@ -125,16 +126,20 @@ def features_to_json(features: SessionFeatures) -> str:
     for name in _DATETIMES:
         if data[name] is not None:
             data[name] = data[name].isoformat()
-    data["products"] = list(features.products)
+    for name in _TUPLES:
+        data[name] = list(getattr(features, name))
     return json.dumps(data, separators=(",", ":"), sort_keys=True)
 
 
 def features_from_json(text: str) -> SessionFeatures:
+    """The features of ``features_to_json``. A record written before a field existed (e.g.
+    ``cart``) loads with that field's default; fields no longer known are ignored."""
     data = {k: v for k, v in json.loads(text).items() if k in _FIELDS}
     for name in _DATETIMES:
         if data.get(name) is not None:
             data[name] = dt.datetime.fromisoformat(data[name])
-    data["products"] = tuple(data.get("products", ()))
+    for name in _TUPLES:
+        data[name] = tuple(data.get(name) or ())
     return SessionFeatures(**data)
 
 

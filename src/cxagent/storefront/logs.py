@@ -7,7 +7,13 @@ Two tables (their own metadata, beside the incident store's tables when both sha
   the arm shown, the propensity with which the policy chose it, the policy version and
   whether it was a burn-in (uniform exploration) decision.
 * ``storefront_outcomes``: one row per outcome event (``event_id``): an impression, click,
-  cart add or purchase answering a decision (``decision_id``, a foreign key).
+  cart add or purchase answering a decision (``decision_id``, a foreign key). Impressions are
+  the page's ``impression`` events (the slot was shown), or with ``impressions = "served"``
+  one per decision logged by the service when it serves it (``imp-<decision_id>``).
+
+The funnel is nested: a click implies the impression (a click may arrive before its
+impression, or the impression never), so ``rounds``' ``shown`` and ``arm_counts``' ``shown``
+count a decision as shown when any outcome was logged for it.
 
 ``log_outcome`` is idempotent on ``event_id`` (``ON CONFLICT (event_id) DO NOTHING`` on SQLite
 and PostgreSQL: the insert-or-ignore of the primary key alone, so a broken row still fails), so
@@ -41,6 +47,7 @@ Reward = Literal["impression", "click", "add_to_cart", "purchase", "revenue"]
 
 # The outcome an event of the stream records (when it names a decision).
 EVENT_OUTCOME: Final[dict[str, OutcomeKind]] = {
+    "impression": "impression",
     "hero_click": "click",
     "cta_click": "click",
     "add_to_cart": "add_to_cart",
@@ -219,9 +226,10 @@ class ExperimentLog:
             return self._insert_ignore(conn, outcomes, row)
 
     def record_event(self, event: Event, features: SessionFeatures | None = None) -> bool:
-        """The consumer's ``on_outcome``: log the event if it answers a decision (a hero or
-        CTA click, a cart add or purchase carrying ``decision_id``). True if newly logged;
-        False for a redelivery, an event naming no decision or one never logged."""
+        """The consumer's ``on_outcome``: log the event if it answers a decision (an
+        impression, a hero or CTA click, a cart add or purchase carrying ``decision_id``).
+        True if newly logged; False for a redelivery, an event naming no decision or one
+        never logged."""
         kind = EVENT_OUTCOME.get(event.kind)
         if kind is None or event.decision_id is None:
             return False
@@ -238,11 +246,32 @@ class ExperimentLog:
 
     # --- reads for analysis ----------------------------------------------------------------
 
+    def decision(self, decision_id: str) -> dict[str, Any] | None:
+        """One logged decision: its assignment row (``decision_id``, ``ts``, ``session_id``,
+        ``persona``, ``device``, ``channel``, ``slot``, ``arm``, ``propensity``,
+        ``policy_version``, ``burn_in``) and ``outcomes``, its outcomes as
+        ``(event_id, kind)`` pairs in the order logged; None if never logged."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(assignments).where(assignments.c.decision_id == decision_id)
+            ).first()
+            if row is None:
+                return None
+            found = conn.execute(
+                sa.select(outcomes.c.event_id, outcomes.c.kind)
+                .where(outcomes.c.decision_id == decision_id)
+                .order_by(outcomes.c.ts, outcomes.c.event_id)
+            ).all()
+        out: dict[str, Any] = dict(row._mapping)
+        out["outcomes"] = [(str(e), str(k)) for e, k in found]
+        return out
+
     @staticmethod
     def _flags() -> sa.Subquery:
-        """Per decision: 1 if it had an outcome of each kind, and its purchase revenue."""
+        """Per decision: 1 if it had an outcome of each kind, 1 if it was shown (any outcome:
+        the funnel is nested), and its purchase revenue."""
         o = outcomes.c
-        cols: list[Any] = [o.decision_id]
+        cols: list[Any] = [o.decision_id, sa.literal_column("1").label("shown")]
         for kind in OUTCOMES:
             cols.append(sa.func.max(sa.case((o.kind == kind, 1), else_=0)).label(kind))
         revenue = sa.case((o.kind == "purchase", sa.func.coalesce(o.value, 0.0)), else_=0.0)
@@ -280,11 +309,12 @@ class ExperimentLog:
         burn_in: bool | None = None,
     ) -> pd.DataFrame:
         """Per segment (persona, device, channel), slot and arm, over decisions made in
-        ``[start, end)``: ``decisions``, and how many of them had an impression, a click, a
-        cart add, a purchase (each counted once per decision), and their ``revenue``."""
+        ``[start, end)``: ``decisions``, how many were ``shown`` (an impression or any later
+        outcome: the funnel is nested), how many had an impression, a click, a cart add, a
+        purchase logged (each counted once per decision), and their ``revenue``."""
         a, f = assignments.c, self._flags()
         keys = [a.persona, a.device, a.channel, a.slot, a.arm]
-        counts = [sa.func.coalesce(sa.func.sum(f.c[k]), 0).label(k) for k in OUTCOMES]
+        counts = [sa.func.coalesce(sa.func.sum(f.c[k]), 0).label(k) for k in ("shown", *OUTCOMES)]
         stmt = (
             sa.select(
                 *keys,
@@ -297,11 +327,12 @@ class ExperimentLog:
             .group_by(*keys)
             .order_by(*keys)
         )
-        columns = ["persona", "device", "channel", "slot", "arm", "decisions", *OUTCOMES]
+        counted = ["decisions", "shown", *OUTCOMES]
+        columns = ["persona", "device", "channel", "slot", "arm", *counted]
         with self.engine.connect() as conn:
             rows = conn.execute(stmt).all()
         frame = pd.DataFrame([tuple(r) for r in rows], columns=[*columns, "revenue"])
-        return frame.astype({c: "int64" for c in ["decisions", *OUTCOMES]} | {"revenue": "float64"})
+        return frame.astype({c: "int64" for c in counted} | {"revenue": "float64"})
 
     def rounds(
         self,
@@ -316,7 +347,8 @@ class ExperimentLog:
         """The logged rounds of one slot for off-policy evaluation, oldest first: per decision
         its context (persona, device, channel), ``action`` (the arm), ``propensity``, and
         ``reward`` (1/0 whether an outcome of that kind followed; for ``revenue`` the purchase
-        value), plus ``shown`` (an impression was logged) and the policy version."""
+        value), plus ``shown`` (an impression or any later outcome was logged: a click implies
+        the impression) and the policy version."""
         if slot not in SLOTS:
             raise ValueError(f"slot: one of {SLOTS}, got {slot!r}")
         if reward not in (*OUTCOMES, "revenue"):
@@ -333,7 +365,7 @@ class ExperimentLog:
                 a.arm.label("action"),
                 a.propensity,
                 sa.func.coalesce(f.c[reward], 0).label("reward"),
-                sa.func.coalesce(f.c.impression, 0).label("shown"),
+                sa.func.coalesce(f.c.shown, 0).label("shown"),
                 a.policy_version,
                 a.burn_in,
             )

@@ -15,14 +15,18 @@ Endpoints (docs/storefront.md):
   from the feature store; when the store is down, the model's fallback, saying so.
 * ``POST /v1/decide``: ``{session_id, slot}`` -> the arm to show (the bandit's choice, or the
   default for the control holdout), its propensity and the ``decision_id`` the page sends
-  back with clicks. Every decision is logged, with an impression (the page renders what it
-  gets).
-* ``GET /v1/recommendations``: the advisor's carousel, tutorial and checkout add-ons.
+  back with its impression (once the slot is in view) and its clicks. Every decision is
+  logged; its impression is the page's ``impression`` event, or with ``impressions =
+  "served"`` (clients that never report one) logged at once as served.
+* ``GET /v1/recommendations``: the advisor's carousel, tutorial and checkout add-ons; the
+  cart is the ``cart`` parameter when given, else the session's cart from the features.
 * ``GET /v1/health``, ``GET /v1/analytics``; pages ``/storefront...`` and ``/analytics``.
 
-Outcome events (hero/CTA clicks, cart adds and purchases carrying a ``decision_id``) reach the
-logs through the consumer (``ExperimentLog.record_event``, idempotent on ``event_id``), and
-the bandit counts one only when the log reports it newly recorded.
+Outcome events (impressions, hero/CTA clicks, cart adds and purchases carrying a
+``decision_id``) reach the logs through the consumer (``ExperimentLog.record_event``,
+idempotent on ``event_id``), and the bandit counts one only when the log reports it newly
+recorded. The bandit's funnel is nested (a click implies the impression), so a click that
+arrives before its impression counts both stages once and the impression then changes nothing.
 """
 
 from __future__ import annotations
@@ -72,8 +76,12 @@ from cxagent.storefront.persona import PersonaModel, PersonaResult, shipped_mode
 log = logging.getLogger("cxagent.storefront")
 
 Slot = Literal["hero", "cta"]
+ImpressionMode = Literal["reported", "served"]
+IMPRESSION_MODES: Final = ("reported", "served")
 HOLDOUT_ENV: Final = "CXAGENT_STOREFRONT_HOLDOUT"
+IMPRESSIONS_ENV: Final = "CXAGENT_STOREFRONT_IMPRESSIONS"
 CONTROL: Final = analytics.CONTROL
+CONTROL_PREFIX: Final = "ctl-"  # decision ids of the control holdout
 
 # The variants the bandit chooses between; the first of each slot is the default (control).
 HERO_ARMS: Final[dict[str, dict[str, str]]] = {
@@ -139,6 +147,9 @@ class StorefrontSettings:
     db_url: str | None = None  # experiment logs; None: $CXAGENT_STOREFRONT_DB_URL or storefront.db
     prefix: str = DEFAULT_PREFIX  # Redis key prefix
     holdout: float = 0.1  # share of sessions in the control group
+    # "reported": a decision's impression is the page's impression event (the slot was shown);
+    # "served": serving is the impression (for clients that never report one)
+    impressions: ImpressionMode = "reported"
     consumer_name: str | None = None
     bandit: BanditConfig = field(default_factory=BanditConfig)
     catalog_path: Path | None = None  # None: the shipped demo catalog
@@ -149,6 +160,10 @@ class StorefrontSettings:
     def __post_init__(self) -> None:
         if not 0.0 <= self.holdout < 1.0:
             raise ValueError(f"holdout: a share in [0, 1), got {self.holdout!r}")
+        if self.impressions not in IMPRESSION_MODES:
+            raise ValueError(
+                f"impressions: one of {', '.join(IMPRESSION_MODES)}, got {self.impressions!r}"
+            )
 
     @classmethod
     def from_env(cls, **overrides: Any) -> StorefrontSettings:
@@ -158,6 +173,12 @@ class StorefrontSettings:
                 values["holdout"] = float(raw)
             except ValueError as exc:
                 raise ValueError(f"{HOLDOUT_ENV}: a number in [0, 1), got {raw!r}") from exc
+        if raw := os.environ.get(IMPRESSIONS_ENV):
+            if raw not in IMPRESSION_MODES:
+                raise ValueError(
+                    f"{IMPRESSIONS_ENV}: one of {', '.join(IMPRESSION_MODES)}, got {raw!r}"
+                )
+            values["impressions"] = raw
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
@@ -393,8 +414,10 @@ class Storefront:
         self.running = False
 
     def restore_bandit(self) -> int:
-        """Replay the logged bandit decisions (not control's) with their deepest outcome, so
-        the posterior survives a restart and later outcomes of old decisions still count."""
+        """Replay the logged bandit decisions (not control's) that were shown with their
+        deepest outcome, so the posterior survives a restart and later outcomes of old
+        decisions still count. A decision never shown (no outcome yet) is not counted; its
+        impression, when it comes, is counted by ``on_outcome`` from the log."""
         frame = analytics.decision_frame(self.log)
         if frame.empty:
             return 0
@@ -406,6 +429,8 @@ class Storefront:
             slot, arm = str(row["slot"]), str(row["arm"])
             if slot not in ARMS or arm not in ARMS[slot]:
                 continue  # an arm retired since: nothing to learn about the current ones
+            if not row["shown"]:
+                continue  # never shown (yet): no impression to count
             decision = Decision(
                 decision_id=str(row["decision_id"]),
                 slot=slot,
@@ -446,13 +471,51 @@ class Storefront:
         return body
 
     def on_outcome(self, event: Event, features: SessionFeatures) -> object:
-        """The consumer's outcome handler: log, then learn only from what is new."""
+        """The consumer's outcome handler: log, then learn only from what is new.
+
+        The bandit's counts are nested (``Bandit.record`` counts every funnel stage up to the
+        outcome that the decision has not reached yet), so a click logged before its
+        impression counts the impression and the click, and the impression, logged later,
+        changes nothing; a redelivered event is not newly logged and never reaches it."""
         with self._write_lock:
             new = self.log.record_event(event, features)
         outcome = EVENT_OUTCOME.get(event.kind)
         if new and outcome is not None and event.decision_id is not None:
-            self.bandit.record(event.decision_id, outcome, event_id=event.event_id)
+            status = self.bandit.record(event.decision_id, outcome, event_id=event.event_id)
+            if status == "unknown":
+                self._record_from_log(event.decision_id, outcome, event.event_id)
         return new
+
+    def _record_from_log(self, decision_id: str, outcome: Outcome, event_id: str) -> None:
+        """Count an outcome of a bandit decision the bandit does not hold: one made before
+        a restart with no outcome then (``restore_bandit`` replays only decisions shown), or
+        beyond its memory of open decisions. Only when this event is the decision's only
+        logged outcome: a decision with earlier outcomes was counted already (live or
+        replayed), so counting it from zero again could count its impression twice."""
+        if decision_id.startswith(CONTROL_PREFIX):
+            return
+        row = self.log.decision(decision_id)
+        if row is None or row["policy_version"] == CONTROL:
+            return
+        if any(other != event_id for other, _ in row["outcomes"]):
+            return
+        slot, arm = str(row["slot"]), str(row["arm"])
+        if slot not in ARMS or arm not in ARMS[slot]:
+            return
+        try:
+            segment = Segment(str(row["persona"]), str(row["device"]), str(row["channel"]))
+        except ValueError:
+            return
+        decision = Decision(
+            decision_id=decision_id,
+            slot=slot,
+            arm=arm,
+            propensity=float(row["propensity"]),
+            segment=segment,
+            policy_version=0,
+            burn_in=bool(row["burn_in"]),
+        )
+        self.bandit.record(decision, outcome, event_id=event_id)
 
     # ---------------------------------------------------------------- persona
 
@@ -486,6 +549,7 @@ class Storefront:
                 "page_views": features.page_views,
                 "duration_s": round(features.duration_s, 3),
                 "cart_adds": features.cart_adds,
+                "cart": list(features.cart),
                 "purchases": features.purchases,
                 "rec_clicks": features.rec_clicks,
                 "widget_interactions": features.widget_interactions,
@@ -529,7 +593,8 @@ class Storefront:
         decision: Decision | None = None
         if self.in_control(session_id):
             group, arm, propensity = CONTROL, DEFAULT_ARM[slot], 1.0
-            decision_id, policy_version, burn_in = f"ctl-{uuid.uuid4().hex[:20]}", CONTROL, False
+            decision_id = f"{CONTROL_PREFIX}{uuid.uuid4().hex[:20]}"
+            policy_version, burn_in = CONTROL, False
         else:
             decision = self.bandit.decide(segment, slot)
             group, arm, propensity = analytics.BANDIT, decision.arm, decision.propensity
@@ -547,7 +612,8 @@ class Storefront:
                 policy_version,
                 burn_in,
             )
-        if decision is not None:
+        served = self.settings.impressions == "served"
+        if decision is not None and served:
             self.bandit.record(decision, "impression")
         return {
             "decision_id": decision_id,
@@ -562,6 +628,7 @@ class Storefront:
             "persona": result.persona,
             "persona_source": source,
             "content": ARMS[slot][arm],
+            "report_impression": not served,
         }
 
     def _log_decision(
@@ -589,10 +656,14 @@ class Storefront:
             policy_version=policy_version,
             burn_in=burn_in,
         )
-        # the page renders what it is given: serving is the impression
-        self.log.log_outcome(
-            event_id=f"imp-{decision_id}"[:64], decision_id=decision_id, kind="impression", ts=now
-        )
+        if self.settings.impressions == "served":
+            # a client that reports no impressions: serving counts as the impression
+            self.log.log_outcome(
+                event_id=f"imp-{decision_id}"[:64],
+                decision_id=decision_id,
+                kind="impression",
+                ts=now,
+            )
 
     # ---------------------------------------------------------------- recommendations
 
@@ -600,7 +671,7 @@ class Storefront:
         self,
         session_id: str,
         *,
-        cart: tuple[str, ...] = (),
+        cart: tuple[str, ...] | None = None,
         current: str | None = None,
         k: int = 6,
         max_price: float | None = None,
@@ -614,6 +685,11 @@ class Storefront:
                 "category",
             )
         result, segment, source, features = self.classify(session_id)
+        # the page's cart, when it sends one, is fresher than the features (its last cart
+        # event may still be in the stream): it wins; else the session's cart
+        cart_source = "request" if cart is not None else "session"
+        if cart is None:
+            cart = features.cart if features is not None else ()
         recs = self.advisor.recommend(
             features,
             result,
@@ -625,6 +701,8 @@ class Storefront:
             session_id=session_id,
         )
         body = recs.to_dict()
+        body["cart"] = list(cart)
+        body["cart_source"] = cart_source
         body["persona_source"] = source
         body["segment"] = segment.key
         return body
@@ -655,6 +733,7 @@ class Storefront:
             "logs": {"dialect": self.log.engine.dialect.name},
             "bandit": {"policy_version": self.bandit.policy_version, "restored": self.restored},
             "holdout": self.settings.holdout,
+            "impressions": self.settings.impressions,
             "started_at": self.started_at.isoformat(),
         }
 
@@ -818,14 +897,23 @@ def create_app(
     @app.get("/v1/recommendations")
     def get_recommendations(
         session_id: Annotated[str, Query(min_length=1, max_length=64)],
-        cart: Annotated[str, Query(max_length=2000, description="Comma-separated ids.")] = "",
+        cart: Annotated[
+            str | None,
+            Query(
+                max_length=2000,
+                description="Comma-separated ids (given, even empty, it wins; absent: the "
+                "session's cart from the features).",
+            ),
+        ] = None,
         current: Annotated[str | None, Query(max_length=64)] = None,
         k: Annotated[int, Query(ge=3, le=12)] = 6,
         max_price: Annotated[float | None, Query(ge=0)] = None,
         category: Annotated[str | None, Query(max_length=64)] = None,
     ) -> JSONResponse:
         """The advisor's carousel, best tutorial and (with a cart) checkout add-ons."""
-        items = tuple(c for c in (p.strip() for p in cart.split(",")) if c)
+        items = (
+            None if cart is None else tuple(c for c in (p.strip() for p in cart.split(",")) if c)
+        )
         return JSONResponse(
             sf.recommendations(
                 session_id,
@@ -946,7 +1034,10 @@ def serve(
     sf = Storefront(settings)
     if seed_sessions:
         seeded = seed_demo(sf, seed_sessions)
-        print(f"seeded {seeded['sessions']} synthetic sessions ({seeded['decisions']} decisions)")
+        print(
+            f"seeded {seeded['sessions']} synthetic sessions ({seeded['decisions']} decisions, "
+            f"{seeded['impressions']} impressions reported)"
+        )
     app = create_app(storefront=sf)
     sock = listening_socket(host, port)
     shown = f"[{host}]" if ":" in host else host
@@ -965,8 +1056,11 @@ def seed_demo(
 ) -> dict[str, int]:
     """Fill the demo with synthetic sessions (``sessions.generate_sessions``): their events go
     through the real pipeline; each session gets hero and CTA decisions spread over the last
-    ``weeks`` weeks, and clicks and purchases drawn from made-up click rates per arm (a demo,
-    not evidence). Returns counts."""
+    ``weeks`` weeks. A decision is shown (an ``impression`` event, as the page sends it) with
+    probability ``SEED_SHOWN`` (with ``impressions = "served"``: always, serving is the
+    impression); shown ones get clicks drawn from made-up click rates per arm, and a
+    purchase is credited to the CTA if shown, else the hero if shown (a demo, not evidence).
+    Returns counts."""
     from cxagent.storefront.sessions import generate_sessions
 
     rng = random.Random(seed)
@@ -979,7 +1073,7 @@ def seed_demo(
         "cta-bundle": 0.06,
     }
     now = sf.clock()
-    decisions = 0
+    decisions = impressions = 0
     started_here = not sf.running
     if started_here:
         sf.start()
@@ -989,45 +1083,51 @@ def seed_demo(
             for event in synthetic.events:
                 sf.pipeline.publisher.publish(event)
         _drain(sf)
+        publish = sf.pipeline.publisher.publish
         for synthetic in generated:
             at = now - dt.timedelta(seconds=rng.uniform(0, weeks * 7 * 86400.0))
-            last = synthetic.events[-1]
-            decided = {}
+            sid, last = synthetic.session_id, synthetic.events[-1].ts
+            shown: list[dict[str, Any]] = []
             for slot in ("hero", "cta"):
-                d = sf.decide(synthetic.session_id, slot, now=at)
-                decided[slot] = d
+                d = sf.decide(sid, slot, now=at)
                 decisions += 1
+                if d["report_impression"]:
+                    if rng.random() >= SEED_SHOWN:
+                        continue  # the visitor left before the slot came into view
+                    publish(_demo_event(sid, "impression", last, d["decision_id"], after_s=2))
+                    impressions += 1
+                shown.append(d)
                 if rng.random() < ctr[d["arm"]]:
                     kind = "hero_click" if slot == "hero" else "cta_click"
-                    sf.pipeline.publisher.publish(
-                        _demo_event(synthetic.session_id, kind, last.ts, d["decision_id"])
-                    )
+                    publish(_demo_event(sid, kind, last, d["decision_id"]))
             if synthetic.purchased or rng.random() < 0.01:
                 value = sum(e.value or 0.0 for e in synthetic.events) or 24.0
-                sf.pipeline.publisher.publish(
-                    _demo_event(
-                        synthetic.session_id,
-                        "purchase",
-                        last.ts,
-                        decided["cta"]["decision_id"],
-                        value,
-                    )
-                )
+                credited = shown[-1]["decision_id"] if shown else None  # the CTA, else the hero
+                publish(_demo_event(sid, "purchase", last, credited, value=value, after_s=60))
         _drain(sf)
     finally:
         if started_here:
             sf.stop()
-    return {"sessions": sessions, "decisions": decisions}
+    return {"sessions": sessions, "decisions": decisions, "impressions": impressions}
+
+
+SEED_SHOWN: Final = 0.95  # share of the demo's decisions whose slot comes into view
 
 
 def _demo_event(
-    session_id: str, kind: str, ts: dt.datetime, decision_id: str, value: float | None = None
+    session_id: str,
+    kind: str,
+    ts: dt.datetime,
+    decision_id: str | None,
+    value: float | None = None,
+    *,
+    after_s: float = 5.0,
 ) -> Event:
     return Event(
         event_id=f"demo-{uuid.uuid4().hex[:16]}",
         session_id=session_id,
         kind=kind,  # type: ignore[arg-type]
-        ts=ts + dt.timedelta(seconds=5),
+        ts=ts + dt.timedelta(seconds=after_s),
         decision_id=decision_id,
         value=value,
     )

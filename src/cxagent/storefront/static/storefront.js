@@ -75,7 +75,8 @@
     }).then((r) => (r.ok ? r.json() : null)).catch(() => null);
   const get = (url) => fetch(url).then((r) => (r.ok ? r.json() : null)).catch(() => null);
 
-  /* the decision a cart add or purchase answers: the last hero/CTA clicked, else the CTA shown */
+  /* the decision a cart add or purchase answers: the last hero/CTA clicked, else the CTA
+     last shown (its impression reported) */
   const attributed = () => store.getItem("lq.clicked") || store.getItem("lq.cta") || undefined;
 
   /* ---- cart -------------------------------------------------------------------------- */
@@ -103,6 +104,38 @@
   });
 
   /* ---- bandit slots (hero, CTA) ------------------------------------------------------ */
+  /* calls back once, when the node is at least half in the viewport (or, taller than half
+     the viewport, fills half of it) while the page is visible */
+  function onceInView(node, callback) {
+    if (!("IntersectionObserver" in window)) return callback(); /* no observer: served = shown */
+    let done = false;
+    let inView = false;
+    const fire = () => {
+      if (done || !inView || document.visibilityState !== "visible") return;
+      done = true;
+      observer.disconnect();
+      document.removeEventListener("visibilitychange", fire);
+      callback();
+    };
+    const observer = new IntersectionObserver((entries) => {
+      for (const e of entries) {
+        const r = e.intersectionRect;
+        const vp = e.rootBounds ? e.rootBounds.width * e.rootBounds.height : Infinity;
+        inView = e.isIntersecting && r.width * r.height > 0 &&
+          (e.intersectionRatio >= 0.499 || r.width * r.height >= 0.5 * vp);
+      }
+      fire();
+    }, { threshold: [0, 0.25, 0.5, 0.75, 1] });
+    observer.observe(node);
+    document.addEventListener("visibilitychange", fire);
+  }
+  const reported = new Set();
+  function shown(slot, d) {
+    if (slot === "cta") store.setItem("lq.cta", d.decision_id);
+    if (d.report_impression === false || reported.has(d.decision_id)) return;
+    reported.add(d.decision_id);
+    send("impression", { decision_id: d.decision_id });
+  }
   async function fillSlot(slot) {
     const node = $(`[data-slot="${slot}"]`);
     if (!node) return;
@@ -119,13 +152,15 @@
       link.textContent = d.content.button;
     } else {
       link.textContent = d.content.text;
-      store.setItem("lq.cta", d.decision_id);
     }
     link.setAttribute("href", d.content.href);
     link.addEventListener("click", () => {
       store.setItem("lq.clicked", d.decision_id);
       send(slot === "hero" ? "hero_click" : "cta_click", { decision_id: d.decision_id });
     });
+    /* the impression: rendered and in view (the service counts nothing before it) */
+    if (d.report_impression === false) shown(slot, d);
+    else onceInView(node, () => shown(slot, d));
   }
 
   /* ---- carousels ----------------------------------------------------------------------- */
@@ -150,7 +185,7 @@
   function recsUrl(extra = {}) {
     const params = new URLSearchParams({ session_id: sid });
     if (page.product) params.set("current", page.product);
-    if (cart().length) params.set("cart", cart().join(","));
+    params.set("cart", cart().join(",")); /* the page's cart wins over the session's (fresher) */
     for (const [k, v] of Object.entries(extra)) if (v) params.set(k, v);
     return `/v1/recommendations?${params}`;
   }
@@ -275,9 +310,10 @@
         const line = el("li", { class: "cart-line" });
         line.append(el("a", { href: catalog[id].url }, catalog[id].name), el("span", { class: "price" }, money(catalog[id].price)));
         if (!readonly) {
-          const remove = el("button", { type: "button", class: "link-btn", "aria-label": `Remove ${catalog[id].name}` }, "Remove");
+          const remove = el("button", { type: "button", class: "link-btn", "data-remove-from-cart": id, "aria-label": `Remove ${catalog[id].name}` }, "Remove");
           remove.addEventListener("click", () => {
             setJSON("lq.cart", cart().filter((x) => x !== id));
+            send("remove_from_cart", { product_id: id, category: catalog[id].category });
             updateCartCount();
             renderCart();
             refreshAssistant();
