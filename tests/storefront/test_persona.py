@@ -346,6 +346,169 @@ def test_classify_on_live_sessions_as_they_grow(
     assert (r.persona, r.confident) == ("shopper", True)
 
 
+# --------------------------------------------------------------------------- channel priors
+
+# The persona mix of confident sessions in ordinary traffic (few glancers: a glance rarely
+# reaches three pages), and of a channel whose sessions are mostly researchers.
+TRAFFIC = {"glancer": 30, "browser": 400, "shopper": 370, "researcher": 200}
+RESEARCHERS = {"glancer": 0, "browser": 20, "shopper": 40, "researcher": 140}
+
+
+def fill(priors: P.ChannelPriors, channel: str, mix: dict[str, int], times: int = 1) -> None:
+    for persona, n in mix.items():
+        for i in range(n * times):
+            priors.observe(f"{channel}-{persona}-{i}", channel, persona)
+
+
+def short_session(pages: int) -> SessionFeatures:
+    return P.uci_session([0, 0, pages, 0, 0, 20.0 * max(pages - 1, 0)], f"short-{pages}")
+
+
+def test_without_a_channel_prior_classify_is_unchanged(synthetic: list[SyntheticSession]) -> None:
+    m = P.shipped_model()
+    for s in synthetic[::60]:
+        for f in (prefix(s, 1), prefix(s, 2), s.features()):
+            base = m.classify(f)
+            assert m.classify(f, channel_prior=None) == base
+            for useless in ({}, {"glancer": 0.0}, {"nobody": 1.0}, {"glancer": math.nan}):
+                assert m.classify(f, channel_prior=useless) == base
+            assert m.posterior(f, channel_prior={}) == m.posterior(f)
+
+
+def test_a_researcher_channel_shifts_short_sessions_and_a_neutral_one_does_not() -> None:
+    m = P.shipped_model()
+    priors = P.ChannelPriors.for_model(m)
+    fill(priors, "search", TRAFFIC, times=5)
+    fill(priors, "direct", TRAFFIC, times=5)
+    fill(priors, "email", RESEARCHERS)
+    assert priors.prior("nowhere") is None
+    population = dict(zip(m.names, m.priors, strict=True))
+    email, search = priors.prior("email"), priors.prior("search")
+    assert email is not None and search is not None
+    assert (email.channel, email.sessions, search.sessions) == ("email", 200, 5000)
+    assert sum(email.shares.values()) == pytest.approx(1.0)
+    assert email.shares["researcher"] > 2 * population["researcher"]
+    # a neutral channel (the traffic's mix) keeps the population prior, glancers included,
+    # although confident sessions hold far fewer glancers than the population does
+    assert search.shares == pytest.approx(population, abs=0.01)
+    for pages in range(P.MIN_PAGES):
+        f = short_session(pages)
+        plain = m.classify(f)
+        tilted = m.classify(f, channel_prior=email.shares)
+        neutral = m.classify(f, channel_prior=search.shares)
+        assert tilted.reason == neutral.reason == "too_few_pages" and not tilted.confident
+        row = m.priors_by_pages[pages]
+        w = [r * email.shares[n] / population[n] for r, n in zip(row, m.names, strict=True)]
+        want = {n: x / sum(w) for n, x in zip(m.names, w, strict=True)}
+        assert tilted.probabilities == pytest.approx(want, abs=1e-12)
+        assert tilted.probabilities["researcher"] > 2 * plain.probabilities["researcher"]
+        assert neutral.probabilities == pytest.approx(plain.probabilities, abs=0.01)
+    # on a longer session the channel prior is the mixture's weights
+    f = short_session(6)
+    got = m.classify(f, channel_prior=email.shares)
+    assert got.probabilities == m.posterior(f, channel_prior=email.shares)
+    assert got.probabilities["researcher"] > m.classify(f).probabilities["researcher"]
+    assert m.classify(f, channel_prior=population).probabilities == pytest.approx(
+        m.classify(f).probabilities, abs=1e-12
+    )
+
+
+def test_a_profile_prior_is_still_blended_over_the_channel_prior() -> None:
+    m = P.shipped_model()
+    channel = {"glancer": 0.1, "browser": 0.2, "shopper": 0.3, "researcher": 0.4}
+    f = short_session(1)
+    tilted = m.classify(f, channel_prior=channel).probabilities
+    both = m.classify(f, prior={"shopper": 1.0}, channel_prior=channel).probabilities
+    for n in m.names:
+        own = P.PROFILE_WEIGHT if n == "shopper" else 0.0
+        assert both[n] == pytest.approx(own + (1 - P.PROFILE_WEIGHT) * tilted[n])
+    long = short_session(8)
+    blended = {
+        n: P.PROFILE_WEIGHT * (n == "shopper") + (1 - P.PROFILE_WEIGHT) * channel[n]
+        for n in m.names
+    }
+    assert m.classify(long, prior={"shopper": 1.0}, channel_prior=channel).probabilities == (
+        pytest.approx(m.posterior(long, channel_prior=blended), abs=1e-12)
+    )
+
+
+def test_channel_priors_shrink_few_sessions_to_the_population() -> None:
+    m = P.shipped_model()
+    population = dict(zip(m.names, m.priors, strict=True))
+    moves = []
+    for times in (1, 10, 100):
+        priors = P.ChannelPriors.for_model(m)
+        fill(priors, "search", TRAFFIC, times=10)
+        fill(priors, "email", {"researcher": 1}, times=times)
+        got = priors.prior("email")
+        assert got is not None and got.sessions == times
+        moves.append(got.shares["researcher"] - population["researcher"])
+    assert 0 < moves[0] < 0.02 < moves[1] < moves[2]
+    # the documented formula, by hand, for one channel beside the rest of the traffic
+    priors = P.ChannelPriors.for_model(m, pseudo_sessions=20)
+    fill(priors, "search", {"browser": 30, "researcher": 10})
+    fill(priors, "email", {"researcher": 5})
+    total = {"glancer": 0, "browser": 30, "shopper": 0, "researcher": 15}
+    own = {"glancer": 0, "browser": 0, "shopper": 0, "researcher": 5}
+    s = {n: (total[n] + 20 * population[n]) / (45 + 20) for n in m.names}
+    c = {n: (own[n] + 20 * s[n]) / (5 + 20) for n in m.names}
+    w = {n: population[n] * c[n] / s[n] for n in m.names}
+    got = priors.prior("email")
+    assert got is not None
+    assert got.shares == pytest.approx({n: w[n] / sum(w.values()) for n in m.names}, abs=1e-12)
+    assert P.CHANNEL_PSEUDO_SESSIONS == P.ChannelPriors.for_model(m).pseudo_sessions == 50
+    for bad in ({"pseudo_sessions": 0}, {"pseudo_sessions": math.inf}, {"capacity": 0}):
+        with pytest.raises(ValueError):
+            P.ChannelPriors.for_model(m, **bad)
+
+
+def test_a_session_counts_once_and_moves_when_its_persona_changes() -> None:
+    priors = P.ChannelPriors.for_model(P.shipped_model(), capacity=3)
+    assert priors.observe("a", "email", "browser") is True
+    for _ in range(50):  # re-classified on every request: still one session
+        assert priors.observe("a", "email", "browser") is False
+    assert priors.counts() == {"email": {"glancer": 0, "browser": 1, "shopper": 0, "researcher": 0}}
+    assert priors.observe("a", "email", "researcher") is True  # it went on reading
+    assert priors.counts()["email"]["browser"] == 0
+    assert priors.counts()["email"]["researcher"] == 1
+    assert priors.sessions() == priors.sessions("email") == 1
+    assert priors.observe("x", "email", "nobody") is False  # not a persona of the model
+    # the memory holds the most recent sessions; a forgotten one takes its count with it
+    priors.observe("b", "search", "shopper")
+    priors.observe("c", "search", "shopper")
+    priors.observe("a", "email", "researcher")  # seen again: now the most recent
+    priors.observe("d", "social", "glancer")  # forgets b, the oldest
+    assert priors.sessions() == 3
+    assert priors.counts()["search"]["shopper"] == 1
+    priors.observe("e", "social", "glancer")  # forgets c: search has no session left
+    assert "search" not in priors.counts() and priors.prior("search") is None
+    assert priors.prior("email") is not None and priors.sessions("email") == 1
+
+
+def test_channel_priors_snapshot_and_restore() -> None:
+    m = P.shipped_model()
+    priors = P.ChannelPriors.for_model(m)
+    fill(priors, "search", TRAFFIC)
+    fill(priors, "email", RESEARCHERS)
+    priors.observe("search-browser-0", "search", "shopper")  # moved
+    doc = json.loads(json.dumps(priors.snapshot()))
+    assert doc["format"] == P.CHANNEL_FORMAT and doc["pseudo_sessions"] == 50
+    again = P.ChannelPriors.for_model(m)
+    again.observe("stale", "social", "glancer")  # replaced by the snapshot
+    assert again.restore(doc) == priors.sessions() == 1200
+    assert again.counts() == priors.counts() and again.snapshot() == priors.snapshot()
+    for channel in ("search", "email", "social"):
+        assert again.prior(channel) == priors.prior(channel)
+    # a smaller memory keeps the most recent sessions of the snapshot
+    small = P.ChannelPriors.for_model(m, capacity=10)
+    assert small.restore(doc) == 10
+    assert [row[0] for row in small.snapshot()["sessions"]] == [r[0] for r in doc["sessions"][-10:]]
+    with pytest.raises(ValueError, match="format"):
+        again.restore({**doc, "format": "other"})
+    with pytest.raises(ValueError, match="sessions"):
+        again.restore({**doc, "sessions": [["only-two", "email"]]})
+
+
 # --------------------------------------------------------------------------- shipped model
 
 

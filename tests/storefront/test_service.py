@@ -399,6 +399,90 @@ def _dec(d: dict[str, Any]) -> dict[str, str]:
     return {"decision_id": d["decision_id"]}
 
 
+# --- channel priors ----------------------------------------------------------------------------
+
+
+def test_confident_sessions_teach_their_channel_prior_once(client: TestClient) -> None:
+    sf = sf_of(client)
+    first = client.post("/v1/persona", json={"session_id": "s-ch0"}).json()
+    assert first["channel_prior"] is None and first["segment"]["channel"] == "unknown"
+    browse(client, "s-ch1")  # six pages from pinterest: channel "social"
+    wait_pages(client, "s-ch1", len(PAGES))
+    body = client.post("/v1/persona", json={"session_id": "s-ch1"}).json()
+    assert (body["reason"], body["segment"]["channel"]) == ("ok", "social")
+    for _ in range(3):  # re-classified on every request: one session still
+        client.post("/v1/persona", json={"session_id": "s-ch1"})
+        client.post("/v1/decide", json={"session_id": "s-ch1", "slot": "cta"})
+    assert sf.channel_priors.counts() == {"social": {**dict.fromkeys(NAMES, 0), body["persona"]: 1}}
+    browse(client, "s-ch2", 1)  # a new session of the same channel: the prior is used
+    wait_pages(client, "s-ch2", 1)
+    short = client.post("/v1/persona", json={"session_id": "s-ch2"}).json()
+    assert short["reason"] == "too_few_pages"
+    assert short["channel_prior"] == {"channel": "social", "sessions": 1}
+    # one channel is all the traffic (one session): about the population's prior
+    plain = shipped_model().priors_by_pages[1]
+    assert list(short["probabilities"].values()) == pytest.approx(plain, abs=0.02)
+    assert client.get("/v1/health").json()["channel_priors"] == {"sessions": 1, "restored": 0}
+
+
+NAMES = shipped_model().names
+
+
+def _log(sf: Storefront, i: int, session_id: str, channel: str, persona: str) -> None:
+    sf.log.log_decision(
+        decision_id=f"d-ch-{i}",
+        ts=NOW - dt.timedelta(minutes=100 - i),
+        session_id=session_id,
+        persona=persona,
+        device="desktop",
+        channel=channel,
+        slot="cta",
+        arm="cta-shop",
+        propensity=0.5,
+        policy_version="bandit-1",
+    )
+
+
+def test_channel_priors_are_rebuilt_from_the_logs_after_a_restart(tmp_path: Path) -> None:
+    with client_for(tmp_path) as client:
+        sf = sf_of(client)
+        rows = [("e1", "email", "shopper"), ("e1", "email", "researcher")]  # e1 went on
+        rows += [(f"e{i}", "email", "researcher") for i in range(2, 6)]
+        rows += [(f"q{i}", "search", p) for i, p in enumerate(["browser", "shopper"] * 10)]
+        rows += [("u1", "unknown", "browser")]  # no features when decided: no channel
+        for i, row in enumerate(rows):
+            _log(sf, i, *row)
+    with client_for(tmp_path) as client:
+        sf = sf_of(client)
+        zero = dict.fromkeys(NAMES, 0)
+        assert sf.channel_priors.counts() == {
+            "email": {**zero, "researcher": 5},
+            "search": {**zero, "browser": 10, "shopper": 10},
+        }
+        assert sf.channel_sessions_restored == 25
+        assert client.get("/v1/health").json()["channel_priors"]["restored"] == 25
+        client.post(
+            "/v1/events",
+            json=event("s-mail", page_type="home", utm_source="email", device="desktop"),
+        )
+        wait_pages(client, "s-mail", 1)
+        body = client.post("/v1/persona", json={"session_id": "s-mail"}).json()
+        assert body["channel_prior"] == {"channel": "email", "sessions": 5}
+        plain = dict(zip(NAMES, shipped_model().priors_by_pages[1], strict=True))
+        assert body["probabilities"]["researcher"] > plain["researcher"] + 0.05  # 5 of 55
+        assert body["persona"] == body["segment"]["persona"]
+
+
+def test_the_fallback_uses_no_channel_prior(tmp_path: Path) -> None:
+    with client_for(tmp_path, redis_url=DOWN) as client:
+        sf_of(client).channel_priors.observe("old", "unknown", "researcher")
+        for _ in range(2):  # the first trips the breaker
+            body = client.post("/v1/persona", json={"session_id": "s-down"}).json()
+        assert body["source"] == "fallback" and body["channel_prior"] is None
+        want = shipped_model().fallback().probabilities
+        assert body["probabilities"] == pytest.approx(want, abs=1e-6)
+
+
 # --- recommendations ---------------------------------------------------------------------------------
 
 

@@ -25,7 +25,10 @@ multiplications, no numpy, pandas or scikit-learn per request). A session with f
 ``MIN_PAGES`` page views gets the persona shares of training sessions at least that long,
 flagged ``confident=False``: its behaviour does not yet say anything. The catalog interest of a
 live session (photo, vector, supplies) is a rule-based qualifier from the categories it viewed;
-UCI has no categories, so it is not learned. See docs/storefront-persona.md.
+UCI has no categories, so it is not learned. The session's acquisition channel (UTM source or
+referrer kind) can replace the population prior (``classify(..., channel_prior=...)``): UCI's
+traffic types are unnamed codes, so ``ChannelPriors`` learns each channel's persona mix online
+from the shop's own confidently classified sessions. See docs/storefront-persona.md.
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ import hashlib
 import json
 import math
 import sys
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -80,6 +85,11 @@ MIN_PAGES: Final = 3  # fewer page views than this: prior-weighted answer, not c
 CONFIDENT_P: Final = 0.6  # below this top probability the answer is "ambiguous"
 ATYPICAL_QUANTILE: Final = 0.999  # farther from every centroid than this share of training
 PROFILE_WEIGHT: Final = 0.8  # weight of a logged-in visitor's own persona history in the prior
+# Channel priors (``ChannelPriors``), learned online from the shop's own confident sessions:
+CHANNEL_PSEUDO_SESSIONS: Final = 50.0  # shrinkage: a channel's data weighs n / (n + 50)
+CHANNEL_MEMORY: Final = 100_000  # the most recent sessions counted (LRU of session ids)
+CHANNEL_FORMAT: Final = "cxagent.storefront.channel_priors/1"
+MAX_CACHED: Final = 1024  # channel priors kept computed between changes of the counts
 
 # Naming rules, applied to each centroid read back in pages (see ``name_personas``).
 GLANCE_PAGES: Final = 4.0
@@ -282,34 +292,80 @@ class PersonaModel:
         total = sum(weights)
         return {n: w / total for n, w in zip(self.names, weights, strict=True)}
 
+    def _channel_shares(
+        self, channel_prior: Mapping[str, float] | None
+    ) -> tuple[float, ...] | None:
+        """A channel's persona shares in ``names`` order, normalised; None when there is no
+        usable channel prior (absent, empty, zero or not finite: the population's then)."""
+        if not channel_prior:
+            return None
+        own = [max(float(channel_prior.get(n, 0.0)), 0.0) for n in self.names]
+        total = sum(own)
+        if not total > 0 or not math.isfinite(total):
+            return None
+        return tuple(o / total for o in own)
+
+    def _reweighted(self, row: Sequence[float], channel: Sequence[float]) -> tuple[float, ...]:
+        """``row`` (shares of sessions at least that long) times the channel's shares
+        relative to the population's, renormalised: the channel's short sessions, assuming
+        that how long a persona's sessions last does not depend on where it came from."""
+        w = [r * c / p if p > 0 else 0.0 for r, c, p in zip(row, channel, self.priors, strict=True)]
+        total = sum(w)
+        return tuple(x / total for x in w) if total > 0 else tuple(row)
+
     def posterior(
-        self, features: SessionFeatures, prior: Mapping[str, float] | None = None
+        self,
+        features: SessionFeatures,
+        prior: Mapping[str, float] | None = None,
+        *,
+        channel_prior: Mapping[str, float] | None = None,
     ) -> dict[str, float]:
         """Persona probabilities of the session as it is, however short (for finished
         sessions, evaluation and tests; the service calls ``classify``)."""
         log_priors = self._log_priors
-        if prior:
+        channel = self._channel_shares(channel_prior)
+        if channel is not None:
+            log_priors = _logs(self._blend(channel, prior))
+        elif prior:
             log_priors = _logs(self._blend(self.priors, prior))
         return self._posterior(self._distances(live_features(features)), log_priors)
 
     def classify(
-        self, features: SessionFeatures, prior: Mapping[str, float] | None = None
+        self,
+        features: SessionFeatures,
+        prior: Mapping[str, float] | None = None,
+        *,
+        channel_prior: Mapping[str, float] | None = None,
     ) -> PersonaResult:
         """The persona of a live session so far, with probabilities and how sure it is.
 
-        ``prior`` is the logged-in visitor's persona history from the first-party profile
-        (persona -> share of their past sessions); it replaces part of the population prior.
-        A session is classified by what it has done so far: the answer may change as it goes
-        on, and the service re-classifies on each request.
+        ``channel_prior`` is the persona mix of the session's acquisition channel (persona ->
+        share, e.g. ``ChannelPriors.prior(channel).shares``, learned from the shop's own
+        traffic); it replaces the population prior, and below ``min_pages`` it reweights the
+        shares of sessions that long by the channel's shares relative to the population's.
+        Its shares should all be positive (``ChannelPriors`` shrinks them so): a persona with
+        share 0 becomes impossible. ``prior`` is the logged-in visitor's persona history from
+        the first-party profile (persona -> share of their past sessions); it is blended over
+        the population's (or channel's) prior with ``PROFILE_WEIGHT``. Without either, the
+        answer is exactly the population-prior one. A session is classified by what it has
+        done so far: the answer may change as it goes on, and the service re-classifies on
+        each request.
         """
         values = live_features(features)
         used = dict(zip(FEATURES, values, strict=True))
         interest = interest_of(features.categories)
+        channel = self._channel_shares(channel_prior)
         if features.page_views < self.min_pages:
-            early = self._blend(self.priors_by_pages[max(features.page_views, 0)], prior)
+            row = self.priors_by_pages[max(features.page_views, 0)]
+            if channel is not None:
+                row = self._reweighted(row, channel)
+            early = self._blend(row, prior)
             probs = dict(zip(self.names, early, strict=True))
             return self._result(probs, False, "too_few_pages", interest, used)
-        base = self._blend(self.priors, prior) if prior else self.priors
+        if channel is not None:
+            base = self._blend(channel, prior)
+        else:
+            base = self._blend(self.priors, prior) if prior else self.priors
         log_priors = self._log_priors if base is self.priors else _logs(base)
         d2 = self._distances(values)
         probs = self._posterior(d2, log_priors)
@@ -374,6 +430,208 @@ def shipped_model() -> PersonaModel:
 def fallback() -> PersonaResult:
     """The shipped model's fallback answer (population shares, ``confident=False``)."""
     return shipped_model().fallback()
+
+
+# --------------------------------------------------------------------------- channel priors
+
+
+@dataclass(frozen=True)
+class ChannelPrior:
+    """A channel's prior as ``PersonaModel.classify`` takes it (``shares``), with the number
+    of sessions of the channel behind it. ``ChannelPriors`` caches and shares these answers
+    between callers: treat ``shares`` as read-only."""
+
+    channel: str
+    sessions: int
+    shares: dict[str, float]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"channel": self.channel, "sessions": self.sessions}
+
+
+class ChannelPriors:
+    """Persona priors per acquisition channel (UTM source or referrer kind), learned online
+    from the shop's own sessions: no data we have names channels (UCI's ``TrafficType``
+    codes are unnamed), so the shop's traffic is the only source.
+
+    ``observe(session_id, channel, persona)`` counts a session that reached a confident
+    classification (reason ``ok``). Each session counts once, with its latest persona: a
+    session re-classified with the same persona changes nothing, and one whose persona
+    changes moves its count. The memory is the ``capacity`` most recently observed sessions
+    (an LRU of session ids): the oldest is forgotten, and its count removed, when a new one
+    comes, so memory is bounded (channels with no session left are dropped) and the counts
+    follow the shop's recent traffic.
+
+    ``prior(channel)`` compares the channel's persona mix with the mix of all counted
+    sessions, and applies that ratio to the population prior ``population`` (the training
+    shares), with ``pseudo_sessions`` = m of shrinkage:
+
+    * all traffic: ``s_i = (N_i + m * pi_i) / (N + m)``;
+    * the channel: ``c_i = (n_i + m * s_i) / (n + m)``;
+    * its prior: ``pi_i * c_i / s_i``, renormalised.
+
+    A channel with few sessions gets about the population prior, and so does one whose mix
+    is the traffic's, whatever its size. Comparing with all counted
+    sessions rather than with ``pi`` directly matters: only sessions with at least
+    ``MIN_PAGES`` pages and a confident answer are counted, which under-represents glancers
+    in every channel alike; ``(n_i + m * pi_i) / (n + m)`` would move every channel away
+    from the glancer. When the counted mix equals ``pi``, this is exactly that formula.
+
+    Thread-safe (one internal lock; ``prior`` holds it for a copy of a few integers). Pure:
+    no I/O; ``snapshot()`` and ``restore()`` give and take a JSON-ready dict.
+    """
+
+    def __init__(
+        self,
+        names: Sequence[str],
+        population: Sequence[float],
+        *,
+        pseudo_sessions: float = CHANNEL_PSEUDO_SESSIONS,
+        capacity: int = CHANNEL_MEMORY,
+    ) -> None:
+        self.names: tuple[str, ...] = tuple(names)
+        if len(set(self.names)) != len(self.names) or not self.names:
+            raise ValueError(f"names: must be unique and non-empty, got {self.names}")
+        pop = _floats({"population": list(population)}, "population", len(self.names))
+        self.population = _normalised(pop, "population")
+        if not all(p > 0 for p in self.population):
+            raise ValueError(f"population: every share must be > 0, got {self.population}")
+        if not (math.isfinite(pseudo_sessions) and pseudo_sessions > 0):
+            raise ValueError(f"pseudo_sessions: a number > 0, got {pseudo_sessions!r}")
+        if capacity < 1:
+            raise ValueError(f"capacity: at least 1, got {capacity!r}")
+        self.pseudo_sessions = float(pseudo_sessions)
+        self.capacity = int(capacity)
+        self._index = {n: i for i, n in enumerate(self.names)}
+        self._lock = threading.Lock()
+        self._sessions: OrderedDict[str, tuple[str, int]] = OrderedDict()
+        self._counts: dict[str, list[int]] = {}
+        self._total = [0] * len(self.names)
+        # every change of the counts moves every channel's prior (through all traffic's mix):
+        # a version number invalidates the cached answers
+        self._version = 0
+        self._cache: dict[str, tuple[int, ChannelPrior]] = {}
+
+    @classmethod
+    def for_model(cls, model: PersonaModel, **options: Any) -> ChannelPriors:
+        """Channel priors over a model's personas, shrunk to its population prior."""
+        return cls(model.names, model.priors, **options)
+
+    # ---------------------------------------------------------------- updates
+
+    def observe(self, session_id: str, channel: str, persona: str) -> bool:
+        """Count a confidently classified session; True when the counts changed (a new
+        session, or one whose persona or channel changed). Unknown personas are ignored."""
+        i = self._index.get(persona)
+        if i is None or not channel:
+            return False
+        channel = sys.intern(channel)  # one string object per channel, not one per session
+        with self._lock:
+            old = self._sessions.get(session_id)
+            if old is not None:
+                self._sessions.move_to_end(session_id)
+                if old[1] == i and old[0] == channel:
+                    return False
+                self._forget(old)
+            counts = self._counts.get(channel)
+            if counts is None:
+                counts = self._counts[channel] = [0] * len(self.names)
+            counts[i] += 1
+            self._total[i] += 1
+            self._version += 1
+            self._sessions[session_id] = (channel, i)
+            if len(self._sessions) > self.capacity:
+                _, oldest = self._sessions.popitem(last=False)
+                self._forget(oldest)
+            return True
+
+    def _forget(self, entry: tuple[str, int]) -> None:
+        channel, i = entry
+        counts = self._counts[channel]
+        counts[i] -= 1
+        self._total[i] -= 1
+        if not any(counts):
+            del self._counts[channel]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._sessions.clear()
+            self._counts.clear()
+            self._total = [0] * len(self.names)
+            self._version += 1
+            self._cache.clear()
+
+    # ---------------------------------------------------------------- reads
+
+    def prior(self, channel: str) -> ChannelPrior | None:
+        """The channel's shrunk persona prior; None for a channel with no counted session."""
+        with self._lock:
+            counts = self._counts.get(channel)
+            if counts is None:
+                return None
+            cached = self._cache.get(channel)
+            if cached is not None and cached[0] == self._version:
+                return cached[1]
+            version, own, total = self._version, tuple(counts), tuple(self._total)
+        m = self.pseudo_sessions
+        n, big_n = sum(own), sum(total)
+        weights = []
+        for c, t, p in zip(own, total, self.population, strict=True):
+            s = (t + m * p) / (big_n + m)
+            weights.append(p * ((c + m * s) / (n + m)) / s)
+        z = sum(weights)
+        shares = {name: w / z for name, w in zip(self.names, weights, strict=True)}
+        answer = ChannelPrior(channel, n, shares)
+        with self._lock:
+            if version == self._version:
+                if len(self._cache) >= MAX_CACHED:
+                    self._cache.clear()
+                self._cache[channel] = (version, answer)
+        return answer
+
+    def sessions(self, channel: str | None = None) -> int:
+        """Sessions counted (for one channel, or in all)."""
+        with self._lock:
+            if channel is None:
+                return len(self._sessions)
+            return sum(self._counts.get(channel, ()))
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Channel -> persona -> sessions counted."""
+        with self._lock:
+            return {
+                ch: dict(zip(self.names, c, strict=True)) for ch, c in sorted(self._counts.items())
+            }
+
+    # ---------------------------------------------------------------- persistence
+
+    def snapshot(self) -> dict[str, Any]:
+        """A JSON-ready dict: the sessions counted, oldest first, as ``[session_id,
+        channel, persona]`` (the counts follow from them), with the settings."""
+        with self._lock:
+            sessions = [[sid, ch, self.names[i]] for sid, (ch, i) in self._sessions.items()]
+        return {
+            "format": CHANNEL_FORMAT,
+            "personas": list(self.names),
+            "pseudo_sessions": self.pseudo_sessions,
+            "capacity": self.capacity,
+            "sessions": sessions,
+        }
+
+    def restore(self, document: Mapping[str, Any]) -> int:
+        """Replace the state with a ``snapshot()``'s (this instance's settings stay; a
+        smaller capacity keeps the most recent sessions). Returns the sessions counted."""
+        if document.get("format") != CHANNEL_FORMAT:
+            raise ValueError(f"format: expected {CHANNEL_FORMAT!r}, got {document.get('format')!r}")
+        rows = document.get("sessions")
+        if not isinstance(rows, list):
+            raise ValueError("sessions: expected a list of [session_id, channel, persona]")
+        self.clear()
+        for row in rows:
+            if not (isinstance(row, list | tuple) and len(row) == 3):
+                raise ValueError(f"sessions: expected [session_id, channel, persona], got {row!r}")
+            self.observe(str(row[0]), str(row[1]), str(row[2]))
+        return self.sessions()
 
 
 # --------------------------------------------------------------------------- statistics

@@ -4,15 +4,18 @@ recommendations out, the demo shop with its concierge widget, and the analytics 
 ``create_app(settings)`` builds everything from ``StorefrontSettings`` (or injected parts,
 for tests): the event pipeline (``consumer.open_pipeline``: Redis when ``redis_url`` is set,
 else in process), the experiment logs (``logs.ExperimentLog``: SQLite by default), the persona
-model (shipped), the bandit (``bandit.Bandit``, its counts rebuilt from the logs at start),
-the advisor (shipped catalog). The pipeline's consumer runs in the app's lifespan.
+model (shipped) with its persona priors per acquisition channel (``persona.ChannelPriors``,
+learned from the shop's confident sessions, rebuilt from the logs at start), the bandit
+(``bandit.Bandit``, its counts rebuilt from the logs at start), the advisor (shipped
+catalog). The pipeline's consumer runs in the app's lifespan.
 
 Endpoints (docs/storefront.md):
 
 * ``POST /v1/events``: one ``Event``; 202 with the publish status (``published`` or
   ``buffered`` while Redis is down), 503 when the buffer dropped it.
 * ``POST /v1/persona``: ``{session_id}`` -> persona, probabilities and micro-segment, read
-  from the feature store; when the store is down, the model's fallback, saying so.
+  from the feature store, and the channel prior used (if any); when the store is down, the
+  model's fallback, saying so.
 * ``POST /v1/decide``: ``{session_id, slot}`` -> the arm to show (the bandit's choice, or the
   default for the control holdout), its propensity and the ``decision_id`` the page sends
   back with its impression (once the slot is in view) and its clicks. Every decision is
@@ -50,6 +53,7 @@ from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 
 import jinja2
+import pandas as pd
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
@@ -71,7 +75,13 @@ from cxagent.storefront.features import (
     redis_url,
 )
 from cxagent.storefront.logs import EVENT_OUTCOME, ExperimentLog, default_url
-from cxagent.storefront.persona import PersonaModel, PersonaResult, shipped_model
+from cxagent.storefront.persona import (
+    ChannelPrior,
+    ChannelPriors,
+    PersonaModel,
+    PersonaResult,
+    shipped_model,
+)
 
 log = logging.getLogger("cxagent.storefront")
 
@@ -125,6 +135,7 @@ ENDPOINTS: Final = frozenset(
     }
 )
 _CHANNEL_CHARS = re.compile(r"[^a-z0-9_.-]+")
+UNKNOWN_CHANNEL: Final = "unknown"  # a session without features: no channel prior, not counted
 
 SECURITY_HEADERS: Final = {
     "X-Content-Type-Options": "nosniff",
@@ -351,7 +362,7 @@ def _now() -> dt.datetime:
 
 def _channel(value: str | None) -> str:
     text = _CHANNEL_CHARS.sub("-", (value or "").lower()).strip("-")[:32]
-    return text or "unknown"
+    return text or UNKNOWN_CHANNEL
 
 
 class Storefront:
@@ -366,11 +377,15 @@ class Storefront:
         bandit: Bandit | None = None,
         advisor: Advisor | None = None,
         model: PersonaModel | None = None,
+        channel_priors: ChannelPriors | None = None,
         clock: Callable[[], dt.datetime] = _now,
     ) -> None:
         self.settings = settings
         self.clock = clock
         self.model = model or shipped_model()
+        # persona priors per channel, learned from this shop's confident sessions (UCI's
+        # traffic types are unnamed codes); thread-safe on their own
+        self.channel_priors = channel_priors or ChannelPriors.for_model(self.model)
         catalog = (
             Catalog.load(settings.catalog_path) if settings.catalog_path else shipped_catalog()
         )
@@ -401,7 +416,11 @@ class Storefront:
         self.pipeline = pipeline
         self.running = False
         self.started_at = self.clock()
-        self.restored = self.restore_bandit() if bandit is None else 0
+        frame = analytics.decision_frame(self.log)
+        self.restored = self.restore_bandit(frame) if bandit is None else 0
+        self.channel_sessions_restored = (
+            self.restore_channel_priors(frame) if channel_priors is None else 0
+        )
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -413,12 +432,14 @@ class Storefront:
         self.pipeline.stop()
         self.running = False
 
-    def restore_bandit(self) -> int:
+    def restore_bandit(self, frame: pd.DataFrame | None = None) -> int:
         """Replay the logged bandit decisions (not control's) that were shown with their
         deepest outcome, so the posterior survives a restart and later outcomes of old
         decisions still count. A decision never shown (no outcome yet) is not counted; its
-        impression, when it comes, is counted by ``on_outcome`` from the log."""
-        frame = analytics.decision_frame(self.log)
+        impression, when it comes, is counted by ``on_outcome`` from the log. ``frame``:
+        ``analytics.decision_frame`` of the log, when already read."""
+        if frame is None:
+            frame = analytics.decision_frame(self.log)
         if frame.empty:
             return 0
         frame = frame[frame["group"] == analytics.BANDIT].sort_values("ts")
@@ -451,6 +472,34 @@ class Storefront:
             replayed += 1
         self.bandit.refresh()
         return replayed
+
+    def restore_channel_priors(self, frame: pd.DataFrame | None = None) -> int:
+        """Rebuild the channel priors from the logged decisions (both groups: the persona
+        does not depend on the group): each session counts once, with the persona of its
+        latest decision, in the order of those decisions, so the most recent sessions stay
+        within the priors' capacity. Sessions without a channel (``unknown``: no features
+        when decided) are skipped.
+
+        Caveat: the log does not say whether a decision's persona was confident, so a
+        session whose latest decision came before its third page, or was ambiguous,
+        counts with its (prior-weighted) top persona here, where the live path
+        (``classify``) counts only confident answers. Returns the sessions counted."""
+        if frame is None:
+            frame = analytics.decision_frame(self.log)
+        if frame.empty:
+            return 0
+        latest = frame.sort_values("ts", kind="stable").drop_duplicates("session_id", keep="last")
+        latest = latest[latest["channel"] != UNKNOWN_CHANNEL]
+        latest = latest.tail(self.channel_priors.capacity)
+        counted = 0
+        for sid, channel, persona in zip(
+            latest["session_id"].tolist(),
+            latest["channel"].tolist(),
+            latest["persona"].tolist(),
+            strict=True,
+        ):
+            counted += self.channel_priors.observe(str(sid), str(channel), str(persona))
+        return counted
 
     # ---------------------------------------------------------------- events
 
@@ -531,17 +580,35 @@ class Storefront:
     def classify(
         self, session_id: str, device: str | None = None
     ) -> tuple[PersonaResult, Segment, str, SessionFeatures | None]:
+        result, segment, source, features, _ = self._classify(session_id, device)
+        return result, segment, source, features
+
+    def _classify(
+        self, session_id: str, device: str | None = None
+    ) -> tuple[PersonaResult, Segment, str, SessionFeatures | None, ChannelPrior | None]:
+        """``classify`` and the channel prior it used. The session's channel prior (if its
+        channel has counted sessions) replaces the population prior; a confident answer
+        (``ok``) is counted in the channel priors (once per session, its latest persona).
+        The fallback (store down) is unchanged: population shares, no channel prior."""
         features, source = self.features(session_id)
+        dev = (features.device if features else None) or device or "unknown"
+        chan = _channel(features.channel if features else None)
+        channel_prior: ChannelPrior | None = None
         if source == "fallback":
             result = self.model.fallback()
         else:
-            result = self.model.classify(features or SessionFeatures(session_id=session_id))
-        dev = (features.device if features else None) or device or "unknown"
-        chan = _channel(features.channel if features else None)
-        return result, Segment(result.persona, dev, chan), source, features
+            if chan != UNKNOWN_CHANNEL:
+                channel_prior = self.channel_priors.prior(chan)
+            result = self.model.classify(
+                features or SessionFeatures(session_id=session_id),
+                channel_prior=channel_prior.shares if channel_prior is not None else None,
+            )
+            if result.reason == "ok" and chan != UNKNOWN_CHANNEL:
+                self.channel_priors.observe(session_id, chan, result.persona)
+        return result, Segment(result.persona, dev, chan), source, features, channel_prior
 
     def persona(self, session_id: str, device: str | None = None) -> dict[str, Any]:
-        result, segment, source, features = self.classify(session_id, device)
+        result, segment, source, features, channel_prior = self._classify(session_id, device)
         session = None
         if features is not None:
             session = {
@@ -568,6 +635,7 @@ class Storefront:
                 "channel": segment.channel,
                 "key": segment.key,
             },
+            "channel_prior": channel_prior.to_dict() if channel_prior is not None else None,
             "source": source,
             "fallback": source == "fallback",
             "session": session,
@@ -732,6 +800,10 @@ class Storefront:
             "consumer": status["consumer"],
             "logs": {"dialect": self.log.engine.dialect.name},
             "bandit": {"policy_version": self.bandit.policy_version, "restored": self.restored},
+            "channel_priors": {
+                "sessions": self.channel_priors.sessions(),
+                "restored": self.channel_sessions_restored,
+            },
             "holdout": self.settings.holdout,
             "impressions": self.settings.impressions,
             "started_at": self.started_at.isoformat(),
