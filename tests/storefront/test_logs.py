@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,15 +13,20 @@ import sqlalchemy as sa
 
 from cxagent.storefront.logs import (
     DB_URL_ENV,
+    UPSERT_CHUNK,
     ExperimentLog,
+    SessionSummary,
     UnknownDecision,
+    assignments,
     default_url,
     outcomes,
+    sessions,
 )
 from tests.storefront.services import (
     T0,
     experiment_log_fixture,  # noqa: F401
     make_event,
+    pg_schema,
 )
 
 
@@ -240,3 +247,164 @@ def test_the_default_database_is_a_sqlite_file_unless_configured(
     assert default_url(tmp_path) == f"sqlite:///{tmp_path.resolve() / 'storefront.db'}"
     monkeypatch.setenv(DB_URL_ENV, "postgresql+psycopg://u@h/db")
     assert default_url(tmp_path) == "postgresql+psycopg://u@h/db"
+
+
+# --- session summaries -------------------------------------------------------------------------
+
+
+def summary(session_id: str, events: int, seconds: float = 0.0, **kw: Any) -> SessionSummary:
+    values: dict[str, Any] = {
+        "session_id": session_id,
+        "first_at": T0,
+        "last_at": T0 + dt.timedelta(seconds=seconds),
+        "events": events,
+        "page_views": events,
+        "device": "mobile",
+        "channel": "social",
+        "group": "bandit",
+    }
+    values.update(kw)
+    return SessionSummary(**values)
+
+
+def stored(log: ExperimentLog) -> dict[str, dict[str, Any]]:
+    with log.engine.connect() as c:
+        return {r.session_id: dict(r._mapping) for r in c.execute(sa.select(sessions)).all()}
+
+
+def test_session_upserts_are_idempotent_and_monotone(experiment_log: ExperimentLog) -> None:
+    log = experiment_log
+    first = summary("s-1", 3, 30.0, rec_clicks=1, purchases=1, revenue=25.5, cart_adds=2)
+    assert log.upsert_sessions([first], now=T0) == 1
+    assert log.upsert_sessions([first], now=T0) == 1  # again: the same row
+    row = log.session("s-1")
+    assert row is not None
+    assert (row["events"], row["page_views"], row["rec_clicks"], row["cart_adds"]) == (3, 3, 1, 2)
+    assert (row["purchases"], row["revenue"], row["duration_s"]) == (1, 25.5, 30.0)
+    assert (row["experiment_group"], row["device"], row["channel"]) == (
+        "bandit",
+        "mobile",
+        "social",
+    )
+    assert row["first_at"] == dt.datetime(2025, 3, 1, 12, 0)  # naive UTC
+    assert row["persona"] is None and row["updated_at"] == dt.datetime(2025, 3, 1, 12, 0)
+    later = T0 + dt.timedelta(minutes=5)
+    log.upsert_sessions([summary("s-1", 5, 80.0, persona="researcher")], now=later)
+    assert log.session("s-1")["events"] == 5  # type: ignore[index]
+    # an older fold arriving late (a retry, another process's slower flush) changes nothing
+    log.upsert_sessions([first], now=later + dt.timedelta(minutes=1))
+    row = log.session("s-1")
+    assert row is not None and (row["events"], row["duration_s"], row["rec_clicks"]) == (5, 80.0, 0)
+    assert row["updated_at"] == later.replace(tzinfo=None)
+    # as many events and a later last event: newer; an earlier one: older
+    log.upsert_sessions([summary("s-1", 5, 90.0)], now=later)
+    assert log.session("s-1")["duration_s"] == 90.0  # type: ignore[index]
+    log.upsert_sessions([summary("s-1", 5, 85.0, page_views=1)], now=later)
+    row = log.session("s-1")
+    assert row is not None and (row["duration_s"], row["page_views"]) == (90.0, 5)
+    # a newer fold that knows no persona or group keeps the stored ones
+    log.upsert_sessions([summary("s-1", 6, 95.0, group=None)], now=later)
+    row = log.session("s-1")
+    assert row is not None and row["events"] == 6
+    assert (row["persona"], row["experiment_group"]) == ("researcher", "bandit")
+    # several summaries of one session in a batch: the newest is written, in any order
+    log.upsert_sessions([summary("s-2", 4, persona="shopper"), summary("s-2", 2)], now=later)
+    row = log.session("s-2")
+    assert row is not None and (row["events"], row["persona"]) == (4, "shopper")
+    assert set(stored(log)) == {"s-1", "s-2"} and log.session("s-never") is None
+    assert log.upsert_sessions([]) == 0
+
+
+def test_bad_session_summaries_are_refused(experiment_log: ExperimentLog) -> None:
+    with pytest.raises(ValueError, match="group"):
+        experiment_log.upsert_sessions([summary("s", 1, group="treatment")])
+    with pytest.raises(ValueError, match="events"):
+        experiment_log.upsert_sessions([summary("s", 0)])
+    with pytest.raises(ValueError, match="revenue"):
+        experiment_log.upsert_sessions([summary("s", 1, revenue=-1.0)])
+    with pytest.raises(ValueError, match="session_id"):
+        experiment_log.upsert_sessions([summary("x" * 65, 1)])
+    assert stored(experiment_log) == {}
+    # the database's own checks stand behind the validation
+    row = summary("s", 1).row(T0) | {"experiment_group": "treatment"}
+    with pytest.raises(sa.exc.IntegrityError), experiment_log.engine.begin() as c:
+        c.execute(sessions.insert().values(row))
+
+
+def test_a_large_batch_is_written_in_chunks(experiment_log: ExperimentLog) -> None:
+    n = 2 * UPSERT_CHUNK + 7
+    batch = [summary(f"s-{i:05d}", 2 + i % 3, float(i)) for i in range(n)]
+    assert experiment_log.upsert_sessions(batch) == n
+    older = [summary(f"s-{i:05d}", 1, 0.0) for i in range(n)]
+    newer = [summary(f"s-{i:05d}", 9, float(i) + 1) for i in range(0, n, 2)]
+    experiment_log.upsert_sessions(older + newer)
+    rows = stored(experiment_log)
+    assert len(rows) == n
+    assert all(rows[f"s-{i:05d}"]["events"] == (9 if i % 2 == 0 else 2 + i % 3) for i in range(n))
+
+
+def test_concurrent_upserts_of_one_session_keep_the_newest(experiment_log: ExperimentLog) -> None:
+    folds = list(range(1, 13))
+    barrier = threading.Barrier(len(folds))
+    errors: list[BaseException] = []
+
+    def work(events: int) -> None:
+        barrier.wait()
+        try:  # every writer also touches the others' sessions: one order of locks
+            experiment_log.upsert_sessions(
+                [summary("shared", events, float(events)), summary(f"own-{events}", 1)]
+            )
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(e,)) for e in folds]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    rows = stored(experiment_log)
+    assert rows["shared"]["events"] == 12 and rows["shared"]["duration_s"] == 12.0
+    assert len(rows) == 1 + len(folds)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"], name="db_url")
+def db_url_fixture(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database: a SQLite file, then a PostgreSQL schema."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'old.db'}"
+        return
+    with pg_schema() as url:
+        yield url
+
+
+def test_an_existing_database_without_the_sessions_table_gets_it(db_url: str) -> None:
+    old = sa.create_engine(db_url)
+    assignments.create(old)  # a database of a release before storefront_sessions
+    outcomes.create(old)
+    with old.begin() as c:
+        c.execute(
+            assignments.insert().values(
+                decision_id="d-old",
+                ts=T0.replace(tzinfo=None),
+                session_id="s-old",
+                persona="hobbyist",
+                device="mobile",
+                channel="social",
+                slot="hero",
+                arm="a",
+                propensity=0.5,
+                policy_version="v1",
+                burn_in=False,
+            )
+        )
+    assert "storefront_sessions" not in sa.inspect(old).get_table_names()
+    old.dispose()
+    log = ExperimentLog(db_url)
+    try:
+        assert "storefront_sessions" in sa.inspect(log.engine).get_table_names()
+        assert log.decision("d-old") is not None  # the existing rows are untouched
+        log.upsert_sessions([summary("s-old", 2)])
+        assert log.session("s-old") is not None
+    finally:
+        log.close()

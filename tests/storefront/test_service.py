@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from cxagent.storefront import analytics
@@ -638,7 +639,16 @@ def test_analytics_lift_velocity_engagement_and_latency(tmp_path: Path) -> None:
     engaged = body["engagement"]
     assert engaged["all"]["sessions"] == 120
     assert engaged["bandit"]["sessions"] + engaged["control"]["sessions"] == 120
+    assert engaged["control"]["sessions"] > 10
     assert engaged["all"]["mean_duration_s"] > 0
+    # read from the log database, all written before the report (none pending)
+    assert engaged["source"] == "storefront_sessions"
+    assert engaged["sessions"] == 120 and engaged["pending"] == 0
+    for group in ("bandit", "control", "all"):
+        assert engaged[group]["pages_per_session"] > 1
+        assert engaged[group]["median_duration_s"] > 0
+        assert engaged[group]["purchases_per_session"] is not None
+    assert engaged["all"]["revenue_per_session"] > 0  # the synthetic buyers
     assert body["latency"]["POST /v1/persona"]["requests"] == 5
     assert body["latency"]["POST /v1/persona"]["p99_ms"] > 0
     assert {a["group"] for a in body["arms"]} == {"bandit", "control"}
@@ -719,3 +729,139 @@ def test_with_the_real_redis(tmp_path: Path) -> None:
         clicks = log.rounds("hero", reward="click")
         assert clicks.loc[clicks["decision_id"] == d["decision_id"], "reward"].iloc[0] == 1
         log.close()
+
+
+# --- engagement in the log database --------------------------------------------------------------
+
+
+def engaging_session(client: TestClient, session_id: str, pages: int = len(PAGES)) -> None:
+    """``pages`` page views (40 s apart) and then a recommendation click and two concierge
+    interactions, folded by the consumer."""
+    browse(client, session_id, pages)
+    later = 40 * pages
+    for kind, second in (
+        ("rec_click", later),
+        ("widget_open", later + 5),
+        ("widget_option", later + 9),
+    ):
+        r = client.post("/v1/events", json=event(session_id, kind, second=second))
+        assert r.status_code == 202
+    assert wait_until(
+        lambda: (session_of(client, session_id) or {}).get("widget_interactions") == 2
+    )
+
+
+def waiting_pages(sf: Storefront, session_id: str) -> int | None:
+    """The page views of the session's summary waiting to be written, None if none."""
+    waiting = sf.engagement.dirty().get(session_id)
+    return waiting.page_views if waiting is not None else None
+
+
+def test_engagement_survives_a_restart(tmp_path: Path) -> None:
+    with client_for(tmp_path) as client:
+        engaging_session(client, "s-eng")
+        persona = client.post("/v1/persona", json={"session_id": "s-eng"}).json()
+        assert persona["reason"] == "ok"  # confident: its persona goes with the summary
+        before = client.get("/v1/analytics").json()["engagement"]
+    # stop() wrote the summaries; a new service on the same database has folded nothing
+    with client_for(tmp_path) as client:
+        sf = sf_of(client)
+        assert sf.pipeline.consumer.stats.applied == 0 and len(sf.engagement) == 0
+        body = client.get("/v1/analytics").json()
+        engaged = body["engagement"]
+        assert {k: v for k, v in engaged.items() if k != "since"} == {
+            k: v for k, v in before.items() if k != "since"
+        }
+        assert engaged["source"] == "storefront_sessions" and engaged["sessions"] == 1
+        bandit = engaged["bandit"]
+        assert bandit["sessions"] == 1 and engaged["control"]["sessions"] == 0
+        assert bandit["pages_per_session"] == len(PAGES)
+        assert bandit["rec_clicks_per_session"] == 1 and bandit["sessions_with_rec_click"] == 1
+        assert bandit["widget_interactions_per_session"] == 2
+        assert bandit["mean_duration_s"] == bandit["median_duration_s"] == 40 * len(PAGES) + 9
+        page = client.get("/analytics").text
+        assert 'data-engagement-source="storefront_sessions"' in page
+        assert "1 session whose last event falls in the last 28 days" in page
+        assert client.get("/v1/analytics?days=1").json()["engagement"]["sessions"] == 1
+    row = ExperimentLog(f"sqlite:///{tmp_path / 'sf.db'}")
+    stored = row.session("s-eng")
+    row.close()
+    assert stored is not None and stored["experiment_group"] == "bandit"
+    assert (stored["device"], stored["channel"]) == ("mobile", "social")
+    assert stored["persona"] == persona["persona"]
+
+
+def test_a_flush_failing_while_the_database_is_down_loses_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # the background flusher every 50 ms: it meets the outage and the recovery by itself
+    with client_for(tmp_path, engagement_flush_s=0.05) as client:
+        sf = sf_of(client)
+        browse(client, "s-out", 2)
+        wait_pages(client, "s-out", 2)
+        assert wait_until(lambda: (sf.log.session("s-out") or {}).get("page_views") == 2)
+        working = sf.log.engine
+        sf.log.engine = sa.create_engine(f"sqlite:///{tmp_path / 'no-such-dir' / 'sf.db'}")
+        try:
+            # the consumer goes on folding; the newer summary waits with the session
+            engaging_session(client, "s-out", 4)  # 4 more pages: 6 in all
+            assert wait_until(lambda: sf.engagement.status()["failures"] >= 2)
+            assert wait_until(lambda: waiting_pages(sf, "s-out") == 6)
+            assert sf.flush_engagement() is False  # never raises
+            health = client.get("/v1/health").json()["engagement"]
+            assert health["failures"] >= 3 and health["flush_s"] == 0.05
+            assert "OperationalError" in health["last_error"]
+            assert wait_until(lambda: client.get("/v1/health").json()["engagement"]["pending"] == 1)
+            assert sf.pipeline.consumer.stats.failed == 0  # the consumer never noticed
+            assert (session_of(client, "s-out") or {}).get("page_views") == 6
+        finally:
+            sf.log.engine.dispose()
+            sf.log.engine = working
+        assert wait_until(lambda: sf.engagement.pending == 0)
+        stored = sf.log.session("s-out")
+        assert stored is not None
+        assert (stored["page_views"], stored["rec_clicks"], stored["widget_interactions"]) == (
+            6,
+            1,
+            2,
+        )
+    assert any("not written (kept for the next flush)" in r.getMessage() for r in caplog.records)
+    with client_for(tmp_path) as client:  # and a new process reads it back
+        engaged = client.get("/v1/analytics").json()["engagement"]
+        assert engaged["sessions"] == 1 and engaged["all"]["pages_per_session"] == 6
+
+
+def test_engagement_covers_every_process_writing_to_the_database(tmp_path: Path) -> None:
+    holdout = 0.5
+    ids = [f"s-proc-{i}" for i in range(200)]
+    control = next(i for i in ids if analytics.in_holdout(i, holdout))
+    bandit = next(i for i in ids if not analytics.in_holdout(i, holdout))
+    # two service processes (each its own in-process stream and store) share one database
+    with client_for(tmp_path, holdout=holdout) as one, client_for(tmp_path, holdout=holdout) as two:
+        engaging_session(one, control, 3)
+        engaging_session(two, bandit, 6)
+        for _ in range(2):  # a confident classification names the persona (written once)
+            persona = two.post("/v1/persona", json={"session_id": bandit}).json()
+        assert persona["reason"] == "ok"
+        sf_of(two).flush_engagement()  # the other process's flush, as its timer would
+        engaged = one.get("/v1/analytics").json()["engagement"]
+    assert engaged["sessions"] == 2
+    assert engaged["control"]["sessions"] == 1 and engaged["bandit"]["sessions"] == 1
+    assert engaged["control"]["pages_per_session"] == 3
+    assert engaged["bandit"]["pages_per_session"] == 6
+    log = ExperimentLog(f"sqlite:///{tmp_path / 'sf.db'}")
+    assert (log.session(bandit) or {})["persona"] == persona["persona"]
+    assert (log.session(control) or {})["experiment_group"] == "control"
+    log.close()
+
+
+def test_the_flush_interval_is_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert StorefrontSettings().engagement_flush_s == 5.0
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="engagement_flush_s"):
+            StorefrontSettings(engagement_flush_s=bad)
+    monkeypatch.setenv("CXAGENT_STOREFRONT_ENGAGEMENT_FLUSH_S", "2.5")
+    assert StorefrontSettings.from_env().engagement_flush_s == 2.5
+    monkeypatch.setenv("CXAGENT_STOREFRONT_ENGAGEMENT_FLUSH_S", "soon")
+    with pytest.raises(ValueError, match="CXAGENT_STOREFRONT_ENGAGEMENT_FLUSH_S"):
+        StorefrontSettings.from_env()

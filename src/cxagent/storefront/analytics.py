@@ -22,9 +22,12 @@ Definitions (docs/storefront.md repeats them):
 * **Experiment velocity**: per ISO week, the tests started: micro-segment x slot tests (a
   segment x slot whose first decision falls in the week: each is a bandit of its own) and
   arms (a slot x arm first served that week), with the week's decisions.
-* **Engagement**: per group, session duration (first to last event) and recommendation
-  clicks per session, from the feature store's folded sessions as the consumer applies them
-  (this process's sessions since it started; bounded to the most recent ``max_sessions``).
+* **Engagement**: per group, session duration (first to last event), pages, recommendation
+  clicks, concierge interactions, cart adds, purchases and revenue per session, over the
+  sessions whose last event falls in the window, read from the log database's
+  ``storefront_sessions`` (durable, every process writing to that database). The consumer
+  marks each session it folds dirty in an ``EngagementTracker``; the service flushes the
+  dirty summaries in batches (``ExperimentLog.upsert_sessions``, monotone).
 * **Agent latency**: per endpoint, percentiles of the service's own time from request to the
   last byte of the response, from a bounded reservoir (Vitter's algorithm R) per endpoint.
 """
@@ -38,14 +41,20 @@ import threading
 import zlib
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
 import pandas as pd
 import sqlalchemy as sa
 
 from cxagent.storefront.events import SessionFeatures
-from cxagent.storefront.logs import ExperimentLog, assignments, outcomes
+from cxagent.storefront.logs import (
+    ExperimentLog,
+    SessionSummary,
+    assignments,
+    outcomes,
+    sessions,
+)
 from cxagent.storefront.persona import wilson_interval
 
 Z95: Final = 1.959963984540054
@@ -134,67 +143,234 @@ class LatencyRecorder:
 # --------------------------------------------------------------------------- engagement
 
 
-@dataclass(frozen=True)
-class SessionSummary:
-    duration_s: float
-    page_views: int
-    rec_clicks: int
-    widget_interactions: int
-    purchases: int
+@dataclass
+class FlushStats:
+    """What the tracker wrote (``flushes`` successful writes, ``written`` summaries in them)
+    and what failed (``failures``, the last error and when)."""
+
+    flushes: int = 0
+    written: int = 0
+    failures: int = 0
+    last_error: str | None = None
+    last_failure_at: dt.datetime | None = None
+    last_flush_at: dt.datetime | None = None
 
 
 class EngagementTracker:
-    """The latest folded features of recent sessions (at most ``max_sessions``)."""
+    """Session summaries waiting to be written to the log database.
 
-    def __init__(self, max_sessions: int = 50_000) -> None:
-        self.max_sessions = max_sessions
+    ``observe`` (the consumer, for every newly applied event) marks the session dirty with
+    its latest summary; ``note_persona`` attaches a persona (the service's confident
+    classification) and marks it dirty when it changed; ``flush(write)`` hands the dirty
+    summaries to ``write`` in one batch (``ExperimentLog.upsert_sessions``) and forgets them
+    only once it returned. When ``write`` raises, every summary of the batch that has no
+    newer one waiting goes back to the dirty set and the error propagates: nothing unwritten
+    is lost (the dirty set is not bounded; ``pending`` says how many wait).
+
+    ``group_of(session_id)`` gives a summary its group (``bandit``/``control``) when
+    observed. The latest summaries of the ``max_recent`` most recent sessions are kept to
+    re-mark a session dirty when only its persona changes."""
+
+    def __init__(
+        self,
+        group_of: Callable[[str], str | None] | None = None,
+        *,
+        max_recent: int = 50_000,
+    ) -> None:
+        self.group_of = group_of
+        self.max_recent = max_recent
+        self.stats = FlushStats()
         self._lock = threading.Lock()
-        self._sessions: OrderedDict[str, SessionSummary] = OrderedDict()
+        self._flush_lock = threading.Lock()
+        self._recent: OrderedDict[str, SessionSummary] = OrderedDict()
+        self._dirty: dict[str, SessionSummary] = {}
 
     def observe(self, features: SessionFeatures) -> None:
-        summary = SessionSummary(
-            duration_s=features.duration_s,
-            page_views=features.page_views,
-            rec_clicks=features.rec_clicks,
-            widget_interactions=features.widget_interactions,
-            purchases=features.purchases,
-        )
+        if features.started_at is None and features.last_at is None:
+            return  # nothing folded: nothing to summarise
+        sid = features.session_id
+        group = self.group_of(sid) if self.group_of is not None else None
         with self._lock:
-            self._sessions[features.session_id] = summary
-            self._sessions.move_to_end(features.session_id)
-            while len(self._sessions) > self.max_sessions:
-                self._sessions.popitem(last=False)
+            known = self._recent.get(sid)
+            summary = SessionSummary.from_features(
+                features, group=group, persona=known.persona if known is not None else None
+            )
+            if known is not None and known.newer_than(summary):
+                return  # an older fold arriving late (another consumer's): keep the newer
+            self._remember(summary)
+            self._dirty[sid] = summary
+
+    def note_persona(self, session_id: str, persona: str) -> bool:
+        """Record the session's persona; True if it changed a known session's summary (now
+        dirty). A session not observed (yet, or no longer among the recent ones) is left."""
+        with self._lock:
+            known = self._recent.get(session_id)
+            if known is None or known.persona == persona:
+                return False
+            summary = replace(known, persona=persona)
+            self._remember(summary)
+            self._dirty[session_id] = summary
+            return True
+
+    def _remember(self, summary: SessionSummary) -> None:
+        self._recent[summary.session_id] = summary
+        self._recent.move_to_end(summary.session_id)
+        while len(self._recent) > self.max_recent:
+            self._recent.popitem(last=False)
+
+    @property
+    def pending(self) -> int:
+        """Summaries waiting to be written."""
+        with self._lock:
+            return len(self._dirty)
+
+    def dirty(self) -> dict[str, SessionSummary]:
+        """A copy of the summaries waiting to be written, by session."""
+        with self._lock:
+            return dict(self._dirty)
 
     def __len__(self) -> int:
+        """Sessions whose latest summary is remembered (at most ``max_recent``)."""
         with self._lock:
-            return len(self._sessions)
+            return len(self._recent)
 
-    def summary(self, group_of: Callable[[str], str]) -> dict[str, Any]:
+    def flush(
+        self,
+        write: Callable[[list[SessionSummary]], object],
+        *,
+        now: dt.datetime | None = None,
+    ) -> int:
+        """Write the dirty summaries with ``write`` (one call, sorted by session); returns
+        how many. On an exception the batch stays dirty (unless a newer summary of a
+        session arrived meanwhile) and the exception is raised. Flushes run one at a time."""
+        with self._flush_lock:
+            with self._lock:
+                batch, self._dirty = self._dirty, {}
+            if not batch:
+                return 0
+            try:
+                write([batch[k] for k in sorted(batch)])
+            except BaseException as exc:
+                with self._lock:
+                    for sid, summary in batch.items():
+                        waiting = self._dirty.get(sid)
+                        self._dirty[sid] = summary if waiting is None else summary.merge(waiting)
+                    self.stats.failures += 1
+                    self.stats.last_error = f"{type(exc).__name__}: {exc}"[:500]
+                    self.stats.last_failure_at = now or dt.datetime.now(dt.UTC)
+                raise
+            with self._lock:
+                self.stats.flushes += 1
+                self.stats.written += len(batch)
+                self.stats.last_flush_at = now or dt.datetime.now(dt.UTC)
+            return len(batch)
+
+    def status(self) -> dict[str, Any]:
+        """For the health endpoint: waiting summaries and the flush counters."""
         with self._lock:
-            items = list(self._sessions.items())
-        out: dict[str, Any] = {}
-        for group in (*GROUPS, "all"):
-            rows = [s for sid, s in items if group == "all" or group_of(sid) == group]
-            n = len(rows)
-            durations = sorted(s.duration_s for s in rows)
-            out[group] = {
-                "sessions": n,
-                "mean_duration_s": round(sum(durations) / n, 1) if n else None,
-                "median_duration_s": round(_quantile(durations, 0.5), 1) if n else None,
-                "rec_clicks_per_session": round(sum(s.rec_clicks for s in rows) / n, 3)
-                if n
-                else None,
-                "sessions_with_rec_click": round(sum(s.rec_clicks > 0 for s in rows) / n, 4)
-                if n
-                else None,
-                "pages_per_session": round(sum(s.page_views for s in rows) / n, 2) if n else None,
-                "widget_interactions_per_session": round(
-                    sum(s.widget_interactions for s in rows) / n, 3
-                )
-                if n
-                else None,
+            st = self.stats
+            return {
+                "pending": len(self._dirty),
+                "flushes": st.flushes,
+                "written": st.written,
+                "failures": st.failures,
+                "last_error": st.last_error,
+                "last_failure_at": st.last_failure_at.isoformat() if st.last_failure_at else None,
+                "last_flush_at": st.last_flush_at.isoformat() if st.last_flush_at else None,
             }
-        return out
+
+
+_ENGAGEMENT_FIELDS: Final = (
+    "sessions",
+    "mean_duration_s",
+    "median_duration_s",
+    "rec_clicks_per_session",
+    "sessions_with_rec_click",
+    "pages_per_session",
+    "widget_interactions_per_session",
+    "cart_adds_per_session",
+    "purchases_per_session",
+    "revenue_per_session",
+)
+
+
+def _per_group(n: int, agg: Any, median: float | None) -> dict[str, Any]:
+    if not n:
+        return {"sessions": 0, **dict.fromkeys(_ENGAGEMENT_FIELDS[1:])}
+
+    def per(total: Any, digits: int) -> float:
+        return round(float(total or 0) / n, digits)
+
+    return {
+        "sessions": n,
+        "mean_duration_s": per(agg.duration, 1),
+        "median_duration_s": round(median, 1) if median is not None else None,
+        "rec_clicks_per_session": per(agg.rec_clicks, 3),
+        "sessions_with_rec_click": per(agg.with_rec_click, 4),
+        "pages_per_session": per(agg.page_views, 2),
+        "widget_interactions_per_session": per(agg.widget_interactions, 3),
+        "cart_adds_per_session": per(agg.cart_adds, 3),
+        "purchases_per_session": per(agg.purchases, 4),
+        "revenue_per_session": per(agg.revenue, 2),
+    }
+
+
+def engagement(
+    log: ExperimentLog,
+    *,
+    start: dt.datetime | None = None,
+    end: dt.datetime | None = None,
+) -> dict[str, Any]:
+    """Per group (``bandit``, ``control``) and over ``all`` sessions, from the log's
+    ``storefront_sessions``: the sessions whose last event falls in ``[start, end)``, their
+    mean and median duration (first to last event), pages, recommendation clicks, widget
+    interactions, cart adds, purchases and revenue per session, and the share with a
+    recommendation click. Sessions of no known group count in ``all`` only. Aggregated in
+    SQL (the median with one ordered query per group), so every process's sessions count."""
+    c = sessions.c
+    where: list[Any] = []
+    if start is not None:
+        where.append(c.last_at >= _naive(start))
+    if end is not None:
+        where.append(c.last_at < _naive(end))
+    aggs = [
+        sa.func.count().label("n"),
+        sa.func.sum(c.duration_s).label("duration"),
+        sa.func.sum(c.rec_clicks).label("rec_clicks"),
+        sa.func.sum(sa.case((c.rec_clicks > 0, 1), else_=0)).label("with_rec_click"),
+        sa.func.sum(c.page_views).label("page_views"),
+        sa.func.sum(c.widget_interactions).label("widget_interactions"),
+        sa.func.sum(c.cart_adds).label("cart_adds"),
+        sa.func.sum(c.purchases).label("purchases"),
+        sa.func.sum(c.revenue).label("revenue"),
+    ]
+    with log.engine.connect() as conn:
+        by_group = {
+            r.experiment_group: r
+            for r in conn.execute(
+                sa.select(c.experiment_group, *aggs).where(*where).group_by(c.experiment_group)
+            ).all()
+        }
+        total = conn.execute(sa.select(*aggs).where(*where)).one()
+
+        def median(n: int, group: str | None) -> float | None:
+            if not n:
+                return None
+            stmt = sa.select(c.duration_s).where(*where)
+            if group is not None:
+                stmt = stmt.where(c.experiment_group == group)
+            stmt = stmt.order_by(c.duration_s).offset((n - 1) // 2).limit(1 if n % 2 else 2)
+            middle = [float(v) for v in conn.execute(stmt).scalars()]
+            return sum(middle) / len(middle) if middle else None
+
+        out: dict[str, Any] = {}
+        for group in GROUPS:
+            row = by_group.get(group)
+            n = int(row.n) if row is not None else 0
+            out[group] = _per_group(n, row, median(n, group))
+        n_all = int(total.n)
+        out["all"] = _per_group(n_all, total, median(n_all, None))
+    return out
 
 
 # --------------------------------------------------------------------------- from the logs
@@ -393,17 +569,36 @@ def arm_table(frame: pd.DataFrame) -> list[dict[str, Any]]:
     return rows
 
 
+def engagement_block(
+    log: ExperimentLog,
+    *,
+    start: dt.datetime | None,
+    tracker: EngagementTracker | None = None,
+) -> dict[str, Any]:
+    """The report's ``engagement``: ``engagement(log, start=start)`` per group, plus where it
+    comes from (``source``: the table), the ``sessions`` counted, the window's ``since``
+    and the summaries of this process still waiting to be written (``pending``)."""
+    block = engagement(log, start=start)
+    block["source"] = "storefront_sessions"
+    block["sessions"] = block["all"]["sessions"]
+    block["since"] = start.isoformat() if start is not None else None
+    block["pending"] = tracker.pending if tracker is not None else 0
+    return block
+
+
 def report(
     log: ExperimentLog,
     *,
     latency: LatencyRecorder,
-    engagement: EngagementTracker,
+    engagement: EngagementTracker | None = None,
     holdout: float,
     now: dt.datetime | None = None,
     days: int = 28,
     weeks: int = 8,
 ) -> dict[str, Any]:
-    """Everything the analytics page shows, as JSON-ready values."""
+    """Everything the analytics page shows, as JSON-ready values. ``engagement``: this
+    process's tracker, for the count of its summaries not written yet (the engagement
+    itself is read from the log's ``storefront_sessions``)."""
     now = now or dt.datetime.now(dt.UTC)
     start = now - dt.timedelta(days=days)
     frame = decision_frame(log, start=start)
@@ -423,9 +618,7 @@ def report(
         "impressions": shown,
         "lift": lifts,
         "velocity": velocity(week_frame, now, weeks),
-        "engagement": engagement.summary(
-            lambda sid: CONTROL if in_holdout(sid, holdout) else BANDIT
-        ),
+        "engagement": engagement_block(log, start=start, tracker=engagement),
         "latency": latency.summary(),
         "arms": arm_table(frame),
     }

@@ -1,6 +1,8 @@
-"""Experiment logs of the storefront bandit: every decision and every outcome, for analysis.
+"""Experiment logs of the storefront bandit: every decision and every outcome, for analysis,
+and the engagement of every session.
 
-Two tables (their own metadata, beside the incident store's tables when both share a database):
+Three tables (their own metadata, beside the incident store's tables when both share a
+database):
 
 * ``storefront_assignments``: one row per bandit decision (``decision_id``), with the
   micro-segment it was made for (persona, device, channel), the slot (``hero`` or ``cta``),
@@ -10,6 +12,12 @@ Two tables (their own metadata, beside the incident store's tables when both sha
   cart add or purchase answering a decision (``decision_id``, a foreign key). Impressions are
   the page's ``impression`` events (the slot was shown), or with ``impressions = "served"``
   one per decision logged by the service when it serves it (``imp-<decision_id>``).
+* ``storefront_sessions``: one row per session (``session_id``): its summary as folded from
+  its events (first and last event, page views, recommendation clicks, widget interactions,
+  cart adds, purchases, revenue, device, channel), its group (``bandit`` or ``control``)
+  and persona when known. ``upsert_sessions`` writes a batch; the write is monotone (a
+  summary replaces the stored one only if it has more events, or as many and a later last
+  event), so summaries may arrive late, twice or from several processes.
 
 The funnel is nested: a click implies the impression (a click may arrive before its
 impression, or the impression never), so ``rounds``' ``shown`` and ``arm_counts``' ``shown``
@@ -27,6 +35,8 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final, Literal
 
@@ -41,6 +51,7 @@ from cxagent.storefront.events import Event, SessionFeatures
 DB_URL_ENV: Final = "CXAGENT_STOREFRONT_DB_URL"
 SLOTS: Final = ("hero", "cta")
 OUTCOMES: Final = ("impression", "click", "add_to_cart", "purchase")
+UPSERT_CHUNK: Final = 500  # session rows per INSERT ... ON CONFLICT statement
 Slot = Literal["hero", "cta"]
 OutcomeKind = Literal["impression", "click", "add_to_cart", "purchase"]
 Reward = Literal["impression", "click", "add_to_cart", "purchase", "revenue"]
@@ -96,6 +107,131 @@ outcomes = sa.Table(
 )
 
 
+GROUPS: Final = ("bandit", "control")
+
+sessions = sa.Table(
+    "storefront_sessions",
+    metadata,
+    sa.Column("session_id", sa.String(64), primary_key=True),
+    sa.Column("experiment_group", sa.String(16), nullable=True),  # bandit, control; NULL: unknown
+    sa.Column("first_at", sa.DateTime, nullable=False),
+    sa.Column("last_at", sa.DateTime, nullable=False),
+    sa.Column("duration_s", sa.Float, nullable=False),
+    sa.Column("events", sa.Integer, nullable=False),
+    sa.Column("page_views", sa.Integer, nullable=False),
+    sa.Column("rec_clicks", sa.Integer, nullable=False),
+    sa.Column("widget_interactions", sa.Integer, nullable=False),
+    sa.Column("cart_adds", sa.Integer, nullable=False),
+    sa.Column("purchases", sa.Integer, nullable=False),
+    sa.Column("revenue", sa.Float, nullable=False),
+    sa.Column("device", sa.String(16), nullable=True),
+    sa.Column("channel", sa.String(64), nullable=True),
+    sa.Column("persona", sa.String(64), nullable=True),
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+    sa.CheckConstraint(
+        "experiment_group IS NULL OR experiment_group IN ('bandit', 'control')",
+        name="ck_sf_session_group",
+    ),
+    sa.CheckConstraint(
+        "events >= 1 AND page_views >= 0 AND rec_clicks >= 0 AND widget_interactions >= 0 "
+        "AND cart_adds >= 0 AND purchases >= 0 AND revenue >= 0 AND duration_s >= 0",
+        name="ck_sf_session_counts",
+    ),
+    sa.Index("ix_sf_sessions_last_at", "last_at"),
+)
+
+
+@dataclass(frozen=True)
+class SessionSummary:
+    """A session's engagement so far, as folded into its ``SessionFeatures``: one row of
+    ``storefront_sessions``. A later fold of the same session has more ``events`` (every
+    event counts), so ``newer_than`` orders the summaries of one session."""
+
+    session_id: str
+    first_at: dt.datetime
+    last_at: dt.datetime
+    events: int
+    page_views: int = 0
+    rec_clicks: int = 0
+    widget_interactions: int = 0
+    cart_adds: int = 0
+    purchases: int = 0
+    revenue: float = 0.0
+    device: str | None = None
+    channel: str | None = None
+    persona: str | None = None
+    group: str | None = None  # "bandit" or "control" (the holdout), None: unknown
+
+    @property
+    def duration_s(self) -> float:
+        return max((self.last_at - self.first_at).total_seconds(), 0.0)
+
+    @classmethod
+    def from_features(
+        cls, features: SessionFeatures, *, group: str | None = None, persona: str | None = None
+    ) -> SessionSummary:
+        first = features.started_at or features.last_at
+        last = features.last_at or features.started_at
+        if first is None or last is None:
+            raise ValueError(f"session {features.session_id!r}: no event folded yet")
+        return cls(
+            session_id=features.session_id,
+            first_at=first,
+            last_at=last,
+            events=features.events,
+            page_views=features.page_views,
+            rec_clicks=features.rec_clicks,
+            widget_interactions=features.widget_interactions,
+            cart_adds=features.cart_adds,
+            purchases=features.purchases,
+            revenue=features.revenue,
+            device=features.device,
+            channel=features.channel,
+            persona=persona,
+            group=group,
+        )
+
+    def newer_than(self, other: SessionSummary) -> bool:
+        """Whether this fold of the session comes after ``other`` (more events; on a tie,
+        a later last event). Equal summaries are not newer than each other."""
+        return (self.events, _utc(self.last_at)) > (other.events, _utc(other.last_at))
+
+    def merge(self, other: SessionSummary) -> SessionSummary:
+        """The newer of two summaries of the session, with the other's persona and group
+        when it knows none (as ``upsert_sessions`` keeps a stored one)."""
+        newer, older = (other, self) if other.newer_than(self) else (self, other)
+        return replace(
+            newer, persona=newer.persona or older.persona, group=newer.group or older.group
+        )
+
+    def row(self, updated_at: dt.datetime) -> dict[str, Any]:
+        """The ``storefront_sessions`` row (validated: a bad summary fails here, not in SQL)."""
+        if self.group is not None and self.group not in GROUPS:
+            raise ValueError(f"group: one of {GROUPS} or None, got {self.group!r}")
+        if self.events < 1:
+            raise ValueError(f"events: at least 1, got {self.events!r}")
+        counts = ("page_views", "rec_clicks", "widget_interactions", "cart_adds", "purchases")
+        for name in counts:
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}: not negative, got {getattr(self, name)!r}")
+        if self.revenue < 0:
+            raise ValueError(f"revenue: not negative, got {self.revenue!r}")
+        return {
+            "session_id": _id("session_id", self.session_id),
+            "experiment_group": self.group,
+            "first_at": _utc(self.first_at),
+            "last_at": _utc(self.last_at),
+            "duration_s": self.duration_s,
+            "events": int(self.events),
+            **{name: int(getattr(self, name)) for name in counts},
+            "revenue": float(self.revenue),
+            "device": self.device[:16] if self.device else None,
+            "channel": self.channel[:64] if self.channel else None,
+            "persona": self.persona[:64] if self.persona else None,
+            "updated_at": _utc(updated_at),
+        }
+
+
 class UnknownDecision(KeyError):
     """An outcome names a decision that was never logged."""
 
@@ -109,7 +245,7 @@ def default_url(data_dir: Path | str | None = None) -> str:
 
 
 def make_engine(url: str) -> Engine:
-    """The engine, with the two tables created if missing (as ``cxagent.store.db`` does)."""
+    """The engine, with the tables created if missing (as ``cxagent.store.db`` does)."""
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 30})
         _sqlite_serialised(engine)
@@ -244,7 +380,87 @@ class ExperimentLog:
         except UnknownDecision:
             return False  # a forged or foreign decision_id: nothing to attribute it to
 
+    def upsert_sessions(
+        self, summaries: Sequence[SessionSummary], *, now: dt.datetime | None = None
+    ) -> int:
+        """Write session summaries to ``storefront_sessions`` in one transaction: a new
+        session is inserted, a known one replaced only by a newer fold (``newer_than``: more
+        events, or as many with a later last event; an equal one rewrites the same values),
+        so a late or repeated write of an older summary changes nothing. A persona or group
+        the summary does not know keeps the stored one. ``updated_at`` is ``now`` (default:
+        the current time). Returns the summaries given (one per session: of several for the
+        same session the newest is written)."""
+        newest: dict[str, SessionSummary] = {}
+        for s in summaries:
+            kept = newest.get(s.session_id)
+            newest[s.session_id] = s if kept is None else kept.merge(s)
+        if not newest:
+            return 0
+        stamp = now or dt.datetime.now(dt.UTC)
+        # the same order in every writer: concurrent batches lock rows in one order
+        rows = [newest[k].row(stamp) for k in sorted(newest)]
+        with self.engine.begin() as conn:
+            dialect = {"sqlite": sqlite, "postgresql": postgresql}.get(conn.dialect.name)
+            if dialect is None:
+                for row in rows:
+                    self._upsert_session_portably(conn, row)
+            else:
+                for start in range(0, len(rows), UPSERT_CHUNK):
+                    conn.execute(
+                        self._upsert_session_stmt(dialect), rows[start : start + UPSERT_CHUNK]
+                    )
+        return len(rows)
+
+    @staticmethod
+    def _upsert_session_stmt(dialect: Any) -> Any:
+        """``INSERT ... ON CONFLICT (session_id) DO UPDATE ... WHERE <the new one is newer
+        or equal>`` (SQLite and PostgreSQL)."""
+        stmt: Any = dialect.insert(sessions)
+        new, old = stmt.excluded, sessions.c
+        keep_if_unknown = ("persona", "experiment_group")
+        update = {
+            c.name: (
+                sa.func.coalesce(new[c.name], old[c.name])
+                if c.name in keep_if_unknown
+                else new[c.name]
+            )
+            for c in sessions.columns
+            if c.name != "session_id"
+        }
+        newer = sa.or_(
+            new.events > old.events,
+            sa.and_(new.events == old.events, new.last_at >= old.last_at),
+        )
+        return stmt.on_conflict_do_update(index_elements=["session_id"], set_=update, where=newer)
+
+    @staticmethod
+    def _upsert_session_portably(conn: sa.Connection, row: dict[str, Any]) -> None:
+        """Another database: look, then insert or update (a concurrent insert fails loudly)."""
+        s = sessions.c
+        found = conn.execute(
+            sa.select(s.events, s.last_at, s.persona, s.experiment_group).where(
+                s.session_id == row["session_id"]
+            )
+        ).first()
+        if found is None:
+            conn.execute(sa.insert(sessions).values(row))
+            return
+        if (row["events"], row["last_at"]) < (found.events, found.last_at):
+            return
+        values = dict(row)
+        values["persona"] = row["persona"] or found.persona
+        values["experiment_group"] = row["experiment_group"] or found.experiment_group
+        conn.execute(sa.update(sessions).where(s.session_id == row["session_id"]).values(values))
+
     # --- reads for analysis ----------------------------------------------------------------
+
+    def session(self, session_id: str) -> dict[str, Any] | None:
+        """One session's stored summary (its ``storefront_sessions`` row), None if none."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(sessions).where(sessions.c.session_id == session_id)
+            ).first()
+        return dict(row._mapping) if row is not None else None
 
     def decision(self, decision_id: str) -> dict[str, Any] | None:
         """One logged decision: its assignment row (``decision_id``, ``ts``, ``session_id``,

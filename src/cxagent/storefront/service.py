@@ -7,7 +7,9 @@ else in process), the experiment logs (``logs.ExperimentLog``: SQLite by default
 model (shipped) with its persona priors per acquisition channel (``persona.ChannelPriors``,
 learned from the shop's confident sessions, rebuilt from the logs at start), the bandit
 (``bandit.Bandit``, its counts rebuilt from the logs at start), the advisor (shipped
-catalog). The pipeline's consumer runs in the app's lifespan.
+catalog). The pipeline's consumer runs in the app's lifespan, with a small thread that
+writes the engagement tracker's dirty session summaries to the log database
+(``storefront_sessions``) every ``engagement_flush_s`` (5 s), and once more at stop.
 
 Endpoints (docs/storefront.md):
 
@@ -74,7 +76,7 @@ from cxagent.storefront.features import (
     StoreUnavailable,
     redis_url,
 )
-from cxagent.storefront.logs import EVENT_OUTCOME, ExperimentLog, default_url
+from cxagent.storefront.logs import EVENT_OUTCOME, ExperimentLog, SessionSummary, default_url
 from cxagent.storefront.persona import (
     ChannelPrior,
     ChannelPriors,
@@ -90,6 +92,8 @@ ImpressionMode = Literal["reported", "served"]
 IMPRESSION_MODES: Final = ("reported", "served")
 HOLDOUT_ENV: Final = "CXAGENT_STOREFRONT_HOLDOUT"
 IMPRESSIONS_ENV: Final = "CXAGENT_STOREFRONT_IMPRESSIONS"
+FLUSH_ENV: Final = "CXAGENT_STOREFRONT_ENGAGEMENT_FLUSH_S"
+FLUSH_CHUNK: Final = 500  # session summaries per write (SQLite: the write lock is let go between)
 CONTROL: Final = analytics.CONTROL
 CONTROL_PREFIX: Final = "ctl-"  # decision ids of the control holdout
 
@@ -167,6 +171,8 @@ class StorefrontSettings:
     latency_samples: int = 4096
     restore_limit: int = 200_000  # decisions replayed into the bandit at start
     buffer_capacity: int = 10_000
+    # seconds between writes of the dirty session summaries to storefront_sessions
+    engagement_flush_s: float = 5.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.holdout < 1.0:
@@ -175,6 +181,8 @@ class StorefrontSettings:
             raise ValueError(
                 f"impressions: one of {', '.join(IMPRESSION_MODES)}, got {self.impressions!r}"
             )
+        if not (math.isfinite(self.engagement_flush_s) and self.engagement_flush_s > 0):
+            raise ValueError(f"engagement_flush_s: seconds > 0, got {self.engagement_flush_s!r}")
 
     @classmethod
     def from_env(cls, **overrides: Any) -> StorefrontSettings:
@@ -190,6 +198,11 @@ class StorefrontSettings:
                     f"{IMPRESSIONS_ENV}: one of {', '.join(IMPRESSION_MODES)}, got {raw!r}"
                 )
             values["impressions"] = raw
+        if raw := os.environ.get(FLUSH_ENV):
+            try:
+                values["engagement_flush_s"] = float(raw)
+            except ValueError as exc:
+                raise ValueError(f"{FLUSH_ENV}: seconds > 0, got {raw!r}") from exc
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
@@ -397,7 +410,11 @@ class Storefront:
         sqlite = self.log.engine.dialect.name == "sqlite"
         self._write_lock: Any = threading.Lock() if sqlite else contextlib.nullcontext()
         self.latency = analytics.LatencyRecorder(settings.latency_samples)
-        self.engagement = analytics.EngagementTracker()
+        # session summaries waiting to be written to storefront_sessions (flushed by a
+        # background thread every engagement_flush_s, before analytics reads, and at stop)
+        self.engagement = analytics.EngagementTracker(group_of=self.group_of)
+        self._flush_stop = threading.Event()
+        self._flusher: threading.Thread | None = None
         arms = {slot: list(variants) for slot, variants in ARMS.items()}
         self.bandit = bandit or Bandit(arms, settings.bandit)
         if pipeline is None:
@@ -426,11 +443,57 @@ class Storefront:
 
     def start(self) -> None:
         self.pipeline.start()
+        if self._flusher is None or not self._flusher.is_alive():
+            self._flush_stop = threading.Event()
+            self._flusher = threading.Thread(
+                target=self._flush_loop,
+                args=(self._flush_stop,),
+                name="storefront-engagement-flush",
+                daemon=True,
+            )
+            self._flusher.start()
         self.running = True
 
     def stop(self) -> None:
+        """Stop the consumer, then the flusher, then write the dirty session summaries once
+        more (what still fails is logged: lost when the process exits)."""
         self.pipeline.stop()
+        self._flush_stop.set()
+        if self._flusher is not None:
+            self._flusher.join(10.0)
+            self._flusher = None
+        if not self.flush_engagement() and (left := self.engagement.pending):
+            log.error("storefront stopped with %d session summaries not written", left)
         self.running = False
+
+    def _flush_loop(self, stop: threading.Event) -> None:
+        while not stop.wait(self.settings.engagement_flush_s):
+            self.flush_engagement()
+
+    def flush_engagement(self) -> bool:
+        """Write the dirty session summaries to the log database (``storefront_sessions``)
+        in one batch; True if written (or none waited). A failure (the database down) is
+        logged and keeps them dirty for the next flush: it never raises."""
+        try:
+            self.engagement.flush(self._write_sessions, now=self.clock())
+        except Exception as exc:
+            log.warning(
+                "engagement: %d session summaries not written (kept for the next flush): %s",
+                self.engagement.pending,
+                exc,
+            )
+            return False
+        return True
+
+    def _write_sessions(self, summaries: list[SessionSummary]) -> None:
+        now = self.clock()
+        for start in range(0, len(summaries), FLUSH_CHUNK):
+            with self._write_lock:
+                self.log.upsert_sessions(summaries[start : start + FLUSH_CHUNK], now=now)
+
+    def group_of(self, session_id: str) -> str:
+        """The session's experiment group: ``control`` (the holdout) or ``bandit``."""
+        return CONTROL if self.in_control(session_id) else analytics.BANDIT
 
     def restore_bandit(self, frame: pd.DataFrame | None = None) -> int:
         """Replay the logged bandit decisions (not control's) that were shown with their
@@ -605,6 +668,8 @@ class Storefront:
             )
             if result.reason == "ok" and chan != UNKNOWN_CHANNEL:
                 self.channel_priors.observe(session_id, chan, result.persona)
+            if result.reason == "ok" and features is not None:
+                self.engagement.note_persona(session_id, result.persona)
         return result, Segment(result.persona, dev, chan), source, features, channel_prior
 
     def persona(self, session_id: str, device: str | None = None) -> dict[str, Any]:
@@ -804,12 +869,19 @@ class Storefront:
                 "sessions": self.channel_priors.sessions(),
                 "restored": self.channel_sessions_restored,
             },
+            "engagement": {
+                **self.engagement.status(),
+                "flush_s": self.settings.engagement_flush_s,
+            },
             "holdout": self.settings.holdout,
             "impressions": self.settings.impressions,
             "started_at": self.started_at.isoformat(),
         }
 
     def analytics(self, days: int = 28) -> dict[str, Any]:
+        """The report; this process's dirty session summaries are written first, so its own
+        sessions are current (other processes' lag by up to their flush interval)."""
+        self.flush_engagement()
         return analytics.report(
             self.log,
             latency=self.latency,
@@ -1127,8 +1199,9 @@ def seed_demo(
     sf: Storefront, sessions: int = 300, *, seed: int = 7, weeks: int = 4
 ) -> dict[str, int]:
     """Fill the demo with synthetic sessions (``sessions.generate_sessions``): their events go
-    through the real pipeline; each session gets hero and CTA decisions spread over the last
-    ``weeks`` weeks. A decision is shown (an ``impression`` event, as the page sends it) with
+    through the real pipeline, moved in time to start when its hero and CTA decisions are
+    made, spread over the last ``weeks`` weeks (so its engagement falls in the analytics
+    window with its decisions). A decision is shown (an ``impression`` event, as the page sends it) with
     probability ``SEED_SHOWN`` (with ``impressions = "served"``: always, serving is the
     impression); shown ones get clicks drawn from made-up click rates per arm, and a
     purchase is credited to the CTA if shown, else the hero if shown (a demo, not evidence).
@@ -1151,14 +1224,18 @@ def seed_demo(
         sf.start()
     try:
         generated = generate_sessions(sessions, seed=seed)
-        for synthetic in generated:
+        starts = [
+            now - dt.timedelta(seconds=rng.uniform(0, weeks * 7 * 86400.0)) for _ in generated
+        ]
+        for synthetic, at in zip(generated, starts, strict=True):
+            shift = at - synthetic.events[0].ts
             for event in synthetic.events:
-                sf.pipeline.publisher.publish(event)
+                sf.pipeline.publisher.publish(event.model_copy(update={"ts": event.ts + shift}))
         _drain(sf)
         publish = sf.pipeline.publisher.publish
-        for synthetic in generated:
-            at = now - dt.timedelta(seconds=rng.uniform(0, weeks * 7 * 86400.0))
-            sid, last = synthetic.session_id, synthetic.events[-1].ts
+        for synthetic, at in zip(generated, starts, strict=True):
+            sid = synthetic.session_id
+            last = synthetic.events[-1].ts + (at - synthetic.events[0].ts)
             shown: list[dict[str, Any]] = []
             for slot in ("hero", "cta"):
                 d = sf.decide(sid, slot, now=at)
