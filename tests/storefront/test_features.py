@@ -15,7 +15,10 @@ from cxagent.storefront.events import SessionFeatures, fold
 from cxagent.storefront.features import (
     CircuitBreaker,
     MemoryFeatureStore,
+    MemoryProfileStore,
+    ProfileStore,
     RedisFeatureStore,
+    RedisProfileStore,
     StoreUnavailable,
     features_from_json,
     features_to_json,
@@ -246,3 +249,55 @@ def test_breaker_treats_a_read_only_or_full_redis_as_down_and_other_errors_as_bu
     with breaker.guard():
         pass
     assert breaker.failures == 1
+
+
+def profile_store(backend: Backend, keep: int = 50) -> ProfileStore:
+    if backend.kind == "redis":
+        features = backend.features()
+        assert isinstance(features, RedisFeatureStore)
+        return RedisProfileStore.beside(features, keep=keep)
+    return MemoryProfileStore(keep=keep)
+
+
+def test_a_session_carries_its_user_id_once_logged_in() -> None:
+    events = [make_event("s-u", "page_view", 0), make_event("s-u", "page_view", 5, user_id="u-7")]
+    events.append(make_event("s-u", "page_view", 9))  # later events need not repeat it
+    got = folded("s-u", events)
+    assert got.user_id == "u-7" and got.logged_in
+    assert features_from_json(features_to_json(got)) == got
+
+
+def test_a_profile_is_the_users_persona_shares_without_the_live_session(backend: Backend) -> None:
+    store = profile_store(backend)
+    assert store.history("u-1") is None
+    store.record("u-1", "s-1", "researcher", 1.0)
+    store.record("u-1", "s-2", "researcher", 2.0)
+    store.record("u-1", "s-3", "shopper", 3.0)
+    store.record("u-1", "s-3", "browser", 3.5)  # the live session's persona moved: replaced
+    assert store.history("u-1") == pytest.approx({"researcher": 2 / 3, "browser": 1 / 3})
+    assert store.history("u-1", exclude="s-3") == {"researcher": 1.0}
+    assert store.history("u-1", exclude="s-1") == pytest.approx({"researcher": 0.5, "browser": 0.5})
+    assert store.history("u-2") is None  # users do not mix
+    store.record("u-2", "s-9", "glancer", 1.0)
+    assert store.history("u-2", exclude="s-9") is None  # only the live session: no history
+
+
+def test_a_profile_keeps_the_users_latest_sessions(backend: Backend) -> None:
+    store = profile_store(backend, keep=3)
+    for i, persona in enumerate(["glancer", "glancer", "shopper", "shopper", "researcher"]):
+        store.record("u-k", f"s-{i}", persona, float(i))
+    assert store.history("u-k") == pytest.approx(
+        {"shopper": 2 / 3, "researcher": 1 / 3}
+    )  # the two oldest (glancer) were dropped
+
+
+def test_redis_profiles_expire_and_fail_fast_when_redis_is_down(redis_ns: RedisNamespace) -> None:
+    features = RedisFeatureStore.from_url(REDIS_URL, prefix=redis_ns.prefix, timeout=TEST_TIMEOUT)
+    store = RedisProfileStore.beside(features, ttl_s=30.0)
+    store.record("u-t", "s-1", "browser", 1.0)
+    assert 0 < redis_ns.client.pttl(store.key("u-t")) <= 30_000
+    down = RedisProfileStore.beside(RedisFeatureStore.from_url(DOWN_URL, cooldown_s=0.2))
+    t = time.perf_counter()
+    with pytest.raises(StoreUnavailable):
+        down.history("u-t")
+    assert time.perf_counter() - t < 0.3

@@ -314,3 +314,111 @@ class MemoryFeatureStore:
     def _sweep(self, now: float) -> None:
         self._sessions = {k: v for k, v in self._sessions.items() if v[1] > now}
         self._applied = {k: v for k, v in self._applied.items() if v > now}
+
+
+# --- first-party profiles ------------------------------------------------------------------
+
+PROFILE_TTL_S: Final = 365 * 86400.0  # a profile expires a year after its last session
+PROFILE_SESSIONS: Final = 50  # a profile keeps the personas of the user's last sessions
+
+
+def profile_shares(
+    sessions: dict[str, tuple[str, float]], exclude: str | None
+) -> dict[str, float] | None:
+    """Persona -> share of the profile's sessions other than ``exclude`` (None: none)."""
+    counts: dict[str, int] = {}
+    for session_id, (persona, _) in sessions.items():
+        if session_id != exclude:
+            counts[persona] = counts.get(persona, 0) + 1
+    total = sum(counts.values())
+    return {p: n / total for p, n in sorted(counts.items())} if total else None
+
+
+class ProfileStore(Protocol):
+    """A logged-in visitor's persona history: the persona of each of their past sessions.
+
+    ``record`` notes (or corrects) the persona of one session; ``history`` answers persona ->
+    share of the user's sessions, leaving out ``exclude`` (the live session, which must not
+    be its own prior), or None for a user without other sessions."""
+
+    def history(self, user_id: str, *, exclude: str | None = None) -> dict[str, float] | None: ...
+
+    def record(self, user_id: str, session_id: str, persona: str, at: float) -> None: ...
+
+
+class RedisProfileStore:
+    """Profiles in Redis: ``{prefix}profile:{<user_id>}`` is a hash of session id -> JSON
+    ``[persona, at]``, expiring ``ttl_s`` after the last write, trimmed to the ``keep`` most
+    recent sessions. Shares the feature store's client and circuit breaker, so with Redis
+    down it fails as fast (``StoreUnavailable``)."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        breaker: CircuitBreaker,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        ttl_s: float = PROFILE_TTL_S,
+        keep: int = PROFILE_SESSIONS,
+    ) -> None:
+        if ttl_s <= 0 or keep < 1:
+            raise ValueError("ttl_s must be positive and keep at least 1")
+        self.client, self.breaker = client, breaker
+        self.prefix, self.ttl_s, self.keep = prefix, ttl_s, keep
+
+    @classmethod
+    def beside(cls, store: RedisFeatureStore, **kwargs: Any) -> RedisProfileStore:
+        """The profile store on the feature store's Redis (same client, breaker, prefix)."""
+        return cls(store.client, store.breaker, prefix=store.prefix, **kwargs)
+
+    def key(self, user_id: str) -> str:
+        return f"{self.prefix}profile:{{{user_id}}}"
+
+    def _sessions(self, user_id: str) -> dict[str, tuple[str, float]]:
+        with self.breaker.guard():
+            raw: Any = self.client.hgetall(self.key(user_id))
+        out = {}
+        for field, value in raw.items():
+            persona, at = json.loads(_text(value))
+            out[_text(field)] = (str(persona), float(at))
+        return out
+
+    def history(self, user_id: str, *, exclude: str | None = None) -> dict[str, float] | None:
+        return profile_shares(self._sessions(user_id), exclude)
+
+    def record(self, user_id: str, session_id: str, persona: str, at: float) -> None:
+        key = self.key(user_id)
+        with self.breaker.guard(), self.client.pipeline() as pipe:
+            pipe.hset(key, session_id, json.dumps([persona, at]))
+            pipe.pexpire(key, int(self.ttl_s * 1000))
+            pipe.hlen(key)
+            size = pipe.execute()[-1]
+        if int(size) > self.keep:  # rare: drop the oldest sessions beyond the cap
+            sessions = self._sessions(user_id)
+            oldest = sorted(sessions, key=lambda s: sessions[s][1])[: len(sessions) - self.keep]
+            if oldest:
+                with self.breaker.guard():
+                    self.client.hdel(key, *oldest)
+
+
+class MemoryProfileStore:
+    """Profiles in a dict (one process): the demo's and the tests' profile store."""
+
+    def __init__(self, *, keep: int = PROFILE_SESSIONS) -> None:
+        if keep < 1:
+            raise ValueError("keep must be at least 1")
+        self.keep = keep
+        self._lock = threading.Lock()
+        self._users: dict[str, dict[str, tuple[str, float]]] = {}
+
+    def history(self, user_id: str, *, exclude: str | None = None) -> dict[str, float] | None:
+        with self._lock:
+            return profile_shares(dict(self._users.get(user_id, {})), exclude)
+
+    def record(self, user_id: str, session_id: str, persona: str, at: float) -> None:
+        with self._lock:
+            sessions = self._users.setdefault(user_id, {})
+            sessions[session_id] = (persona, at)
+            if len(sessions) > self.keep:
+                for old in sorted(sessions, key=lambda s: sessions[s][1])[: -self.keep]:
+                    del sessions[old]
