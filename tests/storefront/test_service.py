@@ -865,3 +865,49 @@ def test_the_flush_interval_is_a_setting(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setenv("CXAGENT_STOREFRONT_ENGAGEMENT_FLUSH_S", "soon")
     with pytest.raises(ValueError, match="CXAGENT_STOREFRONT_ENGAGEMENT_FLUSH_S"):
         StorefrontSettings.from_env()
+
+
+def browse_as(client: TestClient, session_id: str, user_id: str | None, pages: int) -> None:
+    for i, (page_type, product, category) in enumerate(PAGES[:pages]):
+        extra: dict[str, Any] = {"page_type": page_type, "device": "desktop"}
+        if i == 0 and user_id is not None:
+            extra["user_id"] = user_id  # logged in: the first event names the user
+        if product:
+            extra["product_id"] = product
+        if category:
+            extra["category"] = category
+        r = client.post("/v1/events", json=event(session_id, second=40 * i, **extra))
+        assert r.status_code == 202, r.text
+    wait_pages(client, session_id, pages)
+
+
+def test_a_logged_in_visitors_profile_is_written_once_and_informs_their_next_session(
+    client: TestClient,
+) -> None:
+    sf = sf_of(client)
+    writes: list[tuple[str, str, str]] = []
+    record = sf.pipeline.profiles.record
+
+    def counting(user_id: str, session_id: str, persona: str, at: float) -> None:
+        writes.append((user_id, session_id, persona))
+        record(user_id, session_id, persona, at)
+
+    sf.pipeline.profiles.record = counting  # type: ignore[method-assign]
+    browse_as(client, "s-pf1", "u-42", len(PAGES))
+    first = client.post("/v1/persona", json={"session_id": "s-pf1"}).json()
+    assert first["reason"] == "ok" and first["profile"] is None  # no other session yet
+    for _ in range(3):  # re-classified on every request: still one write
+        client.post("/v1/persona", json={"session_id": "s-pf1"})
+        client.post("/v1/decide", json={"session_id": "s-pf1", "slot": "hero"})
+    assert writes == [("u-42", "s-pf1", first["persona"])]
+    assert sf.pipeline.profiles.history("u-42") == {first["persona"]: 1.0}
+    # the same user's next session, one page in: the profile is its prior
+    browse_as(client, "s-pf2", "u-42", 1)
+    known = client.post("/v1/persona", json={"session_id": "s-pf2"}).json()
+    assert known["profile"] == {"personas": {first["persona"]: 1.0}}
+    browse_as(client, "s-pf3", None, 1)  # an anonymous visitor doing the same
+    anonymous = client.post("/v1/persona", json={"session_id": "s-pf3"}).json()
+    assert anonymous["profile"] is None
+    assert known["reason"] == anonymous["reason"] == "too_few_pages"
+    p = first["persona"]
+    assert known["probabilities"][p] > anonymous["probabilities"][p] + 0.3

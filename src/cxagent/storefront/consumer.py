@@ -39,7 +39,10 @@ from cxagent.storefront.features import (
     DEFAULT_PREFIX,
     FeatureStore,
     MemoryFeatureStore,
+    MemoryProfileStore,
+    ProfileStore,
     RedisFeatureStore,
+    RedisProfileStore,
     StoreUnavailable,
 )
 from cxagent.storefront.stream import (
@@ -240,6 +243,7 @@ class Pipeline:
     publisher: BufferedPublisher
     features: FeatureStore
     consumer: Consumer
+    profiles: ProfileStore = field(default_factory=MemoryProfileStore)
     _stop: threading.Event = field(default_factory=threading.Event, repr=False)
     _thread: threading.Thread | None = field(default=None, repr=False)
 
@@ -307,6 +311,7 @@ def open_pipeline(
         mem_features = MemoryFeatureStore()
         stream: EventStream = mem_stream
         features: FeatureStore = mem_features
+        profiles: ProfileStore = MemoryProfileStore()
         consumer = Consumer(
             mem_stream,
             mem_features,
@@ -316,7 +321,9 @@ def open_pipeline(
         )
     else:
         stream = RedisStream.from_url(redis_url, prefix=prefix)
-        features = RedisFeatureStore.from_url(redis_url, prefix=prefix)
+        redis_features = RedisFeatureStore.from_url(redis_url, prefix=prefix)
+        features = redis_features
+        profiles = RedisProfileStore.beside(redis_features)
         consumer = Consumer(
             RedisStream.from_url(redis_url, prefix=prefix, timeout=1.0, read_timeout=2.0),
             RedisFeatureStore.from_url(redis_url, prefix=prefix, timeout=1.0),
@@ -329,4 +336,5 @@ def open_pipeline(
         publisher=BufferedPublisher(stream, capacity=buffer_capacity),
         features=features,
         consumer=consumer,
+        profiles=profiles,
     )

@@ -49,6 +49,7 @@ import socket
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,6 +141,7 @@ ENDPOINTS: Final = frozenset(
 )
 _CHANNEL_CHARS = re.compile(r"[^a-z0-9_.-]+")
 UNKNOWN_CHANNEL: Final = "unknown"  # a session without features: no channel prior, not counted
+PROFILED_MEMORY: Final = 100_000  # sessions whose persona was last written to a profile
 
 SECURITY_HEADERS: Final = {
     "X-Content-Type-Options": "nosniff",
@@ -399,6 +401,8 @@ class Storefront:
         # persona priors per channel, learned from this shop's confident sessions (UCI's
         # traffic types are unnamed codes); thread-safe on their own
         self.channel_priors = channel_priors or ChannelPriors.for_model(self.model)
+        self._profiled: OrderedDict[str, str] = OrderedDict()  # session -> persona written
+        self._profiled_lock = threading.Lock()
         catalog = (
             Catalog.load(settings.catalog_path) if settings.catalog_path else shipped_catalog()
         )
@@ -643,37 +647,83 @@ class Storefront:
     def classify(
         self, session_id: str, device: str | None = None
     ) -> tuple[PersonaResult, Segment, str, SessionFeatures | None]:
-        result, segment, source, features, _ = self._classify(session_id, device)
+        result, segment, source, features, _, _ = self._classify(session_id, device)
         return result, segment, source, features
 
     def _classify(
         self, session_id: str, device: str | None = None
-    ) -> tuple[PersonaResult, Segment, str, SessionFeatures | None, ChannelPrior | None]:
-        """``classify`` and the channel prior it used. The session's channel prior (if its
-        channel has counted sessions) replaces the population prior; a confident answer
-        (``ok``) is counted in the channel priors (once per session, its latest persona).
-        The fallback (store down) is unchanged: population shares, no channel prior."""
+    ) -> tuple[
+        PersonaResult,
+        Segment,
+        str,
+        SessionFeatures | None,
+        ChannelPrior | None,
+        dict[str, float] | None,
+    ]:
+        """``classify``, the channel prior and the first-party profile it used.
+
+        The session's channel prior (if its channel has counted sessions) replaces the
+        population prior; a logged-in visitor's profile (persona shares of their other
+        sessions, from ``pipeline.profiles``) is blended over it (``PersonaModel.classify``'s
+        ``prior``). A confident answer (``ok``) is counted in the channel priors and written
+        to the profile (once per session and persona). The fallback (store down) is
+        unchanged: population shares, no channel prior, no profile."""
         features, source = self.features(session_id)
         dev = (features.device if features else None) or device or "unknown"
         chan = _channel(features.channel if features else None)
         channel_prior: ChannelPrior | None = None
+        profile: dict[str, float] | None = None
         if source == "fallback":
             result = self.model.fallback()
         else:
             if chan != UNKNOWN_CHANNEL:
                 channel_prior = self.channel_priors.prior(chan)
+            user = features.user_id if features is not None else None
+            if user is not None:
+                profile = self._profile(user, session_id)
             result = self.model.classify(
                 features or SessionFeatures(session_id=session_id),
+                prior=profile,
                 channel_prior=channel_prior.shares if channel_prior is not None else None,
             )
             if result.reason == "ok" and chan != UNKNOWN_CHANNEL:
                 self.channel_priors.observe(session_id, chan, result.persona)
             if result.reason == "ok" and features is not None:
                 self.engagement.note_persona(session_id, result.persona)
-        return result, Segment(result.persona, dev, chan), source, features, channel_prior
+            if result.reason == "ok" and user is not None:
+                self._remember_persona(user, session_id, result.persona)
+        segment = Segment(result.persona, dev, chan)
+        return result, segment, source, features, channel_prior, profile
+
+    def _profile(self, user_id: str, session_id: str) -> dict[str, float] | None:
+        """The user's persona history without this session; None when they have none or
+        the profile store did not answer in time (the answer goes on without it)."""
+        try:
+            return self.pipeline.profiles.history(user_id, exclude=session_id)
+        except StoreUnavailable:
+            return None
+
+    def _remember_persona(self, user_id: str, session_id: str, persona: str) -> None:
+        """Write the session's persona to the user's profile when it is new or changed (a
+        bounded memory of what was written keeps it to one write per session and persona);
+        a failed write is retried on the next confident answer."""
+        with self._profiled_lock:
+            if self._profiled.get(session_id) == persona:
+                return
+        try:
+            self.pipeline.profiles.record(user_id, session_id, persona, time.time())
+        except StoreUnavailable:
+            return
+        with self._profiled_lock:
+            self._profiled[session_id] = persona
+            self._profiled.move_to_end(session_id)
+            while len(self._profiled) > PROFILED_MEMORY:
+                self._profiled.popitem(last=False)
 
     def persona(self, session_id: str, device: str | None = None) -> dict[str, Any]:
-        result, segment, source, features, channel_prior = self._classify(session_id, device)
+        result, segment, source, features, channel_prior, profile = self._classify(
+            session_id, device
+        )
         session = None
         if features is not None:
             session = {
@@ -701,6 +751,9 @@ class Storefront:
                 "key": segment.key,
             },
             "channel_prior": channel_prior.to_dict() if channel_prior is not None else None,
+            "profile": (
+                {"personas": {k: round(v, 4) for k, v in profile.items()}} if profile else None
+            ),
             "source": source,
             "fallback": source == "fallback",
             "session": session,
