@@ -21,10 +21,11 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from cxagent.storefront import analytics
+from cxagent.storefront.bandit import Bandit, BanditConfig, Decision, Segment
 from cxagent.storefront.consumer import Consumer, Pipeline
-from cxagent.storefront.events import Event
+from cxagent.storefront.events import Event, SessionFeatures
 from cxagent.storefront.features import MemoryFeatureStore, StoreUnavailable
-from cxagent.storefront.logs import ExperimentLog
+from cxagent.storefront.logs import ExperimentLog, outcomes
 from cxagent.storefront.persona import shipped_model
 from cxagent.storefront.service import (
     ARMS,
@@ -35,7 +36,14 @@ from cxagent.storefront.service import (
     seed_demo,
 )
 from cxagent.storefront.stream import BufferedPublisher, MemoryStream
-from tests.storefront.services import REDIS_URL, redis_namespace, wait_until
+from tests.storefront.services import (
+    REDIS_URL,
+    T0,
+    make_event,
+    pg_schema,
+    redis_namespace,
+    wait_until,
+)
 
 DOWN = "redis://127.0.0.1:1/0"  # nothing listens on port 1
 NOW = dt.datetime.now(dt.UTC)
@@ -911,3 +919,272 @@ def test_a_logged_in_visitors_profile_is_written_once_and_informs_their_next_ses
     assert known["reason"] == anonymous["reason"] == "too_few_pages"
     p = first["persona"]
     assert known["probabilities"][p] > anonymous["probabilities"][p] + 0.3
+
+
+# --- several workers: the bandit learns every worker's outcomes through the log ----------------
+
+
+@contextmanager
+def worker(db_url: str, **kw: Any) -> Iterator[Storefront]:
+    """One service process's engine (not started: the test plays its consumer and its
+    sync thread) on the shared log database."""
+    sf = Storefront(StorefrontSettings(db_url=db_url, **{"holdout": 0.0, **kw}))
+    try:
+        yield sf
+    finally:
+        sf.log.close()
+
+
+@contextmanager
+def shared_db(kind: str, tmp_path: Path) -> Iterator[str]:
+    if kind == "sqlite":
+        yield f"sqlite:///{tmp_path / 'shared.db'}"
+        return
+    with pg_schema() as url:  # fails, not skips, where CI is set and PostgreSQL is missing
+        yield url
+
+
+CLICK = {"hero": "hero_click", "cta": "cta_click"}
+
+
+def deliver(sf: Storefront, d: dict[str, Any], kind: str, event_id: str | None = None) -> bool:
+    """``sf``'s consumer handing one outcome event of decision ``d`` to ``on_outcome``
+    (``kind``: impression, click, add_to_cart or purchase)."""
+    kind = CLICK[d["slot"]] if kind == "click" else kind
+    body: dict[str, Any] = {"decision_id": d["decision_id"]}
+    if event_id is not None:
+        body["event_id"] = event_id
+    if kind == "purchase":
+        body["value"] = 30.0
+    e = make_event(d["session_id"], kind, **body)
+    return bool(sf.on_outcome(e, SessionFeatures(session_id=d["session_id"])))
+
+
+def all_counts(sf: Storefront | Bandit) -> dict[tuple[str, str], list[list[int]]]:
+    """Every count of the bandit, per level and slot (tables without a count left out)."""
+    bandit = sf.bandit if isinstance(sf, Storefront) else sf
+    return {
+        (t["level"], t["slot"]): t["counts"]
+        for t in bandit.snapshot()["counts"]
+        if any(any(row) for row in t["counts"])
+    }
+
+
+def single_worker(deepest: dict[str, tuple[dict[str, Any], str]]) -> Bandit:
+    """What one worker that saw every event counts: each bandit decision once, at each
+    funnel stage up to the deepest outcome it had."""
+    ref = Bandit({slot: list(arms) for slot, arms in ARMS.items()})
+    for d, outcome in deepest.values():
+        decision = Decision(
+            decision_id=d["decision_id"],
+            slot=d["slot"],
+            arm=d["arm"],
+            propensity=d["propensity"],
+            segment=Segment.from_key(d["segment"]),
+            policy_version=0,
+            burn_in=d["burn_in"],
+        )
+        assert ref.record(decision, outcome) == "counted"  # type: ignore[arg-type]
+    return ref
+
+
+HOLDOUT = 0.5
+SESSIONS = [f"s-w{i}" for i in range(100)]
+BANDIT_SESSIONS = [s for s in SESSIONS if not analytics.in_holdout(s, HOLDOUT)]
+CONTROL_SESSION = next(s for s in SESSIONS if analytics.in_holdout(s, HOLDOUT))
+
+
+@pytest.mark.parametrize("db", ["sqlite", "postgresql"])
+def test_two_workers_count_every_outcome_once_through_the_shared_log(
+    db: str, tmp_path: Path
+) -> None:
+    s = BANDIT_SESSIONS
+    with shared_db(db, tmp_path) as url, worker(url, holdout=HOLDOUT) as a:
+        with worker(url, holdout=HOLDOUT) as b:
+            a_hero = a.decide(s[0], "hero", "mobile")
+            a_cta = a.decide(s[0], "cta", "mobile")
+            a_unseen = a.decide(s[1], "hero", "desktop")  # never shown: never counted
+            b_hero = b.decide(s[2], "hero", "desktop")
+            b_cta = b.decide(s[3], "cta", "tablet")
+            ctl_hero = a.decide(CONTROL_SESSION, "hero", "mobile")
+            ctl_cta = b.decide(CONTROL_SESSION, "cta", "mobile")
+            assert a_unseen["group"] == "bandit" and ctl_cta["group"] == "control"
+            # the consumer group hands each event to one worker's consumer
+            assert deliver(a, a_hero, "impression")
+            assert deliver(b, a_hero, "click")  # A's decision, its impression not synced
+            assert deliver(b, a_cta, "click")  # A's decision, its first outcome: counted
+            assert deliver(a, a_cta, "impression")  # late: adds nothing anywhere
+            assert deliver(a, a_cta, "purchase")
+            assert deliver(b, b_hero, "impression")
+            assert deliver(a, b_hero, "click")  # B's decision, its impression not synced
+            assert deliver(b, b_cta, "impression", event_id="ev-b-cta")
+            assert not deliver(b, b_cta, "impression", event_id="ev-b-cta")  # redelivered
+            assert not deliver(a, b_cta, "impression", event_id="ev-b-cta")  # claimed by A
+            assert deliver(a, ctl_hero, "impression")
+            assert deliver(b, ctl_hero, "click")
+            assert deliver(b, ctl_cta, "impression")
+            expected = all_counts(
+                single_worker(
+                    {
+                        "a-hero": (a_hero, "click"),
+                        "a-cta": (a_cta, "purchase"),
+                        "b-hero": (b_hero, "click"),
+                        "b-cta": (b_cta, "impression"),
+                    }
+                )
+            )
+            assert all_counts(a) != expected and all_counts(b) != expected  # each saw a share
+            for sf in (a, b):
+                found = sf.sync_bandit()
+                assert found is not None and sum(found.values()) == 11  # every row logged
+                assert found["control"] == 3
+            assert all_counts(a) == all_counts(b) == expected
+            # B's sync counted a_hero's impression and click, a_cta's purchase, b_hero's click
+            assert b.bandit_sync.counted == 4 and b.bandit_sync.duplicates == 4
+            for sf in (a, b):  # syncing again reads nothing and changes nothing
+                assert sf.sync_bandit() == {}
+            assert all_counts(a) == all_counts(b) == expected
+            shop = a.bandit.counts("*|*|*", "hero")
+            assert shop[ctl_hero["arm"]]["clicks"] <= 2  # control's click is not among them
+            cursor = b.bandit_sync.cursor
+            assert cursor == a.bandit_sync.cursor
+            # PostgreSQL spent a seq on each of the two redeliveries: gaps waited for a while
+            assert len(b.bandit_sync.gaps) == (0 if db == "sqlite" else 2)
+        # B restarts: its counts come back from the log, once, and its sync starts after them
+        with worker(url, holdout=HOLDOUT) as b2:
+            assert b2.restored == 4 and all_counts(b2) == expected
+            assert b2.bandit_sync.cursor == cursor
+            assert b2.sync_bandit() == {}
+            # outcomes logged after the restart reach both: a late impression of the unseen
+            # decision through A, a cart add through the restarted B
+            assert deliver(a, a_unseen, "impression")
+            assert deliver(b2, b_cta, "add_to_cart")
+            for sf in (a, b2):
+                sf.sync_bandit()
+            expected = all_counts(
+                single_worker(
+                    {
+                        "a-hero": (a_hero, "click"),
+                        "a-cta": (a_cta, "purchase"),
+                        "a-unseen": (a_unseen, "impression"),
+                        "b-hero": (b_hero, "click"),
+                        "b-cta": (b_cta, "add_to_cart"),
+                    }
+                )
+            )
+            assert all_counts(a) == all_counts(b2) == expected
+
+
+def test_an_outcome_the_sync_counted_is_not_counted_again_by_the_live_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    with worker(url) as a, worker(url) as b:
+        own = b.decide("s-own", "hero", "mobile")
+        other = a.decide("s-other", "cta", "desktop")
+        first_only = a.decide("s-first", "hero", "desktop")
+        assert deliver(a, other, "impression")
+        real = b.bandit.record
+
+        def sync_first(*args: Any, **kw: Any) -> Any:
+            """The sync thread reads the log between the live path's write and its count."""
+            monkeypatch.setattr(b.bandit, "record", real)
+            assert b.sync_bandit() is not None
+            return real(*args, **kw)
+
+        for d, kind in ((own, "impression"), (other, "click"), (first_only, "click")):
+            monkeypatch.setattr(b.bandit, "record", sync_first)
+            before = b.bandit_sync.counted
+            assert deliver(b, d, kind)
+            assert b.bandit_sync.counted > before  # the sync counted it first ...
+        # ... and the live path then found a duplicate: every stage once
+        assert deliver(b, first_only, "impression")  # late, after its click: nothing new
+        assert b.sync_bandit() == {"duplicate": 1}
+        a.sync_bandit()
+        expected = all_counts(
+            single_worker(
+                {
+                    "own": (own, "impression"),
+                    "other": (other, "click"),
+                    "first": (first_only, "click"),
+                }
+            )
+        )
+        assert all_counts(a) == all_counts(b) == expected
+
+
+def test_a_decision_the_bandit_forgot_is_not_counted_from_zero_again(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    with worker(url) as a, worker(url, bandit=BanditConfig(max_open=2)) as b:
+        d = a.decide("s-old", "hero", "mobile")
+        assert deliver(a, d, "impression")
+        b.sync_bandit()
+        assert impressions(b, "hero") == 1
+        for i in range(3):  # B's own decisions push A's out of its memory of open decisions
+            b.decide(f"s-new-{i}", "cta", "mobile")
+        assert deliver(a, d, "click")
+        assert b.sync_bandit() == {"skipped": 1}  # its impression was counted already
+        assert impressions(b, "hero") == 1 and impressions(b, "hero", "clicks") == 0
+
+
+def test_an_outcome_committed_after_a_later_one_is_still_synced_on_postgresql(
+    tmp_path: Path,
+) -> None:
+    with shared_db("postgresql", tmp_path) as url, worker(url) as a, worker(url) as b:
+        slow, fast = (a.decide(f"s-tx{i}", "hero", "mobile") for i in range(2))
+        with a.log.engine.connect() as conn:
+            tx = conn.begin()  # a writer that takes its seq first and commits last
+            conn.execute(
+                outcomes.insert().values(
+                    event_id="ev-slow", decision_id=slow["decision_id"], kind="impression", ts=T0
+                )
+            )
+            assert deliver(a, fast, "impression")
+            assert b.sync_bandit() == {"counted": 1}
+            assert len(b.bandit_sync.gaps) == 1  # the seq taken by the open transaction
+            tx.commit()
+        assert b.sync_bandit() == {"counted": 1}
+        assert b.bandit_sync.gaps == {} and impressions(b, "hero") == 2
+
+
+def test_the_sync_runs_in_the_background_and_outlives_a_failing_database(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # two service processes (each its own in-process stream) on one log database
+    with (
+        client_for(tmp_path, bandit_sync_s=0.05) as one,
+        client_for(tmp_path, bandit_sync_s=0.05) as two,
+    ):
+        sf_two = sf_of(two)
+        d = one.post("/v1/decide", json={"session_id": "s-bg", "slot": "hero"}).json()
+        one.post("/v1/events", json=event("s-bg", "impression", **_dec(d)))
+        assert wait_until(lambda: impressions(sf_two, "hero") == 1)
+        sync = two.get("/v1/health").json()["bandit"]["sync"]
+        assert sync["counted"] == 1 and sync["cursor"] >= 1 and sync["sync_s"] == 0.05
+        assert sync["failures"] == 0 and sync["lag_s"] is not None and sync["lag_s"] < 5
+        working = sf_two.log.engine
+        sf_two.log.engine = sa.create_engine(f"sqlite:///{tmp_path / 'no-such-dir' / 'sf.db'}")
+        try:
+            one.post("/v1/events", json=event("s-bg", "hero_click", **_dec(d)))
+            assert wait_until(lambda: sf_two.bandit_sync.failures >= 2)
+            sync = two.get("/v1/health").json()["bandit"]["sync"]
+            assert "OperationalError" in sync["last_error"] and sync["last_failure_at"]
+            assert impressions(sf_two, "hero", "clicks") == 0
+        finally:
+            sf_two.log.engine.dispose()
+            sf_two.log.engine = working
+        assert wait_until(lambda: impressions(sf_two, "hero", "clicks") == 1)
+        assert all_counts(sf_two) == all_counts(sf_of(one))
+    assert any("bandit sync" in r.getMessage() for r in caplog.records)
+
+
+def test_the_sync_interval_is_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert StorefrontSettings().bandit_sync_s == 5.0
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="bandit_sync_s"):
+            StorefrontSettings(bandit_sync_s=bad)
+    monkeypatch.setenv("CXAGENT_STOREFRONT_BANDIT_SYNC_S", "0.5")
+    assert StorefrontSettings.from_env().bandit_sync_s == 0.5
+    monkeypatch.setenv("CXAGENT_STOREFRONT_BANDIT_SYNC_S", "often")
+    with pytest.raises(ValueError, match="CXAGENT_STOREFRONT_BANDIT_SYNC_S"):
+        StorefrontSettings.from_env()

@@ -9,7 +9,10 @@ learned from the shop's confident sessions, rebuilt from the logs at start), the
 (``bandit.Bandit``, its counts rebuilt from the logs at start), the advisor (shipped
 catalog). The pipeline's consumer runs in the app's lifespan, with a small thread that
 writes the engagement tracker's dirty session summaries to the log database
-(``storefront_sessions``) every ``engagement_flush_s`` (5 s), and once more at stop.
+(``storefront_sessions``) every ``engagement_flush_s`` (5 s), and once more at stop, and
+one that feeds the bandit the outcomes every worker logged (``sync_bandit``, every
+``bandit_sync_s``), so several service processes on one log database all learn from every
+outcome, once.
 
 Endpoints (docs/storefront.md):
 
@@ -37,6 +40,7 @@ arrives before its impression counts both stages once and the impression then ch
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import functools
 import json
@@ -77,7 +81,13 @@ from cxagent.storefront.features import (
     StoreUnavailable,
     redis_url,
 )
-from cxagent.storefront.logs import EVENT_OUTCOME, ExperimentLog, SessionSummary, default_url
+from cxagent.storefront.logs import (
+    EVENT_OUTCOME,
+    ExperimentLog,
+    LoggedOutcome,
+    SessionSummary,
+    default_url,
+)
 from cxagent.storefront.persona import (
     ChannelPrior,
     ChannelPriors,
@@ -94,6 +104,10 @@ IMPRESSION_MODES: Final = ("reported", "served")
 HOLDOUT_ENV: Final = "CXAGENT_STOREFRONT_HOLDOUT"
 IMPRESSIONS_ENV: Final = "CXAGENT_STOREFRONT_IMPRESSIONS"
 FLUSH_ENV: Final = "CXAGENT_STOREFRONT_ENGAGEMENT_FLUSH_S"
+SYNC_ENV: Final = "CXAGENT_STOREFRONT_BANDIT_SYNC_S"
+SYNC_BATCH: Final = 1000  # logged outcomes read per query by the bandit sync
+SYNC_GAP_S: Final = 60.0  # how long the sync waits for a seq missing below its cursor
+SYNC_MAX_GAPS: Final = 10_000  # seqs waited for at most (the oldest are given up first)
 FLUSH_CHUNK: Final = 500  # session summaries per write (SQLite: the write lock is let go between)
 CONTROL: Final = analytics.CONTROL
 CONTROL_PREFIX: Final = "ctl-"  # decision ids of the control holdout
@@ -175,6 +189,8 @@ class StorefrontSettings:
     buffer_capacity: int = 10_000
     # seconds between writes of the dirty session summaries to storefront_sessions
     engagement_flush_s: float = 5.0
+    # seconds between reads of the outcomes every worker logged (the bandit sync)
+    bandit_sync_s: float = 5.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.holdout < 1.0:
@@ -185,6 +201,8 @@ class StorefrontSettings:
             )
         if not (math.isfinite(self.engagement_flush_s) and self.engagement_flush_s > 0):
             raise ValueError(f"engagement_flush_s: seconds > 0, got {self.engagement_flush_s!r}")
+        if not (math.isfinite(self.bandit_sync_s) and self.bandit_sync_s > 0):
+            raise ValueError(f"bandit_sync_s: seconds > 0, got {self.bandit_sync_s!r}")
 
     @classmethod
     def from_env(cls, **overrides: Any) -> StorefrontSettings:
@@ -205,6 +223,11 @@ class StorefrontSettings:
                 values["engagement_flush_s"] = float(raw)
             except ValueError as exc:
                 raise ValueError(f"{FLUSH_ENV}: seconds > 0, got {raw!r}") from exc
+        if raw := os.environ.get(SYNC_ENV):
+            try:
+                values["bandit_sync_s"] = float(raw)
+            except ValueError as exc:
+                raise ValueError(f"{SYNC_ENV}: seconds > 0, got {raw!r}") from exc
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
@@ -375,9 +398,100 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+def _logged_decision(decision_id: str, row: dict[str, Any]) -> Decision | None:
+    """The bandit's ``Decision`` rebuilt from its logged fields (slot, arm, propensity,
+    segment, burn-in); None for an arm retired since or a segment the bandit refuses."""
+    slot, arm = str(row["slot"]), str(row["arm"])
+    if slot not in ARMS or arm not in ARMS[slot]:
+        return None
+    try:
+        segment = Segment(str(row["persona"]), str(row["device"]), str(row["channel"]))
+    except ValueError:
+        return None
+    return Decision(
+        decision_id=decision_id,
+        slot=slot,
+        arm=arm,
+        propensity=float(row["propensity"]),
+        segment=segment,
+        policy_version=0,
+        burn_in=bool(row["burn_in"]),
+    )
+
+
 def _channel(value: str | None) -> str:
     text = _CHANNEL_CHARS.sub("-", (value or "").lower()).strip("-")[:32]
     return text or UNKNOWN_CHANNEL
+
+
+SyncResult = Literal["counted", "duplicate", "unknown", "skipped", "control"]
+
+
+@dataclass
+class BanditSync:
+    """Where this worker's bandit stands in the outcomes every worker logged
+    (``storefront_outcomes.seq``), and what its syncs did. ``gaps``: seqs missing below the
+    cursor, with when they were first missed (on PostgreSQL a transaction that took its seq
+    may commit after a later one: the sync reads them again until ``SYNC_GAP_S``)."""
+
+    cursor: int = 0
+    gaps: dict[int, float] = field(default_factory=dict)
+    syncs: int = 0
+    rows: int = 0
+    counted: int = 0
+    duplicates: int = 0
+    skipped: int = 0  # decisions the bandit cannot count from zero, or of a retired arm
+    control: int = 0
+    failures: int = 0
+    last_error: str | None = None
+    last_failure_at: str | None = None
+    last_sync_at: str | None = None
+    last_sync_mono: float | None = None
+
+    def passed(self, seq: int, now: float) -> None:
+        """A row ``seq`` was read: it is no gap any more; what it skipped over is."""
+        self.gaps.pop(seq, None)
+        if seq <= self.cursor:
+            return
+        for missing in range(max(self.cursor + 1, seq - SYNC_MAX_GAPS), seq):
+            self.gaps.setdefault(missing, now)
+        self.cursor = seq
+        if len(self.gaps) > SYNC_MAX_GAPS:  # the oldest are given up
+            for missing in sorted(self.gaps)[: len(self.gaps) - SYNC_MAX_GAPS]:
+                del self.gaps[missing]
+
+    def expire(self, now: float) -> None:
+        for seq in [n for n, since in self.gaps.items() if now - since > SYNC_GAP_S]:
+            del self.gaps[seq]
+
+    def note(self, result: SyncResult) -> None:
+        self.rows += 1
+        if result == "counted":
+            self.counted += 1
+        elif result == "duplicate":
+            self.duplicates += 1
+        elif result == "control":
+            self.control += 1
+        else:
+            self.skipped += 1
+
+    def status(self, now: float) -> dict[str, Any]:
+        lag = None if self.last_sync_mono is None else round(now - self.last_sync_mono, 3)
+        return {
+            "cursor": self.cursor,
+            "gaps": len(self.gaps),
+            "lag_s": lag,
+            "last_sync_at": self.last_sync_at,
+            "syncs": self.syncs,
+            "rows": self.rows,
+            "counted": self.counted,
+            "duplicates": self.duplicates,
+            "skipped": self.skipped,
+            "control": self.control,
+            "failures": self.failures,
+            "last_error": self.last_error,
+            "last_failure_at": self.last_failure_at,
+        }
 
 
 class Storefront:
@@ -437,6 +551,16 @@ class Storefront:
         self.pipeline = pipeline
         self.running = False
         self.started_at = self.clock()
+        # the outcomes of every worker reach this bandit through the log (sync_bandit); its
+        # cursor is read before the decisions are replayed: an outcome logged in between is
+        # replayed and then read again, when its decision's funnel stage makes it a duplicate
+        self.bandit_sync = BanditSync()
+        self._sync_lock = threading.Lock()
+        self._sync_stop = threading.Event()
+        self._syncer: threading.Thread | None = None
+        cursor, missing = self.log.outcome_cursor()
+        self.bandit_sync.cursor = cursor
+        self.bandit_sync.gaps = dict.fromkeys(missing, time.monotonic())
         frame = analytics.decision_frame(self.log)
         self.restored = self.restore_bandit(frame) if bandit is None else 0
         self.channel_sessions_restored = (
@@ -456,12 +580,26 @@ class Storefront:
                 daemon=True,
             )
             self._flusher.start()
+        if self._syncer is None or not self._syncer.is_alive():
+            self._sync_stop = threading.Event()
+            self._syncer = threading.Thread(
+                target=self._sync_loop,
+                args=(self._sync_stop,),
+                name="storefront-bandit-sync",
+                daemon=True,
+            )
+            self._syncer.start()
         self.running = True
 
     def stop(self) -> None:
-        """Stop the consumer, then the flusher, then write the dirty session summaries once
-        more (what still fails is logged: lost when the process exits)."""
+        """Stop the consumer, then the bandit sync and the flusher, then write the dirty
+        session summaries once more (what still fails is logged: lost when the process
+        exits)."""
         self.pipeline.stop()
+        self._sync_stop.set()
+        if self._syncer is not None:
+            self._syncer.join(10.0)
+            self._syncer = None
         self._flush_stop.set()
         if self._flusher is not None:
             self._flusher.join(10.0)
@@ -488,6 +626,67 @@ class Storefront:
             )
             return False
         return True
+
+    def _sync_loop(self, stop: threading.Event) -> None:
+        while not stop.wait(self.settings.bandit_sync_s):
+            self.sync_bandit()
+
+    def sync_bandit(self) -> dict[str, int] | None:
+        """Learn from the outcomes every worker logged since the last sync: with several
+        service processes on one consumer group each consumer sees a share of the outcome
+        events, but all of them land in ``storefront_outcomes``. Each outcome logged after the
+        cursor (``seq``) is fed to the bandit with its ``event_id``: one this worker's
+        consumer counted already is a duplicate (its event id, or its decision's funnel
+        stage), and the live path meeting an event the sync counted is one too. An outcome of
+        a decision the bandit does not hold (another worker's, or one made before a restart)
+        is counted from its logged decision when it is that decision's first logged outcome
+        (a later one of a decision the bandit forgot was counted before: counting it from
+        zero would count the earlier stages twice); control decisions never are.
+
+        Runs every ``bandit_sync_s`` in the background; returns the rows read per result, or
+        None when the database failed (logged; the next sync reads from the same cursor)."""
+        with self._sync_lock:
+            state = self.bandit_sync
+            now = time.monotonic()
+            state.expire(now)
+            results: dict[str, int] = {}
+            try:
+                while True:
+                    also = sorted(state.gaps)
+                    # SQLite: every transaction takes the write lock (BEGIN IMMEDIATE)
+                    with self._write_lock:
+                        rows = self.log.outcomes_after(state.cursor, limit=SYNC_BATCH, also=also)
+                    for row in rows:
+                        result = self._sync_outcome(row)
+                        state.note(result)
+                        state.passed(row.seq, now)
+                        results[result] = results.get(result, 0) + 1
+                    if len(rows) < SYNC_BATCH + len(also):
+                        break
+            except Exception as exc:
+                state.failures += 1
+                state.last_error = f"{type(exc).__name__}: {exc}"[:500]
+                state.last_failure_at = self.clock().isoformat()
+                log.warning("bandit sync: the outcome log was not read (retried): %s", exc)
+                return None
+            state.syncs += 1
+            state.last_sync_mono = time.monotonic()
+            state.last_sync_at = self.clock().isoformat()
+            return results
+
+    def _sync_outcome(self, row: LoggedOutcome) -> SyncResult:
+        if row.policy_version == CONTROL or row.decision_id.startswith(CONTROL_PREFIX):
+            return "control"
+        outcome: Outcome = row.kind
+        status = self.bandit.record(row.decision_id, outcome, event_id=row.event_id)
+        if status != "unknown":
+            return status
+        if not row.first:
+            return "skipped"
+        decision = _logged_decision(row.decision_id, dataclasses.asdict(row))
+        if decision is None:
+            return "skipped"
+        return self.bandit.record(decision, outcome, event_id=row.event_id)
 
     def _write_sessions(self, summaries: list[SessionSummary]) -> None:
         now = self.clock()
@@ -614,24 +813,10 @@ class Storefront:
         if row is None or row["policy_version"] == CONTROL:
             return
         if any(other != event_id for other, _ in row["outcomes"]):
-            return
-        slot, arm = str(row["slot"]), str(row["arm"])
-        if slot not in ARMS or arm not in ARMS[slot]:
-            return
-        try:
-            segment = Segment(str(row["persona"]), str(row["device"]), str(row["channel"]))
-        except ValueError:
-            return
-        decision = Decision(
-            decision_id=decision_id,
-            slot=slot,
-            arm=arm,
-            propensity=float(row["propensity"]),
-            segment=segment,
-            policy_version=0,
-            burn_in=bool(row["burn_in"]),
-        )
-        self.bandit.record(decision, outcome, event_id=event_id)
+            return  # left to sync_bandit, which reads the outcomes in the order logged
+        decision = _logged_decision(decision_id, row)
+        if decision is not None:
+            self.bandit.record(decision, outcome, event_id=event_id)
 
     # ---------------------------------------------------------------- persona
 
@@ -917,7 +1102,14 @@ class Storefront:
             "buffer": buffer,
             "consumer": status["consumer"],
             "logs": {"dialect": self.log.engine.dialect.name},
-            "bandit": {"policy_version": self.bandit.policy_version, "restored": self.restored},
+            "bandit": {
+                "policy_version": self.bandit.policy_version,
+                "restored": self.restored,
+                "sync": {
+                    **self.bandit_sync.status(time.monotonic()),
+                    "sync_s": self.settings.bandit_sync_s,
+                },
+            },
             "channel_priors": {
                 "sessions": self.channel_priors.sessions(),
                 "restored": self.channel_sessions_restored,
@@ -1225,7 +1417,8 @@ def serve(
     seed_sessions: int = 0,
     access_log: bool = False,
 ) -> None:
-    """Serve the storefront until interrupted (one worker: the bandit lives in memory)."""
+    """Serve the storefront until interrupted (one worker per call; several processes on one
+    log database share what their bandits learn through ``sync_bandit``)."""
     import uvicorn
 
     sf = Storefront(settings)
