@@ -95,6 +95,7 @@ def test_weighted_group_median_is_the_median_of_the_repeated_sample(seed: int) -
     n, groups, days = 400, 7, 5
     values, group, day = rng.normal(size=n), rng.integers(0, groups, n), rng.integers(0, days, n)
     group[group == 3] = 2  # a group without values
+    group[group == groups - 1] = 0  # and the last one: its search starts past the end
     rows = np.lexsort((values, group))
     medians = _GroupMedians.of(group[rows], values[rows], day[rows], groups, days)
     for _ in range(5):

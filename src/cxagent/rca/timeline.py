@@ -150,10 +150,12 @@ class _GroupMedians:
         # smallest position whose running weight (through it) reaches the target
         lo = np.tile(self.bounds[:-1], 2)
         hi = np.maximum(np.tile(self.bounds[1:] - 1, 2), lo)
-        while (lo < hi).any():
-            mid = (lo + hi) // 2
-            reached = self.running[mid + 1] @ w_day >= target
-            lo, hi = np.where(reached, lo, mid + 1), np.where(reached, mid, hi)
+        # only the searches still open (an empty last group starts at the end: never probed)
+        while (open_ := np.flatnonzero(lo < hi)).size:
+            mid = (lo[open_] + hi[open_]) // 2
+            reached = self.running[mid + 1] @ w_day >= target[open_]
+            lo[open_] = np.where(reached, lo[open_], mid + 1)
+            hi[open_] = np.where(reached, mid, hi[open_])
         n = len(first)
         out = np.full(n, np.nan)
         out[has] = (self.value[lo[:n][has]] + self.value[lo[n:][has]]) / 2.0
