@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,7 +13,7 @@ from rich.console import Console
 from rich.progress import track
 from rich.table import Table as RichTable
 
-from cxagent.errors import CXAgentError
+from cxagent.errors import CXAgentError, SpecError
 
 app = typer.Typer(
     name="cxagent",
@@ -310,10 +311,22 @@ def detect(
     state: Annotated[
         Path | None, typer.Option(help="Detector state file: later runs process only new windows.")
     ] = None,
+    engine: Annotated[
+        str | None,
+        typer.Option(
+            help="duckdb (default) or spark (pip install 'cxagent[spark]'; where it runs: "
+            "$CXAGENT_SPARK_MASTER, default local[2]); default $CXAGENT_ENGINE."
+        ),
+    ] = None,
 ) -> None:
     """Detect CX regressions per cohort and print the incident feed."""
+    from cxagent.engine.connection import ENGINE_ENV, ENGINES
     from cxagent.incidents import DetectConfig, detect_incidents
 
+    if engine is not None:
+        if engine not in ENGINES:
+            raise _fail(SpecError(f"--engine: {engine!r} is not one of {', '.join(ENGINES)}"))
+        os.environ[ENGINE_ENV] = engine  # every connection this run opens
     try:
         config = DetectConfig(detector=detector, monitor_days=monitor_days)
         reports = detect_incidents(data, store_url=db, config=config, state_path=state)

@@ -167,9 +167,9 @@ class Cube:
 def build_cube(engine: Engine, *, max_dims: int = MAX_DIMS) -> Cube:
     """Aggregate the dataset to the hourly cube (runs on the engine, returns Arrow)."""
     facts = order_facts(engine)
-    leaves = engine.con.create_table("cx_leaves", leaves_expr(facts), overwrite=True)
+    leaves = engine.materialise("cx_leaves", leaves_expr(facts))
     implied = implied_by_store(leaves)
-    coarse = engine.con.create_table("cx_coarse", coarse_expr(leaves), overwrite=True)
+    coarse = engine.materialise("cx_coarse", coarse_expr(leaves))
     sets = grouping_sets(max_dims, implied)
     table = engine.con.to_pyarrow(cube_expr(leaves, sets, implied, coarse))
     return Cube(table, implied)

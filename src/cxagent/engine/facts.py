@@ -14,6 +14,7 @@ import ibis.expr.types as ir
 
 from cxagent.data.cohorts import DAYPART_OF_HOUR, DAYPARTS
 from cxagent.engine.connection import Engine
+from cxagent.engine.portable import seconds_between
 from cxagent.metrics.definitions import ON_TIME_GRACE_S
 
 COHORT_DIMS = ("store_id", "region", "category", "daypart", "basket_size")
@@ -109,8 +110,10 @@ def order_facts(engine: Engine) -> ir.Table:
         or engine.manifest.has("items", "substituted_flag")
     )
     delivered = ~f.canceled_flag
-    late_s = f.actual_delivery_time.epoch_seconds() - f.promised_eta.epoch_seconds()
-    zero = ibis.literal(0.0)
+    late_s = seconds_between(engine.backend, f.actual_delivery_time, f.promised_eta)
+    # integer literals cast to double: Ibis writes a float literal as a bare 1.0, which Spark
+    # SQL reads as a decimal (the sums would then be decimals of varying precision)
+    zero, one = ibis.literal(0).cast("float64"), ibis.literal(1).cast("float64")
     stars = f.star.cast("float64") if "star" in f.columns else ibis.null("float64")
     abs_err = late_s.abs().cast("float64")
     cost = f.delivery_cost
@@ -124,7 +127,7 @@ def order_facts(engine: Engine) -> ir.Table:
         "category",
         "basket_size",
         hour=f.order_time.truncate("h"),
-        orders=ibis.literal(1.0),
+        orders=one,
         delivered=delivered.cast("float64"),
         on_time=(delivered & (late_s <= ON_TIME_GRACE_S)).cast("float64"),
         eta_abs_error_s=if_delivered(abs_err),
@@ -141,7 +144,7 @@ def order_facts(engine: Engine) -> ir.Table:
         else ibis.null("float64"),
         ratings=stars.notnull().cast("float64"),
         stars=stars.fill_null(0.0) if "star" in f.columns else ibis.null("float64"),
-        trips=if_delivered(1.0 / f.trip_size.cast("float64"))
+        trips=if_delivered(one / f.trip_size.cast("float64"))
         if engine.manifest.has("deliveries", "trip_id")
         else ibis.null("float64"),
         dasher_active_s=if_delivered(f.dasher_active_s),

@@ -1,0 +1,43 @@
+"""A Spark session for the engine: local by default, a cluster or Spark Connect by URL.
+
+``CXAGENT_SPARK_MASTER`` (or ``connect(..., spark_master=...)``) picks where it runs:
+``local[2]`` (default: the machine's cores, no cluster), ``spark://host:7077`` (a standalone
+cluster; any master URL ``SparkSession.builder.master`` takes) or ``sc://host:15002`` (Spark
+Connect: the driver runs on the cluster). The session keeps wall-clock timestamps as the
+data holds them (time zone UTC, like DuckDB's naive timestamps), writes nothing next to the
+working directory (its warehouse is a temporary directory) and has no web UI.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Any, Final
+
+SPARK_MASTER_ENV: Final = "CXAGENT_SPARK_MASTER"
+DEFAULT_MASTER: Final = "local[2]"
+
+
+def spark_session(master: str | None = None, *, cores: int = 2) -> Any:
+    """The process's Spark session (``getOrCreate``: one per process, reused)."""
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError as exc:  # the optional extra is not installed
+        raise ImportError(
+            "engine 'spark' needs pyspark: pip install 'cxagent[spark]' (and Java 17)"
+        ) from exc
+    master = master or os.environ.get(SPARK_MASTER_ENV) or DEFAULT_MASTER
+    builder = SparkSession.builder.appName("cxagent")
+    builder = builder.remote(master) if master.startswith("sc://") else builder.master(master)
+    if not master.startswith("sc://"):
+        warehouse = tempfile.mkdtemp(prefix="cxagent-spark-")
+        builder = (
+            builder.config("spark.ui.enabled", "false")
+            .config("spark.sql.warehouse.dir", warehouse)
+            .config("spark.driver.extraJavaOptions", f"-Dderby.system.home={warehouse}")
+        )
+    return (
+        builder.config("spark.sql.session.timeZone", "UTC")
+        .config("spark.sql.shuffle.partitions", str(max(2 * cores, 2)))
+        .getOrCreate()
+    )
