@@ -143,3 +143,21 @@ def test_detect_runs_on_spark_from_the_command_line(
     assert feed(spark.output) == feed(duck.output) != []
     bad = runner.invoke(app, [*args, "--engine", "oracle"])
     assert bad.exit_code == 2 and "--engine: 'oracle'" in bad.output
+
+
+def test_investigate_finds_the_same_causes_on_both_engines(
+    spark_ready: None, incident_dataset: Path, tmp_path: Path, on_engine: Any
+) -> None:
+    from cxagent.rca.investigate import investigate_report
+
+    found = {}
+    for name in ("duckdb", "spark"):
+        on_engine(name)
+        reports = detect_incidents(incident_dataset, store_url=f"sqlite:///{tmp_path / name}.db")
+        engine = connect(incident_dataset)
+        found[name] = [
+            (inv.slice, [(c.cause, round(c.confidence, 3)) for c in inv.causes])
+            for inv in (investigate_report(engine, r, n_bootstrap=20) for r in reports)
+        ]
+    assert found["duckdb"] and found["duckdb"][0][1][0][0] == "batching_policy"
+    assert found["spark"] == found["duckdb"]

@@ -35,6 +35,7 @@ import pandas as pd
 
 from cxagent.engine.connection import Engine
 from cxagent.engine.facts import per_order_items, placed_between
+from cxagent.engine.portable import seconds_between
 from cxagent.metrics.definitions import ON_TIME_GRACE_S
 from cxagent.rca.did import DidResult, diff_in_diff
 from cxagent.rca.orders import check_slice
@@ -185,7 +186,7 @@ def store_day_panel(
     if items is not None:
         f = f.left_join(items, "order_id").drop("order_id_right")
     delivered = ~f.canceled_flag
-    late_s = f.actual_delivery_time.epoch_seconds() - f.promised_eta.epoch_seconds()
+    late_s = seconds_between(engine.backend, f.actual_delivery_time, f.promised_eta)
     unbatched = delivered & ~f.batched_flag.fill_null(True)
     period = (f.order_time.epoch_seconds() - int(t0.timestamp())) // DAY_S
     minutes = 60.0
@@ -199,7 +200,7 @@ def store_day_panel(
         "unbatched": unbatched.cast("int64").sum(),
         "promised_sum": ibis.ifelse(
             delivered,
-            (f.promised_eta.epoch_seconds() - f.order_time.epoch_seconds()) / minutes,
+            seconds_between(engine.backend, f.promised_eta, f.order_time) / minutes,
             0.0,
         ).sum(),
         "item_lines": f.item_count.sum(),

@@ -28,6 +28,7 @@ from cxagent.engine.facts import (
     placed_between,
     with_trip_size,
 )
+from cxagent.engine.portable import seconds_between
 from cxagent.errors import CXAgentError
 from cxagent.metrics.definitions import ON_TIME_GRACE_S
 
@@ -82,8 +83,8 @@ def order_frame(
     extra: dict[str, ir.Value] = {}
     if outcomes:
         f, extra = _outcome_columns(engine, f, between)
-    late_s = f.actual_delivery_time.epoch_seconds() - f.promised_eta.epoch_seconds()
-    promised_s = f.promised_eta.epoch_seconds() - f.order_time.epoch_seconds()
+    late_s = seconds_between(engine.backend, f.actual_delivery_time, f.promised_eta)
+    promised_s = seconds_between(engine.backend, f.promised_eta, f.order_time)
     delivered = ~f.canceled_flag
     minutes = 60.0
     expr = f.select(
@@ -200,7 +201,7 @@ def _outcome_columns(
         "delivery_cost": ibis.ifelse(delivered, f.delivery_cost, ibis.null("float64")),
         "delivery_min": ibis.ifelse(
             delivered,
-            (f.actual_delivery_time.epoch_seconds() - f.order_time.epoch_seconds()) / 60.0,
+            seconds_between(engine.backend, f.actual_delivery_time, f.order_time) / 60.0,
             ibis.null("float64"),
         ),
     }
