@@ -5,7 +5,8 @@
 cluster; any master URL ``SparkSession.builder.master`` takes) or ``sc://host:15002`` (Spark
 Connect: the driver runs on the cluster). The session keeps wall-clock timestamps as the
 data holds them (time zone UTC, like DuckDB's naive timestamps), writes nothing next to the
-working directory (its warehouse is a temporary directory) and has no web UI.
+working directory (its warehouse is a temporary directory) and has no web UI. Locally the
+driver's JVM gets ``CXAGENT_SPARK_DRIVER_MEMORY`` (default 6g) of heap.
 """
 
 from __future__ import annotations
@@ -16,6 +17,10 @@ from typing import Any, Final
 
 SPARK_MASTER_ENV: Final = "CXAGENT_SPARK_MASTER"
 DEFAULT_MASTER: Final = "local[2]"
+DRIVER_MEMORY_ENV: Final = "CXAGENT_SPARK_DRIVER_MEMORY"
+# local mode runs the executors inside the driver's JVM, whose default heap (1 GB) runs out
+# on 10 M orders; the cube also comes back to the driver as Arrow
+DEFAULT_DRIVER_MEMORY: Final = "6g"
 
 
 def spark_session(master: str | None = None, *, cores: int = 2) -> Any:
@@ -31,8 +36,11 @@ def spark_session(master: str | None = None, *, cores: int = 2) -> Any:
     builder = builder.remote(master) if master.startswith("sc://") else builder.master(master)
     if not master.startswith("sc://"):
         warehouse = tempfile.mkdtemp(prefix="cxagent-spark-")
+        memory = os.environ.get(DRIVER_MEMORY_ENV) or DEFAULT_DRIVER_MEMORY
         builder = (
             builder.config("spark.ui.enabled", "false")
+            .config("spark.driver.memory", memory)
+            .config("spark.driver.maxResultSize", "0")  # the cube is collected: no cap
             .config("spark.sql.warehouse.dir", warehouse)
             .config("spark.driver.extraJavaOptions", f"-Dderby.system.home={warehouse}")
         )
