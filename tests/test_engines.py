@@ -117,9 +117,17 @@ def test_detection_inputs_and_incidents_are_the_same_on_both_engines(
     assert found["spark"] == found["duckdb"]
 
 
-def test_an_unknown_engine_is_refused_naming_the_setting(small_dataset: Path) -> None:
+def test_an_unknown_engine_is_refused_naming_the_setting(
+    small_dataset: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     with pytest.raises(SpecError, match="engine: 'oracle'"):
         connect(small_dataset, engine="oracle")
+    monkeypatch.setenv(ENGINE_ENV, "oracle")  # a bad default from the environment too
+    with pytest.raises(SpecError, match="engine: 'oracle'"):
+        connect(small_dataset)
+    monkeypatch.setenv(ENGINE_ENV, "duckdb")
+    bad = CliRunner().invoke(app, ["investigate", "--data", str(small_dataset), "--engine", "x"])
+    assert bad.exit_code == 2 and "--engine: 'x'" in bad.output
 
 
 def test_detect_runs_on_spark_from_the_command_line(

@@ -299,6 +299,24 @@ def _print_truth(path: Path) -> None:
     Console().print(table)
 
 
+ENGINE_HELP = (
+    "duckdb (default) or spark (the project's spark extra and Java 17; where it runs: "
+    "$CXAGENT_SPARK_MASTER, default local with 2 cores); default $CXAGENT_ENGINE."
+)
+EngineOpt = Annotated[str | None, typer.Option(help=ENGINE_HELP)]
+
+
+def _use_engine(engine: str | None) -> None:
+    """Make ``engine`` the one every connection of this run opens (checked first)."""
+    from cxagent.engine.connection import ENGINE_ENV, ENGINES
+
+    if engine is None:
+        return
+    if engine not in ENGINES:
+        raise _fail(SpecError(f"--engine: {engine!r} is not one of {', '.join(ENGINES)}"))
+    os.environ[ENGINE_ENV] = engine
+
+
 @app.command()
 def detect(
     data: DataOpt,
@@ -311,22 +329,12 @@ def detect(
     state: Annotated[
         Path | None, typer.Option(help="Detector state file: later runs process only new windows.")
     ] = None,
-    engine: Annotated[
-        str | None,
-        typer.Option(
-            help="duckdb (default) or spark (pip install 'cxagent[spark]'; where it runs: "
-            "$CXAGENT_SPARK_MASTER, default local[2]); default $CXAGENT_ENGINE."
-        ),
-    ] = None,
+    engine: EngineOpt = None,
 ) -> None:
     """Detect CX regressions per cohort and print the incident feed."""
-    from cxagent.engine.connection import ENGINE_ENV, ENGINES
     from cxagent.incidents import DetectConfig, detect_incidents
 
-    if engine is not None:
-        if engine not in ENGINES:
-            raise _fail(SpecError(f"--engine: {engine!r} is not one of {', '.join(ENGINES)}"))
-        os.environ[ENGINE_ENV] = engine  # every connection this run opens
+    _use_engine(engine)
     try:
         config = DetectConfig(detector=detector, monitor_days=monitor_days)
         reports = detect_incidents(data, store_url=db, config=config, state_path=state)
@@ -357,6 +365,9 @@ def investigate(
         typer.Option(help="With --slice: when the regression started (local time)."),
     ] = None,
     exchange_rate: ExchangeOpt = 1.0,
+    engine_name: Annotated[
+        str | None, typer.Option("--engine", help=EngineOpt.__metadata__[0].help)
+    ] = None,
 ) -> None:
     """Detect incidents, then investigate each one: ranked causes with evidence, and the
     fixes recommended for them."""
@@ -364,6 +375,7 @@ def investigate(
     from cxagent.incidents import detect_incidents
     from cxagent.rca.investigate import investigate_reports, requested_report
 
+    _use_engine(engine_name)
     try:
         if (slice_ is None) != (since is None):
             raise CXAgentError("--slice and --since go together")

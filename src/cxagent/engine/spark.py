@@ -31,8 +31,13 @@ def spark_session(master: str | None = None, *, cores: int = 2) -> Any:
         raise ImportError(
             "engine 'spark' needs pyspark: pip install 'cxagent[spark]' (and Java 17)"
         ) from exc
-    master = master or os.environ.get(SPARK_MASTER_ENV) or DEFAULT_MASTER
+    # launched by spark-submit (it starts the JVM and hands over its gateway): its master
+    # and settings rule unless a master is named here
+    submitted = "PYSPARK_GATEWAY_PORT" in os.environ
+    master = master or os.environ.get(SPARK_MASTER_ENV) or (None if submitted else DEFAULT_MASTER)
     builder = SparkSession.builder.appName("cxagent")
+    if master is None:
+        return builder.config("spark.sql.session.timeZone", "UTC").getOrCreate()
     builder = builder.remote(master) if master.startswith("sc://") else builder.master(master)
     if not master.startswith("sc://"):
         warehouse = tempfile.mkdtemp(prefix="cxagent-spark-")
