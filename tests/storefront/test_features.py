@@ -265,6 +265,8 @@ def test_a_session_carries_its_user_id_once_logged_in() -> None:
     got = folded("s-u", events)
     assert got.user_id == "u-7" and got.logged_in
     assert features_from_json(features_to_json(got)) == got
+    switched = fold(got, make_event("s-u", "page_view", 12, user_id="u-8"))  # another account
+    assert switched.user_id == "u-8"
 
 
 def test_a_profile_is_the_users_persona_shares_without_the_live_session(backend: Backend) -> None:
@@ -296,6 +298,8 @@ def test_redis_profiles_expire_and_fail_fast_when_redis_is_down(redis_ns: RedisN
     store = RedisProfileStore.beside(features, ttl_s=30.0)
     store.record("u-t", "s-1", "browser", 1.0)
     assert 0 < redis_ns.client.pttl(store.key("u-t")) <= 30_000
+    redis_ns.client.hset(store.key("u-t"), "s-bad", "not json")  # a malformed entry: skipped
+    assert store.history("u-t") == {"browser": 1.0}
     down = RedisProfileStore.beside(RedisFeatureStore.from_url(DOWN_URL, cooldown_s=0.2))
     t = time.perf_counter()
     with pytest.raises(StoreUnavailable):

@@ -35,6 +35,9 @@ def spark_session(master: str | None = None, *, cores: int = 2) -> Any:
     # and settings rule unless a master is named here
     submitted = "PYSPARK_GATEWAY_PORT" in os.environ
     master = master or os.environ.get(SPARK_MASTER_ENV) or (None if submitted else DEFAULT_MASTER)
+    active = SparkSession.getActiveSession()
+    if active is not None:  # one session a process: its settings were fixed when it started
+        return active
     builder = SparkSession.builder.appName("cxagent")
     if master is None:
         return builder.config("spark.sql.session.timeZone", "UTC").getOrCreate()

@@ -35,7 +35,9 @@ Design (each point is documented in docs/storefront-bandit.md as well):
    propensity logged is that mixture probability. ``eps`` is ``min_share`` while the segment
    is young and then decays with the square root of its traffic, down to ``min_share_limit``
    (``BanditConfig.floor``): a fixed floor's regret grows linearly with the traffic, this
-   one's as its square root, and importance weights stay at most ``1 / min_share_limit``.
+   one's as its square root until it meets the limit (at ``100 n0`` impressions with the
+   defaults), then linearly at the limit's rate; importance weights stay at most
+   ``1 / min_share_limit``.
 5. ``pi_TS`` is computed by Monte Carlo (``draws`` vectorised posterior draws) and cached per
    (segment, slot) for one *policy version*; the arm is then drawn from the cached
    distribution. The logged propensity is thus the exact probability of the served arm: the

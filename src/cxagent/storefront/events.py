@@ -134,7 +134,7 @@ class SessionFeatures:
     device: str | None = None
     channel: str | None = None  # utm_source, else the referrer's kind, else "direct"
     logged_in: bool = False
-    user_id: str | None = None  # the first-party id when logged in (the profile's key)
+    user_id: str | None = None  # the latest first-party id when logged in (the profile's key)
     last_page_family: str | None = None
     last_page_at: dt.datetime | None = None
 
@@ -190,7 +190,7 @@ def fold(features: SessionFeatures, event: Event) -> SessionFeatures:
         device=features.device or event.device,
         channel=features.channel or channel_of(event),
         logged_in=features.logged_in or event.user_id is not None,
-        user_id=features.user_id or event.user_id,
+        user_id=event.user_id or features.user_id,  # the latest login (an account switch)
     )
     if event.kind == "page_view" and event.page_type is not None:
         family = PAGE_FAMILY[event.page_type]

@@ -379,8 +379,11 @@ class RedisProfileStore:
             raw: Any = self.client.hgetall(self.key(user_id))
         out = {}
         for field, value in raw.items():
-            persona, at = json.loads(_text(value))
-            out[_text(field)] = (str(persona), float(at))
+            try:
+                persona, at = json.loads(_text(value))
+                out[_text(field)] = (str(persona), float(at))
+            except (ValueError, TypeError):  # a malformed entry is skipped, not fatal
+                continue
         return out
 
     def history(self, user_id: str, *, exclude: str | None = None) -> dict[str, float] | None:

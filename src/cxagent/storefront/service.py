@@ -936,9 +936,8 @@ class Storefront:
                 "key": segment.key,
             },
             "channel_prior": channel_prior.to_dict() if channel_prior is not None else None,
-            "profile": (
-                {"personas": {k: round(v, 4) for k, v in profile.items()}} if profile else None
-            ),
+            # whether a profile was used, not its contents: the answer goes to the page
+            "profile": {"used": True} if profile else None,
             "source": source,
             "fallback": source == "fallback",
             "session": session,
