@@ -494,6 +494,35 @@ class BanditSync:
         }
 
 
+class _Periodic:
+    """``fn`` every ``every_s`` seconds in a daemon thread, between ``start`` and ``stop``
+    (restartable; ``fn`` handles its own failures)."""
+
+    def __init__(self, name: str, every_s: float, fn: Callable[[], object]) -> None:
+        self.name, self.every_s, self.fn = name, every_s, fn
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, args=(self._stop,), name=self.name, daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, stop: threading.Event) -> None:
+        while not stop.wait(self.every_s):
+            self.fn()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            self._thread = None
+
+
 class Storefront:
     """The service's state and operations; the routes are thin wrappers around it."""
 
@@ -531,8 +560,9 @@ class Storefront:
         # session summaries waiting to be written to storefront_sessions (flushed by a
         # background thread every engagement_flush_s, before analytics reads, and at stop)
         self.engagement = analytics.EngagementTracker(group_of=self.group_of)
-        self._flush_stop = threading.Event()
-        self._flusher: threading.Thread | None = None
+        self._flusher = _Periodic(
+            "storefront-engagement-flush", settings.engagement_flush_s, self.flush_engagement
+        )
         arms = {slot: list(variants) for slot, variants in ARMS.items()}
         self.bandit = bandit or Bandit(arms, settings.bandit)
         if pipeline is None:
@@ -556,8 +586,7 @@ class Storefront:
         # replayed and then read again, when its decision's funnel stage makes it a duplicate
         self.bandit_sync = BanditSync()
         self._sync_lock = threading.Lock()
-        self._sync_stop = threading.Event()
-        self._syncer: threading.Thread | None = None
+        self._syncer = _Periodic("storefront-bandit-sync", settings.bandit_sync_s, self.sync_bandit)
         cursor, missing = self.log.outcome_cursor()
         self.bandit_sync.cursor = cursor
         self.bandit_sync.gaps = dict.fromkeys(missing, time.monotonic())
@@ -571,24 +600,8 @@ class Storefront:
 
     def start(self) -> None:
         self.pipeline.start()
-        if self._flusher is None or not self._flusher.is_alive():
-            self._flush_stop = threading.Event()
-            self._flusher = threading.Thread(
-                target=self._flush_loop,
-                args=(self._flush_stop,),
-                name="storefront-engagement-flush",
-                daemon=True,
-            )
-            self._flusher.start()
-        if self._syncer is None or not self._syncer.is_alive():
-            self._sync_stop = threading.Event()
-            self._syncer = threading.Thread(
-                target=self._sync_loop,
-                args=(self._sync_stop,),
-                name="storefront-bandit-sync",
-                daemon=True,
-            )
-            self._syncer.start()
+        self._flusher.start()
+        self._syncer.start()
         self.running = True
 
     def stop(self) -> None:
@@ -596,21 +609,11 @@ class Storefront:
         session summaries once more (what still fails is logged: lost when the process
         exits)."""
         self.pipeline.stop()
-        self._sync_stop.set()
-        if self._syncer is not None:
-            self._syncer.join(10.0)
-            self._syncer = None
-        self._flush_stop.set()
-        if self._flusher is not None:
-            self._flusher.join(10.0)
-            self._flusher = None
+        self._syncer.stop()
+        self._flusher.stop()
         if not self.flush_engagement() and (left := self.engagement.pending):
             log.error("storefront stopped with %d session summaries not written", left)
         self.running = False
-
-    def _flush_loop(self, stop: threading.Event) -> None:
-        while not stop.wait(self.settings.engagement_flush_s):
-            self.flush_engagement()
 
     def flush_engagement(self) -> bool:
         """Write the dirty session summaries to the log database (``storefront_sessions``)
@@ -626,10 +629,6 @@ class Storefront:
             )
             return False
         return True
-
-    def _sync_loop(self, stop: threading.Event) -> None:
-        while not stop.wait(self.settings.bandit_sync_s):
-            self.sync_bandit()
 
     def sync_bandit(self) -> dict[str, int] | None:
         """Learn from the outcomes every worker logged since the last sync: with several
