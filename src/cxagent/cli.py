@@ -308,12 +308,14 @@ EngineOpt = Annotated[str | None, typer.Option(help=ENGINE_HELP)]
 
 def _use_engine(engine: str | None) -> None:
     """Make ``engine`` the one every connection of this run opens (checked first)."""
-    from cxagent.engine.connection import ENGINE_ENV, ENGINES
+    from cxagent.engine.connection import ENGINE_ENV, check_engine
 
     if engine is None:
         return
-    if engine not in ENGINES:
-        raise _fail(SpecError(f"--engine: {engine!r} is not one of {', '.join(ENGINES)}"))
+    try:
+        check_engine(engine, "--engine")
+    except SpecError as exc:
+        raise _fail(exc) from exc
     os.environ[ENGINE_ENV] = engine
 
 

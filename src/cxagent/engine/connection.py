@@ -70,6 +70,13 @@ class Engine:
         return self.manifest.has(name) and bool(table_files(self.root, name))
 
 
+def check_engine(engine: str, field: str = "engine") -> str:
+    """``engine`` if it is one this project runs on, else a SpecError naming ``field``."""
+    if engine not in ENGINES:
+        raise SpecError(f"{field}: {engine!r} is not one of {', '.join(ENGINES)}")
+    return engine
+
+
 def connect(
     root: Path | str,
     *,
@@ -81,8 +88,7 @@ def connect(
     ``spark``; default ``$CXAGENT_ENGINE`` or duckdb), after a fast schema check."""
     root = Path(root)
     engine = engine or os.environ.get(ENGINE_ENV) or "duckdb"
-    if engine not in ENGINES:
-        raise SpecError(f"engine: {engine!r} is not one of {', '.join(ENGINES)}")
+    check_engine(engine)
     manifest = check_schemas(root)
     if engine == "spark":
         from cxagent.engine.spark import spark_session
