@@ -103,3 +103,18 @@ def test_storefront_serve_refuses_a_bad_impressions_mode_naming_it(tmp_path: Pat
     )  # fmt: skip
     assert result.exit_code == 2
     assert "impressions" in result.output and "reported" in result.output
+
+
+def test_python_dash_m_runs_the_command_line() -> None:
+    # what spark-submit runs (it takes a Python file: the package's __main__.py)
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "cxagent", "detect", "--help"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "--engine" in done.stdout
