@@ -6,14 +6,17 @@ Each engine runs in its own process (so one engine's memory and caches never hel
 the stages, each timed on its own:
 
 1. ``connect``: open the engine (for Spark: start the session, the JVM);
-2. ``cube``: order facts -> leaves -> the hourly slice cube, materialised as Arrow in Python;
-3. ``windows``: the cube to the daypart windows detection reads (NumPy, engine-free);
+2. ``cube``: order facts of the days detection reads (history + monitored days) -> leaves ->
+   the slice cube summed over daypart windows on the engine; only it comes back, as Arrow;
+3. ``windows``: that cube to the dense slice x window arrays detection reads (NumPy);
 4. ``detect``: calibrate, detect and group into incidents (NumPy, engine-free);
 5. ``investigate``: root-cause analysis of the first incident (its slice's orders and the
    diff-in-diff panels are read on the engine; models and bootstrap in Python).
 
 Peak memory is the largest resident set of the process tree (Python plus, for Spark, its
-JVM), sampled every 0.2 s. Prints JSON.
+JVM), sampled every 0.2 s. ``--hourly-cube`` also times the hourly cube of every day (what
+the workbench's trend charts read; before issue 8's windows stage, detection read it too).
+Prints JSON.
 """
 
 from __future__ import annotations
@@ -74,15 +77,14 @@ class PeakMemory:
         self._stop.set()
 
 
-def run_engine(data: Path, engine: str, master: str | None) -> dict[str, Any]:
+def run_engine(data: Path, engine: str, master: str | None, hourly: bool) -> dict[str, Any]:
     """All stages on one engine, in this process."""
     from cxagent.engine.connection import connect
-    from cxagent.engine.cube import build_cube
+    from cxagent.engine.cube import build_cube, build_window_cube
     from cxagent.incidents.config import DetectConfig
     from cxagent.incidents.hierarchy import Hierarchy
     from cxagent.incidents.pipeline import run_detection, store_info
-    from cxagent.incidents.windows import to_windows
-    from cxagent.metrics.series import build_series
+    from cxagent.incidents.windows import windows_from_cube
     from cxagent.rca.investigate import investigate_report
 
     memory = PeakMemory()
@@ -101,14 +103,13 @@ def run_engine(data: Path, engine: str, master: str | None) -> dict[str, Any]:
         return value
 
     con = stage("connect", lambda: connect(data, engine=engine, spark_master=master))
-    cube = stage("cube", lambda: build_cube(con))
     config = DetectConfig()
-    days = config.history_days + config.monitor_days + 2
+    days = config.history_days + config.monitor_days + 2  # what `cxagent detect` reads
+    cube = stage("cube", lambda: build_window_cube(con, days=days))
 
     def windows() -> Any:
-        cut = cube.last_days(days)
-        win = to_windows(build_series(cut, with_dayparts=False))
-        return win, Hierarchy(win.slices, store_info(con, cut.implied_by_store))
+        win = windows_from_cube(cube)
+        return win, Hierarchy(win.slices, store_info(con, cube.implied_by_store))
 
     win, hier = stage("windows", windows)
     _, reports = stage("detect", lambda: run_detection(win, hier, config))
@@ -116,8 +117,11 @@ def run_engine(data: Path, engine: str, master: str | None) -> dict[str, Any]:
     if reports:
         found = stage("investigate", lambda: investigate_report(con, reports[0], n_bootstrap=50))
         out["first_incident_causes"] = [c.cause for c in found.causes]
+    if hourly:
+        out["hourly_cube_rows"] = stage("hourly_cube", lambda: build_cube(con)).table.num_rows
     memory.stop()
     out["cube_rows"] = cube.table.num_rows
+    out["slices"] = len(win.slices)
     out["stages"] = stages
     return out
 
@@ -127,10 +131,12 @@ def main() -> None:
     ap.add_argument("--data", type=Path, required=True)
     ap.add_argument("--engines", default="duckdb,spark")
     ap.add_argument("--spark-master", default=None, help="default local[2]")
+    ap.add_argument("--hourly-cube", action="store_true", help="also time the hourly cube")
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)  # the child process
     args = ap.parse_args()
     if args.one:
-        print(json.dumps(run_engine(args.data, args.one, args.spark_master), default=str))
+        result = run_engine(args.data, args.one, args.spark_master, args.hourly_cube)
+        print(json.dumps(result, default=str))
         return
     truth = args.data / "truth.json"  # generated data say how many rows they hold
     rows = json.loads(truth.read_text()).get("rows") if truth.exists() else None
@@ -143,6 +149,8 @@ def main() -> None:
         cmd = [sys.executable, __file__, "--data", str(args.data), "--one", engine]
         if args.spark_master:
             cmd += ["--spark-master", args.spark_master]
+        if args.hourly_cube:
+            cmd.append("--hourly-cube")
         start = time.perf_counter()
         done = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if done.returncode != 0:

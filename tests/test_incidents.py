@@ -13,6 +13,8 @@ import pytest
 import cxagent.incidents as incidents
 from cxagent.data.scenario.generator import generate
 from cxagent.data.scenario.spec import parse_spec
+from cxagent.engine.connection import connect
+from cxagent.engine.cube import build_cube, build_window_cube
 from cxagent.incidents import (
     DetectConfig,
     IncidentReport,
@@ -28,10 +30,11 @@ from cxagent.incidents.windows import (
     WindowSeries,
     to_windows,
     window_end,
+    windows_from_cube,
     window_ids,
     window_start,
 )
-from cxagent.metrics.series import SliceSeries
+from cxagent.metrics.series import SliceSeries, build_series
 from cxagent.store.db import session_factory
 from cxagent.store.repository import list_incidents
 
@@ -88,6 +91,31 @@ def find(feed: list[IncidentReport], scope: dict[str, Any]) -> IncidentReport:
 def inside(slice_: dict[str, Any], scope: dict[str, Any], hier: Hierarchy) -> bool:
     expanded = hier.expand({k: v for k, v in slice_.items() if k != "daypart"})
     return all(expanded.get(k) == v for k, v in scope.items())
+
+
+@pytest.mark.parametrize(
+    ("days", "as_of"),
+    [(None, None), (20, None), (None, np.datetime64("2024-03-20T17:00", "h"))],
+)
+def test_given_a_dataset_when_windows_are_summed_on_the_engine_then_they_equal_the_hourly_path(
+    planted: tuple[Path, WindowSeries, Hierarchy], days: int | None, as_of: np.datetime64 | None
+) -> None:
+    root = planted[0]
+    engine = connect(root)
+    cube = build_window_cube(engine, days=days)
+    assert cube is not None
+    got = windows_from_cube(cube, as_of=as_of)
+    hourly = build_cube(engine)
+    if days is not None:
+        hourly = hourly.last_days(days)
+    want = to_windows(build_series(hourly, with_dayparts=False), as_of=as_of)
+    assert (got.first, got.n_windows, got.as_of) == (want.first, want.n_windows, want.as_of)
+    assert got.missing == want.missing
+    assert got.slices == want.slices  # same rows in the same order
+    for field in want.stats:
+        np.testing.assert_allclose(got.stats[field], want.stats[field], rtol=1e-9)
+    if days is not None:  # the cut is made before summing: only those days' windows exist
+        assert got.n_windows <= 4 * days
 
 
 def test_public_api_is_complete() -> None:

@@ -21,20 +21,26 @@ COHORT_DIMS = ("store_id", "region", "category", "daypart", "basket_size")
 LEAF_DIMS = ("store_id", "region", "category", "basket_size")  # + hour, which fixes daypart
 # Sums kept per cell besides the CXStats fields: squares for standard errors of means.
 SQUARE_FIELDS = ("eta_abs_error_s_sq", "stars_sq", "delivery_cost_sq")
+WINDOW_EPOCH = dt.datetime(1970, 1, 5)  # a Monday: window ids count service days from it
 
 
 def per_order_items(
-    engine: Engine, orders_between: tuple[dt.datetime, dt.datetime] | None = None
+    engine: Engine,
+    orders_between: tuple[dt.datetime, dt.datetime] | None = None,
+    since: dt.datetime | None = None,
 ) -> ir.Table | None:
     """Bad item lines and refunds per order, for orders that have any: most item lines are
     fine, and filtering them out first makes the aggregation and its join a few percent of
     the work (an order without a row here has neither). ``orders_between`` keeps the lines of
-    orders placed in that range only (the Parquet files of other days are not read)."""
+    orders placed in that range only (the Parquet files of other days are not read); ``since``
+    those placed from then on."""
     if not engine.has("items"):
         return None
     items = engine.table("items")
     if orders_between is not None:
         items = items.filter(placed_between(items, *orders_between))
+    if since is not None:
+        items = items.filter(items.order_time >= ibis.literal(since))
     bad = (items.missing_flag | items.substituted_flag).fill_null(False)
     refund = items.refund_amount.fill_null(0.0)
     flagged = items.filter(bad | (refund != 0))
@@ -83,19 +89,44 @@ def daypart_of(hour: ir.TimestampValue) -> ir.StringValue:
     return ibis.cases(*branches)
 
 
-def order_facts(engine: Engine) -> ir.Table:
+def window_of(backend: str, hour: ir.TimestampValue) -> ir.IntegerValue:
+    """The absolute daypart-window id of an hour, as ``cxagent.incidents.windows.window_ids``
+    computes it: ``4 * (service days since Monday 1970-01-05) + daypart``, a service day
+    starting at 05:00."""
+    secs = seconds_between(backend, hour, ibis.literal(WINDOW_EPOCH))  # whole hours: exact
+    day = ((secs - _double(5 * 3600)) / _double(86400)).floor().cast("int64")
+    h = hour.hour()
+    code = ibis.cases(*[(h == k, int(DAYPART_OF_HOUR[k])) for k in range(24)])
+    return day * 4 + code.cast("int64")
+
+
+def _double(n: int) -> ir.FloatingValue:
+    # an integer literal cast to double: Spark SQL reads a bare float literal as a decimal
+    return ibis.literal(n).cast("float64")
+
+
+TRIP_SPAN = dt.timedelta(days=1)  # orders on one trip are placed less than this apart
+
+
+def order_facts(engine: Engine, since: dt.datetime | None = None) -> ir.Table:
     """Orders joined to their fulfilment and outcomes, as per-order statistic columns.
 
     The daypart is not carried: it is a function of the hour (validated), added at the leaves.
+    ``since``: orders placed from then on only (the files of earlier days are not read; trip
+    sizes still count trip-mates placed up to ``TRIP_SPAN`` earlier).
     """
     o = engine.table("orders")
+    d = engine.table("deliveries")
+    if since is not None:
+        o = o.filter(o.order_time >= ibis.literal(since))
+        d = d.filter(d.order_time >= ibis.literal(since - TRIP_SPAN))
     # orders per trip, counted before the join so the big join is on order_id only
-    d = with_trip_size(engine.table("deliveries").drop("order_time"))
+    d = with_trip_size(d.drop("order_time"))
     f = o.inner_join(d, "order_id")
-    items = per_order_items(engine)
+    items = per_order_items(engine, since=since)
     if items is not None:
         f = f.left_join(items, "order_id").drop("order_id_right")
-    tickets = per_order_tickets(engine)
+    tickets = per_order_tickets(engine, since)
     if tickets is not None:
         f = f.left_join(tickets, "order_id").drop("order_id_right")
     if engine.has("ratings"):

@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 
 from cxagent.engine.connection import Engine, connect
-from cxagent.engine.cube import build_cube
+from cxagent.engine.cube import build_window_cube
+from cxagent.errors import CXAgentError
 from cxagent.incidents.config import DetectConfig
 from cxagent.incidents.effects import Effects
 from cxagent.incidents.episodes import episodes
@@ -26,8 +27,7 @@ from cxagent.incidents.grouping import Grouper
 from cxagent.incidents.hierarchy import Hierarchy
 from cxagent.incidents.ranking import TopSlicesFn, top_slices
 from cxagent.incidents.state import DetectionState, advance, load_state, save_state, start_state
-from cxagent.incidents.windows import WindowSeries, daypart_of_window, to_windows
-from cxagent.metrics.series import build_series
+from cxagent.incidents.windows import WindowSeries, daypart_of_window, windows_from_cube
 from cxagent.store.db import default_url, session_factory
 from cxagent.store.models import SEVERITIES
 from cxagent.store.repository import upsert_incident
@@ -47,14 +47,14 @@ def store_info(engine: Engine, implied: frozenset[str]) -> dict[Any, dict[str, A
 def load_windows(
     data_dir: Path | str, *, as_of: np.datetime64 | None = None, days: int | None = None
 ) -> tuple[WindowSeries, Hierarchy]:
-    """Daypart windows of every slice of the dataset (of its last ``days`` days when given:
-    a long history would not fit in memory as dense slice x hour arrays), and their hierarchy."""
+    """Daypart windows of every slice of the dataset (of its last ``days`` days when given),
+    and their hierarchy. The windows are summed on the engine: only slice x window sums come
+    back, never the orders or the hourly cube."""
     engine = connect(data_dir)
-    cube = build_cube(engine)
-    if days is not None:
-        cube = cube.last_days(days)
-    # daypart slices are their parent's columns on the window grid: not built at all
-    win = to_windows(build_series(cube, with_dayparts=False), as_of=as_of)
+    cube = build_window_cube(engine, days=days)
+    if cube is None:
+        raise CXAgentError(f"{data_dir}: the dataset has no orders to detect on")
+    win = windows_from_cube(cube, as_of=as_of)
     return win, Hierarchy(win.slices, store_info(engine, cube.implied_by_store))
 
 

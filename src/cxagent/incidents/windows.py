@@ -18,7 +18,8 @@ from typing import Any, Final
 import numpy as np
 
 from cxagent.data.cohorts import DAYPART_OF_HOUR, DAYPARTS
-from cxagent.metrics.series import SliceSeries
+from cxagent.engine.cube import SUM_FIELDS, WindowCube
+from cxagent.metrics.series import SliceSeries, level_rows, slice_keys
 
 WEEK: Final = 7 * len(DAYPARTS)  # windows per week: the period of the calendar pattern
 EPOCH: Final = np.datetime64("1970-01-05T00:00", "h")  # a Monday
@@ -126,18 +127,61 @@ def to_windows(
     hours = np.asarray(series.hours).astype("datetime64[h]")
     if hours.size == 0:
         raise ValueError("the series has no hours")
-    stamp = hours.max() + HOUR if as_of is None else as_of
-    cutoff = np.datetime64(np.asarray(stamp).astype("datetime64[h]").item(), "h")
+    first, n_win, cutoff = window_grid(hours.min(), hours.max(), as_of)
     ids = window_ids(hours)
-    # the first window starts with the data (one that began before it is only partly seen)
-    first, last = int(ids.min()), int(ids.max())
-    if window_start(np.array([first]))[0] < hours.min():
-        first += 1
-    complete = window_end(np.arange(first, last + 1)) <= cutoff
-    n_win = int(np.flatnonzero(complete)[-1]) + 1 if complete.any() else 0
     rows = [i for i, s in enumerate(series.slices) if keep_dayparts or "daypart" not in s]
     assign = np.zeros((hours.size, max(n_win, 1)))
     ok = (ids >= first) & (ids - first < n_win)
     assign[np.flatnonzero(ok), (ids - first)[ok]] = 1.0
     stats = {k: (v[rows] @ assign)[:, :n_win] for k, v in series.stats.items()}
     return WindowSeries([series.slices[i] for i in rows], first, stats, cutoff, series.missing)
+
+
+def window_grid(
+    first_hour: np.datetime64, last_hour: np.datetime64, as_of: np.datetime64 | None = None
+) -> tuple[int, int, np.datetime64]:
+    """(first window id, number of windows, cutoff) of data from ``first_hour`` to
+    ``last_hour``: the first window starts with the data (one that began before it is only
+    partly seen) and the last ends by ``as_of`` (default: one hour after the last hour)."""
+    stamp = last_hour + HOUR if as_of is None else as_of
+    cutoff = np.datetime64(np.asarray(stamp).astype("datetime64[h]").item(), "h")
+    first, last = (int(i) for i in window_ids(np.array([first_hour, last_hour])))
+    if window_start(np.array([first]))[0] < first_hour:
+        first += 1
+    complete = window_end(np.arange(first, last + 1)) <= cutoff
+    n_win = int(np.flatnonzero(complete)[-1]) + 1 if complete.any() else 0
+    return first, n_win, cutoff
+
+
+def windows_from_cube(cube: WindowCube, *, as_of: np.datetime64 | None = None) -> WindowSeries:
+    """Every slice of a window cube (``cxagent.engine.cube.build_window_cube``) as a
+    ``WindowSeries``: what ``to_windows(build_series(cube))`` gives from the hourly cube of
+    the same data, without ever holding the hourly slice x hour arrays."""
+    first, n_win, cutoff = window_grid(cube.first_hour, cube.last_hour, as_of)
+    table = cube.table
+    window = table.column("window").to_numpy().astype(np.int64)
+    lo = int(window.min()) if len(window) else first
+    span = (int(window.max()) - lo + 1) if len(window) else 1
+    field_values = {
+        f: np.nan_to_num(np.array(table.column(f).to_numpy(), dtype=float), copy=False)
+        for f in SUM_FIELDS
+    }
+    keep = slice(first - lo, first - lo + n_win)
+    slices: list[dict[str, Any]] = []
+    blocks: dict[str, list[np.ndarray]] = {f: [] for f in SUM_FIELDS}
+    for level, rows in level_rows(table).items():
+        dims = [] if level == "all" else level.split("+")
+        uniq, r = slice_keys(table, dims, rows)
+        cell = r * span + (window[rows] - lo)
+        size = len(uniq) * span
+        mats = {
+            f: np.bincount(cell, weights=v[rows], minlength=size).reshape(len(uniq), span)
+            for f, v in field_values.items()
+        }
+        # a slice with orders anywhere in the data is kept, as build_series keeps it
+        enough = mats["orders"].sum(axis=1) >= 1e-9
+        slices.extend({d: uniq[i][j] for j, d in enumerate(dims)} for i in np.flatnonzero(enough))
+        for f in SUM_FIELDS:
+            blocks[f].append(mats[f][enough][:, keep])
+    stats = {f: np.vstack(blocks[f]) for f in SUM_FIELDS}
+    return WindowSeries(slices, first, stats, cutoff, cube.missing_fields)

@@ -95,17 +95,24 @@ class SliceSeries:
             return total / weight, var / weight**2
 
 
-def _level_rows(cube: Cube) -> dict[str, np.ndarray]:
-    """Positions of each level's rows in the cube, in row order; levels in order of first
-    appearance (one pass, not a filtered copy of the table per level)."""
-    levels = cube.table.column("level").combine_chunks().dictionary_encode()
+def level_rows(table: pa.Table) -> dict[str, np.ndarray]:
+    """Positions of each level's rows in a cube table, in row order (one pass, not a filtered
+    copy of the table per level). Levels come in the order of ``grouping_sets`` (fewest
+    dimensions first), whatever order the engine returned the rows in."""
+    levels = table.column("level").combine_chunks().dictionary_encode()
     codes = levels.indices.to_numpy(zero_copy_only=False)
     order = np.argsort(codes, kind="stable")
     bounds = np.searchsorted(codes[order], np.arange(len(levels.dictionary) + 1))
-    return {
+    rows = {
         str(name): order[bounds[i] : bounds[i + 1]]
         for i, name in enumerate(levels.dictionary.to_pylist())
     }
+    return {name: rows[name] for name in sorted(rows, key=_level_order)}
+
+
+def _level_order(name: str) -> tuple[int, list[int]]:
+    dims = [] if name == "all" else name.split("+")
+    return len(dims), [SET_DIMS.index(d) if d in SET_DIMS else len(SET_DIMS) for d in dims]
 
 
 def _str_ranks(column: pa.ChunkedArray) -> tuple[np.ndarray, list[Any]]:
@@ -120,7 +127,7 @@ def _str_ranks(column: pa.ChunkedArray) -> tuple[np.ndarray, list[Any]]:
     return rank[codes], [values[i] for i in by_str]
 
 
-def _slice_keys(
+def slice_keys(
     table: pa.Table, dims: list[str], rows: np.ndarray
 ) -> tuple[list[tuple[Any, ...]], np.ndarray]:
     """The distinct value combinations of ``dims`` among ``rows`` sorted by their strings
@@ -162,9 +169,9 @@ def build_series(cube: Cube, *, min_orders: float = 0.0, with_dayparts: bool = T
     }
     slices: list[dict[str, Any]] = []
     blocks: dict[str, list[np.ndarray]] = {f: [] for f in SUM_FIELDS}
-    for level, rows in _level_rows(cube).items():
+    for level, rows in level_rows(table).items():
         dims = [] if level == "all" else level.split("+")
-        uniq, r = _slice_keys(table, dims, rows)
+        uniq, r = slice_keys(table, dims, rows)
         c = column[rows]
         dp = daypart[rows]
         cell = r * len(hours) + c  # one bincount per field fills a slice x hour matrix
