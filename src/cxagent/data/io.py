@@ -9,7 +9,8 @@ Layout::
 
 Writes are atomic: a ``DatasetWriter`` fills a hidden temporary directory beside the target
 and renames it into place on ``commit``; on any error the temporary directory is removed and
-the target is left as it was.
+the target is left as it was. Datasets are written locally; ``load_manifest`` also reads one
+on object storage (``cxagent.engine.storage``).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from cxagent.data.schema import TABLES, Manifest, Table
+from cxagent.engine.storage import Location
 from cxagent.errors import DataValidationError, OutputExistsError
 
 MANIFEST_FILE = "dataset.json"
@@ -198,14 +200,20 @@ class DatasetWriter:
         return self.out
 
 
-def load_manifest(root: Path | str) -> Manifest:
-    path = Path(root) / MANIFEST_FILE
-    if not Path(root).is_dir():
-        raise DataValidationError("dataset directory does not exist", file=root)
-    if not path.exists():
-        raise DataValidationError("no dataset.json manifest: not a cxagent dataset", file=path)
+def load_manifest(root: Path | str | Location) -> Manifest:
+    """The manifest of the dataset at ``root``: a directory or an object-storage URL."""
+    location = Location.of(root)
+    path = location.child(MANIFEST_FILE)
+    if not location.remote and not location.path.is_dir():
+        raise DataValidationError("dataset directory does not exist", file=location.url)
     try:
-        raw = json.loads(path.read_text())
+        text = location.read_text(MANIFEST_FILE)
+    except FileNotFoundError:
+        raise DataValidationError(
+            "no dataset.json manifest: not a cxagent dataset", file=path
+        ) from None
+    try:
+        raw = json.loads(text)
         return Manifest(**raw)
     except (json.JSONDecodeError, TypeError) as exc:
         raise DataValidationError(f"malformed manifest ({exc})", file=path) from exc

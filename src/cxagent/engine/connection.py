@@ -3,6 +3,7 @@
 The same expressions run on both (``cxagent.engine.facts``, ``cube``); ``engine`` (or
 ``CXAGENT_ENGINE``) chooses. DuckDB reads the Parquet files in process; Spark reads each
 table's folder (its ``date=`` partitions) on the session ``cxagent.engine.spark`` opens.
+The dataset is a local directory or a folder on object storage (``cxagent.engine.storage``).
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from typing import Final
 import ibis
 from ibis.backends import BaseBackend
 
-from cxagent.data.io import table_dir, table_files
+from cxagent.data.io import load_manifest
 from cxagent.data.schema import TABLES, Manifest
-from cxagent.data.validate import check_schemas
+from cxagent.data.validate import _castable, check_schemas
+from cxagent.engine.storage import Location, spark_read_error
 from cxagent.errors import DataValidationError, SpecError
 
 ENGINE_ENV: Final = "CXAGENT_ENGINE"
@@ -29,7 +31,7 @@ class Engine:
     """An Ibis backend plus the dataset it reads."""
 
     con: BaseBackend
-    root: Path
+    location: Location
     manifest: Manifest
     # table name and its files -> the expression over them (see ``table``)
     _tables: dict[tuple[str, tuple[str, ...]], ibis.Table] = field(
@@ -42,17 +44,33 @@ class Engine:
         Registering the files with the backend and reading back their schema costs a few
         milliseconds, and one investigation asks for the same tables dozens of times: the
         expression is kept for as long as the table's files are the same ones."""
-        files = tuple(str(f) for f in table_files(self.root, name))
+        files = self.location.files(name)
         if not files:
-            raise DataValidationError(f"table '{name}' has no data", file=self.root / name)
+            raise DataValidationError(f"table '{name}' has no data", file=self.location.child(name))
         key = (name, files)
         if key not in self._tables:
-            if self.backend == "pyspark":  # Spark lists the folder's partitions itself
-                t = self.con.read_parquet(str(table_dir(self.root, name)), table_name=f"cx_{name}")
-            else:
-                t = self.con.read_parquet(list(files), table_name=f"cx_{name}")
-            self._tables[key] = t.select(*TABLES[name].column_names)
+            self._tables[key] = self._read(name, files).select(*TABLES[name].column_names)
         return self._tables[key]
+
+    def _read(self, name: str, files: tuple[str, ...]) -> ibis.Table:
+        view = f"cx_{name}"
+        if self.backend == "pyspark":  # Spark lists the folder's partitions itself
+            url = self.location.spark_url(name)
+            try:
+                return self.con.read_parquet(url, table_name=view)
+            except Exception as exc:  # Py4J's and Spark's errors: no connector, no access
+                if not self.location.remote:
+                    raise
+                raise spark_read_error(url, exc) from exc
+        if self.location.remote:
+            # Ibis's read_parquet would load DuckDB's httpfs extension for an s3:// path (a
+            # download, and not needed): the view reads through the registered fsspec one
+            listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
+            self.con.raw_sql(
+                f"CREATE OR REPLACE TEMPORARY VIEW {view} AS SELECT * FROM read_parquet([{listed}])"
+            )
+            return self.con.table(view)
+        return self.con.read_parquet(list(files), table_name=view)
 
     def materialise(self, name: str, expr: ibis.Table) -> ibis.Table:
         """``expr`` computed once and kept for the queries that follow (DuckDB: a table in
@@ -62,12 +80,17 @@ class Engine:
         return self.con.create_table(name, expr, overwrite=True)
 
     @property
+    def root(self) -> Path | str:
+        """The dataset's directory, or its URL on object storage."""
+        return self.location.url if self.location.remote else self.location.path
+
+    @property
     def backend(self) -> str:
         """Ibis's name of the backend: ``duckdb`` or ``pyspark``."""
         return str(self.con.name)
 
     def has(self, name: str) -> bool:
-        return self.manifest.has(name) and bool(table_files(self.root, name))
+        return self.manifest.has(name) and bool(self.location.files(name))
 
 
 def check_engine(engine: str, field: str = "engine") -> str:
@@ -78,27 +101,52 @@ def check_engine(engine: str, field: str = "engine") -> str:
 
 
 def connect(
-    root: Path | str,
+    root: Path | str | Location,
     *,
     threads: int = 2,
     engine: str | None = None,
     spark_master: str | None = None,
 ) -> Engine:
-    """The dataset at ``root`` on ``engine`` (``duckdb`` in memory over its Parquet files, or
+    """The dataset at ``root`` (a directory, or a URL on object storage such as
+    ``s3://bucket/prefix``) on ``engine`` (``duckdb`` in memory over its Parquet files, or
     ``spark``; default ``$CXAGENT_ENGINE`` or duckdb), after a fast schema check."""
-    root = Path(root)
+    location = Location.of(root)
     engine = engine or os.environ.get(ENGINE_ENV) or "duckdb"
     check_engine(engine)
-    manifest = check_schemas(root)
+    manifest = checked_manifest(location)
     if engine == "spark":
         from cxagent.engine.spark import spark_session
 
         session = spark_session(spark_master, cores=threads)
-        return Engine(con=ibis.pyspark.connect(session), root=root, manifest=manifest)
+        return Engine(con=ibis.pyspark.connect(session), location=location, manifest=manifest)
     con = ibis.duckdb.connect(threads=threads)
+    location.register(con)  # a dataset on object storage: read through its fsspec filesystem
     con.raw_sql("SET enable_progress_bar = false")
     # results are keyed, never positional: let DuckDB write them in any order (faster)
     con.raw_sql("SET preserve_insertion_order = false")
     # an investigation reads the same Parquet files in dozens of queries: parse each footer once
     con.raw_sql("SET parquet_metadata_cache = true")
-    return Engine(con=con, root=root, manifest=manifest)
+    return Engine(con=con, location=location, manifest=manifest)
+
+
+def checked_manifest(location: Location) -> Manifest:
+    """The dataset's manifest after the fast check on read (``validate.check_schemas``:
+    Parquet footers only); on object storage the same check, the footers read through the
+    location's filesystem."""
+    if not location.remote:
+        return check_schemas(location.path)
+    manifest = load_manifest(location)
+    for name, table in TABLES.items():
+        files = list(location.files(name))
+        for path, schema in zip(files, location.read_schemas(files), strict=True):
+            for col in table.columns:
+                if col.name not in schema.names:
+                    raise DataValidationError(
+                        f"missing column of table '{name}'", file=path, column=col.name
+                    )
+                found = schema.field(col.name).type
+                if not found.equals(col.arrow_type) and not _castable(found, col.arrow_type):
+                    raise DataValidationError(
+                        f"has type {found}, expected {col.type}", file=path, column=col.name
+                    )
+    return manifest

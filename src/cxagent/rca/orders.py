@@ -9,12 +9,21 @@ model: one slice over a few weeks, not the marketplace.
 Features the dataset does not record (its manifest lists them as missing, e.g. Olist has no
 couriers) come back as all-NaN columns and are named in ``frame.attrs["missing"]``, so a
 hypothesis that needs them says "not testable" instead of reading zeros.
+
+A slice of a large marketplace can hold millions of orders in its weeks; the models fitted
+on a frame need far fewer. A frame holds at most ``max_orders`` orders (default
+``MAX_FRAME_ORDERS``, or ``$CXAGENT_MAX_FRAME_ORDERS``), the sample drawn on the engine:
+the orders with the smallest ``sample_key`` of their order id (a uniform sample, the same
+on DuckDB and Spark and from run to run). Below the cap the frame is every order.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import os
+from bisect import bisect_left
 from collections.abc import Mapping
+from itertools import accumulate
 from typing import Any, Final
 
 import ibis
@@ -28,12 +37,17 @@ from cxagent.engine.facts import (
     placed_between,
     with_trip_size,
 )
-from cxagent.engine.portable import seconds_between
+from cxagent.engine.portable import sample_key, seconds_between
 from cxagent.errors import CXAgentError
 from cxagent.metrics.definitions import ON_TIME_GRACE_S
 
 SLICE_KEYS: Final = ("store_id", "region", "category", "daypart", "basket_size")
 SUPPLY_INTERVAL_S: Final = 900  # the supply table's 15-minute intervals
+# orders a frame holds at most: above the largest the demo reads (148,024: all grocery
+# orders over the 16 days of the rollback's estimate), so the demo and tests are unchanged
+MAX_FRAME_ORDERS: Final = 200_000
+MAX_FRAME_ORDERS_ENV: Final = "CXAGENT_MAX_FRAME_ORDERS"
+SAMPLE_BUCKET_DIGITS: Final = 4  # a capped frame's threshold is found among 16**4 buckets
 
 # feature -> (table, source columns it needs), for "not testable" reporting
 FEATURE_SOURCES: Final[dict[str, tuple[str, tuple[str, ...]]]] = {
@@ -57,6 +71,7 @@ def order_frame(
     end: dt.datetime,
     *,
     outcomes: bool = False,
+    max_orders: int | None = None,
 ) -> pd.DataFrame:
     """Orders of slice ``where`` (e.g. ``{"region": "SF", "category": "grocery"}``) placed in
     ``[start, end)``, one row each: cohort, promised and actual times, fulfilment features
@@ -65,11 +80,15 @@ def order_frame(
     With ``outcomes`` every per-order statistic of the CX Score and efficiency is added too:
     ``stars`` (NaN when unrated), ``trip_size``, ``delivery_cost``, ``delivery_min`` (order
     to hand-off) and ``fragile`` (1 when the order holds a fragile SKU), for what-if
-    estimates."""
+    estimates.
+
+    A slice with more than ``max_orders`` orders in the range (default ``frame_cap()``)
+    gives a sample of that many (``sampled_orders``); ``frame.attrs["sample"]`` is then
+    ``(kept, of)`` orders, else None."""
     check_slice(where)
     if end <= start:
         raise CXAgentError(f"time range: end {end} is not after start {start}")
-    o = _slice_orders(engine, where, start, end)
+    o, sample = sampled_orders(engine, _slice_orders(engine, where, start, end), max_orders)
     # every other table read for the orders of [start, end) only: their days' files
     between = (start, end)
     d = engine.table("deliveries")
@@ -121,14 +140,22 @@ def order_frame(
     for feature in missing:
         frame[feature] = float("nan")
     frame.attrs["missing"] = sorted(missing)
+    frame.attrs["sample"] = sample
     return frame
 
 
 def item_lines(
-    engine: Engine, where: Mapping[str, Any], start: dt.datetime, end: dt.datetime
+    engine: Engine,
+    where: Mapping[str, Any],
+    start: dt.datetime,
+    end: dt.datetime,
+    *,
+    max_orders: int | None = None,
 ) -> pd.DataFrame | None:
     """The item lines of slice ``where``'s orders placed in ``[start, end)``: order, SKU,
-    short (missing or substituted), refund and value; None when the data has no item flags."""
+    short (missing or substituted), refund and value; None when the data has no item flags.
+    Capped as ``order_frame`` is: within a frame's range, they hold the lines of every
+    order of the (sampled) frame."""
     check_slice(where)
     if not engine.has("items") or not (
         engine.manifest.has("items", "missing_flag")
@@ -137,7 +164,8 @@ def item_lines(
         return None
     i = engine.table("items")
     i = i.filter(placed_between(i, start, end))
-    j = i.inner_join(_slice_orders(engine, where, start, end).select("order_id"), "order_id")
+    orders, _ = sampled_orders(engine, _slice_orders(engine, where, start, end), max_orders)
+    j = i.inner_join(orders.select("order_id"), "order_id")
     expr = j.select(
         "order_id",
         "sku_id",
@@ -157,6 +185,53 @@ def _slice_orders(
     for key, value in where.items():
         cond &= o[key] == ibis.literal(value)
     return o.filter(cond)
+
+
+def frame_cap() -> int:
+    """Orders a frame holds at most: ``$CXAGENT_MAX_FRAME_ORDERS``, else ``MAX_FRAME_ORDERS``."""
+    raw = os.environ.get(MAX_FRAME_ORDERS_ENV)
+    if raw is None or not raw.strip():
+        return MAX_FRAME_ORDERS
+    try:
+        cap = int(raw)
+    except ValueError:
+        cap = 0
+    if cap < 1:
+        raise CXAgentError(f"{MAX_FRAME_ORDERS_ENV}: {raw!r} is not a whole number >= 1")
+    return cap
+
+
+def sampled_orders(
+    engine: Engine, orders: ir.Table, max_orders: int | None = None
+) -> tuple[ir.Table, tuple[int, int] | None]:
+    """``orders`` (one row per ``order_id``) when they are at most ``max_orders`` (default
+    ``frame_cap()``), else the ``max_orders`` of them with the smallest ``sample_key`` of
+    the order id, and ``(kept, of)``.
+
+    Drawn on the engine: the orders are counted; above the cap, a histogram of their keys'
+    first hex digits (``SAMPLE_BUCKET_DIGITS``: at most 65,536 rows back) finds the bucket
+    where the cap falls, and the smallest keys of that bucket alone (a few thousand orders
+    of a hundred million) give the exact threshold. No global sort, no window: both engines
+    run it in parallel. The key is an MD5 of the id, so the sample is uniform, the same on
+    every engine and run, and nested: a range inside another keeps at least the orders the
+    larger one keeps there."""
+    cap = frame_cap() if max_orders is None else max_orders
+    if cap < 1:
+        raise CXAgentError(f"max_orders: {cap} is not >= 1")
+    n = int(engine.con.execute(orders.count()))
+    if n <= cap:
+        return orders, None
+    keyed = orders.select(key=sample_key(orders.order_id))
+    keyed = keyed.mutate(bucket=keyed.key.substr(0, SAMPLE_BUCKET_DIGITS))
+    histogram = engine.con.to_pyarrow(keyed.group_by("bucket").aggregate(orders=keyed.count()))
+    counts = histogram.to_pydict()
+    rows = sorted(zip(counts["bucket"], counts["orders"], strict=True))
+    running = list(accumulate(count for _, count in rows))
+    at = bisect_left(running, cap)  # the bucket where the cap falls
+    bucket, below = rows[at][0], running[at] - rows[at][1]
+    smallest = keyed.filter(keyed.bucket == bucket).order_by("key").limit(cap - below)
+    threshold = max(engine.con.to_pyarrow(smallest.select("key")).column("key").to_pylist())
+    return orders.filter(sample_key(orders.order_id) <= threshold), (cap, n)
 
 
 def check_slice(where: Mapping[str, Any]) -> None:
