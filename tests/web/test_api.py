@@ -19,6 +19,7 @@ OPERATIONS = {
     "get_incident",
     "set_incident_status",
     "set_incident_feedback",
+    "set_cause_feedback",
     "get_drilldown",
     "get_rca",
     "get_recommendations",
@@ -28,6 +29,7 @@ OPERATIONS = {
     "get_experiment",
     "get_summary",
     "get_merchants",
+    "get_accuracy",
 }
 
 

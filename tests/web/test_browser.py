@@ -354,6 +354,15 @@ def test_the_ml_engineer_investigates_the_sf_grocery_incident(
             expect(card(page, heading).locator("svg.main-svg").first).to_be_visible()
         shot(page, "05-engineer-root-causes")
 
+        # the engineer confirms the first cause: a plain form, back on the root causes
+        causes.nth(0).get_by_role("button", name="Confirm cause").click()
+        expect(page).to_have_url(f"{incident_url}/rca")
+        expect(causes.nth(0).locator(".verdict-state")).to_contain_text(
+            f"Marked confirmed by {ENGINEER_NAME}"
+        )
+        verdict = api(server, f"/api/incidents/{incident_id}/rca")["cause_feedback"]
+        assert verdict["batching_policy"]["rank"] == 1
+
         # recommendations: reducing batching first, the tradeoff drawn
         page.locator("nav.tabs").get_by_role("link", name="Recommendations").click()
         expect(page).to_have_url(f"{incident_url}/recommendations")
@@ -397,6 +406,13 @@ def test_the_ml_engineer_investigates_the_sf_grocery_incident(
         assert api(server, f"/api/incidents/{incident_id}")["incident"]["status"] == "investigating"
         page.locator("ul.events").scroll_into_view_if_needed()
         shot(page, "08-engineer-status-investigating")
+
+        # the agent's accuracy counts the confirmed cause
+        page.locator("header nav").get_by_role("link", name="Accuracy").click()
+        expect(page).to_have_url(f"{base}/accuracy")
+        top1 = page.locator(".stats .stat").filter(has_text="Top-1 cause accuracy")
+        expect(top1.locator(".v")).to_have_text("100%")
+        shot(page, "08b-engineer-accuracy")
 
         assert watched.problems == [], "\n".join(watched.problems)
         assert server.problems() == [], server.output()

@@ -32,7 +32,15 @@ from tests.web.conftest import ENGINEER_TOKEN, PM_TOKEN, Seeded, make_settings
 
 ENGINEER = {"Authorization": f"Bearer {ENGINEER_TOKEN}"}
 PM = {"Authorization": f"Bearer {PM_TOKEN}"}
-PM_READS = {"health", "get_me", "get_overview", "list_incidents", "get_summary", "get_merchants"}
+PM_READS = {
+    "health",
+    "get_me",
+    "get_overview",
+    "list_incidents",
+    "get_summary",
+    "get_merchants",
+    "get_accuracy",
+}
 FUZZ = settings(
     max_examples=40,
     deadline=None,

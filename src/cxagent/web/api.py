@@ -25,6 +25,7 @@ SliceKey = Annotated[
 StatusFilter = Annotated[list[schemas.Status] | None, Query(description="Any of these.")]
 SeverityFilter = Annotated[list[schemas.Severity] | None, Query(description="Any of these.")]
 EngineerChange = Annotated[User, Depends(require_engineer_csrf)]
+CauseName = Annotated[schemas.Cause, Path(description="A ranked cause of the incident.")]
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": schemas.ErrorResponse, "description": "Not signed in"},
@@ -123,6 +124,35 @@ def set_incident_feedback(
 ) -> dict[str, Any]:
     """Label the incident a false positive (or not); feeds detector calibration."""
     return wb.set_false_positive(incident_id, body.false_positive, actor=user.name, note=body.note)
+
+
+@router.post(
+    "/incidents/{incident_id}/causes/{cause}/feedback",
+    operation_id="set_cause_feedback",
+    response_model=schemas.CauseFeedbackState,
+    responses={
+        404: {
+            "model": schemas.ErrorResponse,
+            "description": "No such incident, or the cause is not among its ranked causes",
+        },
+        409: {
+            "model": schemas.ErrorResponse,
+            "description": "The verdict contradicts itself (actual_cause), or the incident "
+            "is too contended",
+        },
+    },
+)
+def set_cause_feedback(
+    incident_id: IncidentId,
+    cause: CauseName,
+    body: schemas.CauseFeedback,
+    user: EngineerChange,
+    wb: Store,
+) -> schemas.CauseFeedbackState:
+    """Mark a ranked cause confirmed or wrong (optionally naming the actual cause): the
+    latest verdict per cause wins, each one is in the audit trail with the actor; feeds
+    cause accuracy and the recalibration of the confidence."""
+    return views.set_cause_feedback(wb, incident_id, cause, body, actor=user.name)
 
 
 @router.get(
@@ -228,3 +258,10 @@ def get_merchants(
 ) -> schemas.Merchants:
     """Stores ranked by CX risk, with their specific issues."""
     return views.merchants(wb, limit)
+
+
+@router.get("/accuracy", operation_id="get_accuracy", response_model=schemas.Accuracy)
+def get_accuracy(_: CurrentUser, wb: Store) -> schemas.Accuracy:
+    """The agent's own record from the feedback: detection precision, top-1 cause accuracy,
+    calibration and Brier score by week, and the recalibration of the confidence."""
+    return views.accuracy(wb)

@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cxagent.errors import CXAgentError
+from cxagent.store.feedback import InvalidFeedbackError
 from cxagent.store.repository import InvalidStatusError, NotFoundError
 from cxagent.web.templating import render_error
 
@@ -110,11 +111,15 @@ async def on_web_error(request: Request, exc: Exception) -> Response:
 
 async def on_store_error(request: Request, exc: Exception) -> Response:
     """The store's errors: an unknown incident, a status outside the list, a contended row."""
-    if isinstance(exc, NotFoundError):
-        return _respond(request, 404, error_body("not_found", str(exc), "incident_id"))
+    if isinstance(exc, NotFoundError):  # an unknown incident, or a cause it does not rank
+        field = getattr(exc, "field", "incident_id")
+        return _respond(request, 404, error_body("not_found", str(exc), field))
     if isinstance(exc, InvalidStatusError):
         return _respond(request, 422, error_body("validation_error", str(exc), "status"))
-    return _respond(request, 409, error_body("conflict", str(exc)))
+    if isinstance(exc, InvalidFeedbackError):
+        return _respond(request, 422, error_body("validation_error", str(exc), exc.field))
+    # a contended row, or feedback that contradicts itself (naming its field)
+    return _respond(request, 409, error_body("conflict", str(exc), getattr(exc, "field", None)))
 
 
 async def on_validation_error(request: Request, exc: Exception) -> Response:

@@ -76,6 +76,13 @@ def ci(pair: Any, digits: int = 1, scale: float = 1.0, suffix: str = "") -> str:
     return interval(pair[0], pair[1], digits, scale, suffix)
 
 
+def pct_ci(pair: Any, digits: int = 0) -> str:
+    """An interval of a share as percentages: ``(52% to 90%)``; nothing when absent."""
+    if not isinstance(pair, list | tuple) or len(pair) != 2 or None in pair:
+        return ""
+    return f"({pct(pair[0], digits)} to {pct(pair[1], digits)})"
+
+
 def change_ci(pair: Any, unit: Any = "") -> str:
     """An interval of a metric change in the metric's unit (rates in points)."""
     if not isinstance(pair, list | tuple) or len(pair) != 2 or None in pair:
@@ -224,6 +231,7 @@ FILTERS: dict[str, Callable[..., Any]] = {
     "interval": interval,
     "ci": ci,
     "change_ci": change_ci,
+    "pct_ci": pct_ci,
     "when": when,
     "p_value": p_value,
     "label": label,

@@ -10,12 +10,13 @@ from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import RedirectResponse, Response
 from markdown_it import MarkdownIt
 
+from cxagent.rca.feedback import ACTUAL_CAUSES
 from cxagent.store.models import SEVERITIES, STATUSES
 from cxagent.web import charts, views
-from cxagent.web.api import IncidentId, Rank, SliceKey, Store
+from cxagent.web.api import CauseName, IncidentId, Rank, SliceKey, Store
 from cxagent.web.auth import CurrentUser, Engineer, authenticator, safe_next
 from cxagent.web.errors import InvalidField
-from cxagent.web.schemas import Status
+from cxagent.web.schemas import Status, Verdict
 from cxagent.web.templating import render
 
 router = APIRouter(include_in_schema=False)
@@ -103,6 +104,7 @@ def rca_page(request: Request, incident_id: IncidentId, _: Engineer, wb: Store) 
         shap=charts.shap_shift(data.shift_attribution),
         did=charts.did_effects(data.contrast),
         timeline=charts.timeline(data.trend, data.incident, data.changes),
+        actual_causes=ACTUAL_CAUSES,
     )
 
 
@@ -171,6 +173,13 @@ def merchants_page(
     return _page(request, "merchants.html", "merchants", f"/api/merchants?limit={limit}", data=data)
 
 
+@router.get("/accuracy")
+def accuracy_page(request: Request, _: CurrentUser, wb: Store) -> Response:
+    """The agent's own record from the engineers' feedback."""
+    data = views.accuracy(wb)
+    return _page(request, "accuracy.html", "accuracy", "/api/accuracy", data=data)
+
+
 # --- forms -----------------------------------------------------------------------------------------
 
 
@@ -208,3 +217,29 @@ def feedback_form(
     authenticator(request).check_csrf(user, csrf_token)
     wb.set_false_positive(incident_id, false_positive, actor=user.name, note=note or None)
     return _back(incident_id, next)
+
+
+@router.post("/incidents/{incident_id}/causes/{cause}/feedback")
+def cause_feedback_form(
+    request: Request,
+    incident_id: IncidentId,
+    cause: CauseName,
+    user: Engineer,
+    wb: Store,
+    verdict: Annotated[Verdict, Form()],
+    csrf_token: CSRFField = "",
+    actual_cause: Annotated[str, Form(max_length=32)] = "",
+    note: Annotated[str, Form(max_length=2000)] = "",
+    next: Annotated[str, Form()] = "",
+) -> Response:
+    """Confirm a ranked cause or mark it wrong (an empty actual cause: not named)."""
+    authenticator(request).check_csrf(user, csrf_token)
+    wb.set_cause_feedback(
+        incident_id,
+        cause,
+        verdict,
+        actor=user.name,
+        actual_cause=actual_cause or None,
+        note=note or None,
+    )
+    return _back(incident_id, next or f"/incidents/{incident_id}/rca")

@@ -62,6 +62,60 @@ class Feedback(BaseModel):
     note: str | None = Field(default=None, max_length=2000)
 
 
+Cause = Literal[
+    "batching_policy",
+    "prep_time_drift",
+    "dasher_shortage",
+    "eta_model_bias",
+    "inventory_drop",
+    "normal_variance",
+]
+ActualCause = Literal[
+    "batching_policy",
+    "prep_time_drift",
+    "dasher_shortage",
+    "eta_model_bias",
+    "inventory_drop",
+    "normal_variance",
+    "other",
+]
+Verdict = Literal["confirmed", "wrong"]
+
+
+class CauseFeedback(BaseModel):
+    """Mark a ranked cause confirmed or wrong; with 'wrong', optionally name the actual
+    cause (not the cause itself: that contradiction is a 409 naming ``actual_cause``)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    verdict: Verdict
+    actual_cause: ActualCause | None = None
+    note: str | None = Field(default=None, max_length=2000)
+
+
+class CauseVerdict(BaseModel):
+    """The latest verdict on one cause, with what the agent had shown of it (rank 1 =
+    first; the shipped model's confidence before any recalibration; None when the
+    investigation was not stored)."""
+
+    incident_id: str
+    cause: str
+    verdict: Verdict
+    actual_cause: str | None = None
+    rank: int | None = None
+    confidence: float | None = None
+    model_confidence: float | None = None
+    actor: str
+    at: UTCTime
+    note: str | None = None
+
+
+class CauseFeedbackState(BaseModel):
+    """The latest verdict on each labelled cause of an incident."""
+
+    incident_id: str
+    causes: list[CauseVerdict]
+
+
 class Health(BaseModel):
     status: Literal["ok"]
 
@@ -174,6 +228,7 @@ class RCA(BaseModel):
     timing: Json = {}
     changes: list[Json] = []
     trend: Json | None = None
+    cause_feedback: dict[str, CauseVerdict] = {}  # the latest verdict by cause
 
 
 class Recommendations(BaseModel):
@@ -259,3 +314,55 @@ class Merchants(BaseModel):
     recent_window: list[str] | None = None
     baseline_window: list[str] | None = None
     stores: list[Json]
+
+
+class DetectionPrecision(BaseModel):
+    """Precision of detection over the incidents labelled true or false positive, with its
+    95% Wilson interval; ``by_week`` the same per week of detection (Monday)."""
+
+    labelled: int
+    true_positives: int
+    false_positives: int
+    precision: float | None = None
+    interval: list[float] | None = None
+    by_week: list[Json] = []
+
+
+class CauseAccuracy(BaseModel):
+    """Top-1 accuracy (first-ranked cause confirmed), confirmed rate, Brier score, expected
+    calibration error and the calibration table (confidence bins against the confirmed
+    rate, with counts and 95% Wilson intervals); ``by_week`` per week of detection."""
+
+    labelled: int
+    confirmed: int
+    wrong: int
+    confirmed_rate: float | None = None
+    top1: Json
+    with_confidence: int
+    brier: float | None = None
+    ece: float | None = None
+    calibration: list[Json]
+    actual_causes: dict[str, int] = {}
+    by_week: list[Json] = []
+
+
+class ConfidenceRecalibration(BaseModel):
+    """``p' = sigmoid(a + b logit(p))`` after the shipped confidence model, the MAP fit on
+    ``n`` labelled causes under a Gaussian prior (sd ``prior_sd``) centred on the identity;
+    ``a_sd``/``b_sd`` the posterior standard deviations."""
+
+    a: float
+    b: float
+    n: int
+    prior_sd: float
+    a_sd: float
+    b_sd: float
+
+
+class Accuracy(BaseModel):
+    """The agent's own record from the engineers' feedback."""
+
+    detection: DetectionPrecision
+    causes: CauseAccuracy
+    recalibration: ConfidenceRecalibration
+    recalibration_applied: bool

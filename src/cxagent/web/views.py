@@ -182,6 +182,39 @@ def rca(wb: Workbench, incident_id: str) -> schemas.RCA:
         timing=inv.get("timing") or {},
         changes=changes,
         trend=_part(payload, "trend") or None,
+        cause_feedback=_verdicts(wb.cause_feedback(incident_id)),
+    )
+
+
+# --- feedback and the agent's accuracy ------------------------------------------------------------
+
+
+def _verdicts(stored: dict[str, dict[str, Any]]) -> dict[str, schemas.CauseVerdict]:
+    return {cause: schemas.CauseVerdict.model_validate(v) for cause, v in stored.items()}
+
+
+def set_cause_feedback(
+    wb: Workbench, incident_id: str, cause: str, body: schemas.CauseFeedback, *, actor: str
+) -> schemas.CauseFeedbackState:
+    """Record a verdict on one cause; the latest verdict on each cause of the incident."""
+    stored = wb.set_cause_feedback(
+        incident_id,
+        cause,
+        body.verdict,
+        actor=actor,
+        actual_cause=body.actual_cause,
+        note=body.note,
+    )
+    return schemas.CauseFeedbackState(
+        incident_id=incident_id, causes=list(_verdicts(stored).values())
+    )
+
+
+def accuracy(wb: Workbench) -> schemas.Accuracy:
+    """Detection precision, cause accuracy and calibration, and the recalibration."""
+    found = wb.feedback_report()
+    return schemas.Accuracy.model_validate(
+        {**found, "recalibration_applied": found["recalibration"]["n"] > 0}
     )
 
 
