@@ -3,6 +3,7 @@ time, no high-severity incident without a cause, re-runs update, incremental equ
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from pathlib import Path
 from typing import Any
@@ -30,9 +31,9 @@ from cxagent.incidents.windows import (
     WindowSeries,
     to_windows,
     window_end,
-    windows_from_cube,
     window_ids,
     window_start,
+    windows_from_cube,
 )
 from cxagent.metrics.series import SliceSeries, build_series
 from cxagent.store.db import session_factory
@@ -293,3 +294,34 @@ def test_an_incremental_run_survives_a_new_slice_appearing(demo_dataset: tuple[P
             r.label,
             r.draft.slice,
         )
+
+
+def test_cx_weights_set_the_incidents_cx_scores_and_the_defaults_change_nothing(
+    planted: tuple[Path, WindowSeries, Hierarchy], planted_feed: list[IncidentReport]
+) -> None:
+    from cxagent.config import validate_config
+    from cxagent.metrics.definitions import DEFAULT_COMPONENTS, using_components
+
+    _, win, hier = planted
+    # the default weights, as copies (equal values, other objects): the very same feed
+    with using_components(tuple(dataclasses.replace(c) for c in DEFAULT_COMPONENTS)):
+        again = run_detection(win, hier, DetectConfig())[1]
+    assert [r.draft for r in again] == [r.draft for r in planted_feed]
+    assert [r.impact for r in again] == [r.impact for r in planted_feed]
+
+    weights = {c.name: 0.0 for c in DEFAULT_COMPONENTS} | {"on_time": 1.0}
+    config = validate_config({"metrics": {"cx_weights": weights}})
+    with config.activated():
+        weighted = run_detection(win, hier, DetectConfig())[1]
+    # on time alone: an incident's CX Scores are on-time scores, 200 points per unit of late
+    # rate, wherever its late rate moved
+    late = [r for r in weighted if "late_rate" in r.components]
+    assert late
+    for r in late:
+        rate = r.components["late_rate"]
+        assert r.draft.current == pytest.approx(200 * (0.5 - rate["current"]), abs=0.02)
+        assert r.draft.baseline == pytest.approx(200 * (0.5 - rate["baseline"]), abs=0.02)
+        assert r.draft.delta == pytest.approx(-200 * rate["delta"], abs=0.03)
+    default = {str(r.draft.slice): r.draft.delta for r in planted_feed}
+    both = [r for r in weighted if str(r.draft.slice) in default]
+    assert both and all(abs(r.draft.delta - default[str(r.draft.slice)]) > 1 for r in both)

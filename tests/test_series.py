@@ -74,3 +74,42 @@ def test_components_a_source_lacks_drop_out_instead_of_scoring_perfect(
     only = tuple(c for c in DEFAULT_COMPONENTS if c.name in ("on_time", "cancellation"))
     stats = CXStats(**{f: float(s.stats[f][i, j]) for f in STAT_FIELDS})
     assert s.cx_score()[0][i, j] == pytest.approx(stats.metrics(only)["cx_score"])
+
+
+ON_TIME_ONLY = {
+    "on_time": 1.0,
+    "item_accuracy": 0.0,
+    "cancellation": 0.0,
+    "refund": 0.0,
+    "support_contact": 0.0,
+    "rating": 0.0,
+}
+
+
+def test_the_weights_in_force_score_every_slice(series: SliceSeries) -> None:
+    from cxagent.config import AgentConfig, validate_config
+    from cxagent.metrics.definitions import DEFAULT_COMPONENTS, cx_components
+
+    default, default_var = series.cx_score()
+    explicit = series.cx_score(DEFAULT_COMPONENTS)
+    assert np.array_equal(default, explicit[0], equal_nan=True)  # no weights: as before
+    assert np.array_equal(default_var, explicit[1], equal_nan=True)
+    with AgentConfig().activated():
+        assert np.array_equal(series.cx_score()[0], default, equal_nan=True)
+
+    config = validate_config({"metrics": {"cx_weights": ON_TIME_ONLY}})
+    with config.activated():
+        assert cx_components() == config.metrics.components()
+        cx, _ = series.cx_score()
+        i = series.index({"region": "SF"})
+        j = int(np.argmax(series.stats["orders"][i]))
+        stats = CXStats(**{f: float(series.stats[f][i, j]) for f in STAT_FIELDS})
+        assert cx[i, j] == pytest.approx(stats.metrics()["cx_score"], abs=1e-9)
+    assert cx_components() is DEFAULT_COMPONENTS  # only inside the block
+    # with only on-time weighted, the CX Score is the on-time score wherever orders arrived
+    on_time, n = series.rate("on_time")
+    seen = n > 0
+    expected = np.clip((on_time[seen] - 0.5) / 0.5, 0.0, 1.0) * 100.0
+    assert cx[seen] == pytest.approx(expected)
+    assert not np.allclose(cx[seen], default[seen])
+    assert np.array_equal(cx, series.cx_score(config.metrics.components())[0], equal_nan=True)

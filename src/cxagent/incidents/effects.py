@@ -18,10 +18,14 @@ from scipy.special import ndtr
 from cxagent.detect.base import FloatArray
 from cxagent.incidents.detection import COMPONENTS, EVENTS, MetricModel, bad_counts
 from cxagent.incidents.windows import daypart_of_window
-from cxagent.metrics.definitions import DEFAULT_COMPONENTS, STAT_FIELDS, CXStats
+from cxagent.metrics.definitions import STAT_FIELDS, CXStats, cx_components
 from cxagent.metrics.series import measured
 
-SLOPE = {c.name: c.weight * 100.0 / abs(c.best - c.worst) for c in DEFAULT_COMPONENTS}
+
+def slopes() -> dict[str, float]:
+    """CX points per unit of each component's rate (its weight x 100 / its range), for the
+    components in force (``cx_components()``)."""
+    return {c.name: c.weight * 100.0 / abs(c.best - c.worst) for c in cx_components()}
 
 
 @dataclass
@@ -60,12 +64,13 @@ class Effects:
         """CX points lost times orders per series and window (summed over components)."""
         orders = self.stats["orders"]
         total = np.zeros_like(orders, dtype=float)
+        slope = slopes()
         for c in COMPONENTS:
             with np.errstate(invalid="ignore", divide="ignore"):
                 rate = np.where(
                     self.trials[c] > 0, (self.observed[c] - self.expected[c]) / self.trials[c], 0.0
                 )
-            total += SLOPE[c] * rate * orders
+            total += slope[c] * rate * orders
         return total / present_weight(self.missing, has_ratings=True)
 
     def sums(self, rows: list[int], cols: np.ndarray, sign: list[float] | None = None) -> Totals:
@@ -118,10 +123,11 @@ class Totals:
     def loss(self, comp: str | None = None) -> float:
         """CX points lost times orders, from a component's (or all components') excess."""
         comps = COMPONENTS if comp is None else (comp,)
+        slope = slopes()
         total = 0.0
         for c in comps:
             rate_excess = self.excess(c) / max(self.trials[c], 1e-12)
-            total += SLOPE[c] * rate_excess * self.orders
+            total += slope[c] * rate_excess * self.orders
         return total / present_weight(self.missing, has_ratings=self.stats["ratings"] > 0)
 
     def cx_scores(self) -> tuple[float, float]:
@@ -145,7 +151,7 @@ def present_weight(missing: frozenset[str], *, has_ratings: bool) -> float:
     """Total CX Score weight of the components the data measures."""
     return sum(
         c.weight
-        for c in DEFAULT_COMPONENTS
+        for c in cx_components()
         if measured(c.name, missing) and (c.name != "rating" or has_ratings)
     )
 

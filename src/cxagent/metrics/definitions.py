@@ -19,10 +19,18 @@ documented "worst" value (score 0) and "best" value (score 100) and clipped:
 A component whose denominator is empty (no ratings, say) is left out and the weights of the
 rest are renormalised. Efficiency metrics: orders per trip (delivered orders over trips),
 dasher minutes per delivery, cost per delivery.
+
+The weights above are the defaults; a run may use others, the configuration file's
+`metrics.cx_weights` ([configuration](configuration.md#metrics)). Every computation of a CX
+Score or of CX points reads the set in force, `cx_components()`; `using_components(...)` sets
+it for a block of code.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, fields
 from typing import Final
 
@@ -52,6 +60,28 @@ DEFAULT_COMPONENTS: Final = (
     Component("support_contact", 0.10, 0.20, 0.00),
     Component("rating", 0.05, 3.00, 5.00),
 )
+_ACTIVE: ContextVar[tuple[Component, ...]] = ContextVar("cx_components", default=DEFAULT_COMPONENTS)
+
+
+def cx_components() -> tuple[Component, ...]:
+    """The CX Score's components in force: ``DEFAULT_COMPONENTS`` unless the run set others
+    with ``using_components`` (a context variable: per thread and per asyncio task)."""
+    return _ACTIVE.get()
+
+
+@contextmanager
+def using_components(components: tuple[Component, ...]) -> Iterator[tuple[Component, ...]]:
+    """Make ``components`` (the defaults with other weights, e.g. the configuration's
+    ``metrics.components()``) the ones ``cx_components()`` returns inside the block."""
+    known = {c.name for c in DEFAULT_COMPONENTS}
+    unknown = [c.name for c in components if c.name not in known]
+    if unknown or not sum(c.weight for c in components) > 0:
+        raise ValueError(f"not a set of CX components: unknown {unknown} or no weight")
+    token = _ACTIVE.set(tuple(components))
+    try:
+        yield components
+    finally:
+        _ACTIVE.reset(token)
 
 
 @dataclass(frozen=True)
@@ -82,8 +112,9 @@ class CXStats:
     def from_arrays(arrays: dict[str, np.ndarray], index: int) -> CXStats:
         return CXStats(**{f.name: float(arrays[f.name][index]) for f in fields(CXStats)})
 
-    def metrics(self, components: tuple[Component, ...] = DEFAULT_COMPONENTS) -> dict[str, float]:
-        """Rates, efficiency metrics and the CX Score; NaN where a denominator is zero."""
+    def metrics(self, components: tuple[Component, ...] | None = None) -> dict[str, float]:
+        """Rates, efficiency metrics and the CX Score (of ``components``, else those in force:
+        ``cx_components()``); NaN where a denominator is zero."""
 
         def ratio(a: float, b: float) -> float:
             return a / b if b > 0 else float("nan")
@@ -108,6 +139,8 @@ class CXStats:
             "dasher_min_per_delivery": ratio(self.dasher_active_s, self.delivered) / 60.0,
             "cost_per_delivery": ratio(self.delivery_cost, self.delivered),
         }
+        if components is None:
+            components = cx_components()
         scored = [(c.weight, c.score(values[c.name])) for c in components]
         present = [(w, s) for w, s in scored if not np.isnan(s)]
         total_w = sum(w for w, _ in present)

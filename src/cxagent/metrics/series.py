@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from cxagent.data.cohorts import DAYPARTS
 from cxagent.engine.cube import SET_DIMS, SUM_FIELDS, Cube
-from cxagent.metrics.definitions import DEFAULT_COMPONENTS, Component
+from cxagent.metrics.definitions import Component, cx_components
 
 # component -> (numerator field, denominator field, the component is 1 - numerator/denominator)
 # as in cxagent.metrics.definitions: item accuracy is one minus the bad-item share; the
@@ -65,13 +65,14 @@ class SliceSeries:
         return (1.0 - r if complement else r), n
 
     def cx_score(
-        self, components: tuple[Component, ...] = DEFAULT_COMPONENTS
+        self, components: tuple[Component, ...] | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """(CX Score, its variance) per slice and hour; NaN where nothing was delivered."""
+        """(CX Score, its variance) per slice and hour, of ``components`` (default: those in
+        force, ``cx_components()``); NaN where nothing was delivered."""
         total = np.zeros_like(self.stats["orders"])
         weight = np.zeros_like(total)
         var = np.zeros_like(total)
-        for comp in components:
+        for comp in cx_components() if components is None else components:
             if not self.measures(comp.name):
                 continue
             if comp.name == "rating":

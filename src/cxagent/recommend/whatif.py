@@ -48,11 +48,11 @@ import scipy.sparse as sp
 from scipy.optimize import isotonic_regression
 
 from cxagent.metrics.definitions import (
-    DEFAULT_COMPONENTS,
     ON_TIME_GRACE_S,
     STAT_FIELDS,
     Component,
     CXStats,
+    cx_components,
 )
 from cxagent.metrics.series import measured
 
@@ -125,14 +125,14 @@ def scored_components(frame: pd.DataFrame) -> tuple[Component, ...]:
     (Olist has no support contacts, say) is left out and the weights renormalised, as
     detection does, never scored as perfect."""
     missing = frozenset(frame.attrs.get("missing", [])) & frozenset(STAT_FIELDS)
-    return tuple(c for c in DEFAULT_COMPONENTS if measured(c.name, missing))
+    return tuple(c for c in cx_components() if measured(c.name, missing))
 
 
 def metrics_of(
-    sums: np.ndarray, components: tuple[Component, ...] = DEFAULT_COMPONENTS
+    sums: np.ndarray, components: tuple[Component, ...] | None = None
 ) -> dict[str, float]:
-    """Metrics of summed ``FIELDS``: CX Score (of ``components``), rates, efficiency,
-    customer wait."""
+    """Metrics of summed ``FIELDS``: CX Score (of ``components``, else those in force), rates,
+    efficiency, customer wait."""
     stats = CXStats(**dict(zip(STAT_FIELDS, map(float, sums[: len(STAT_FIELDS)]), strict=True)))
     out = stats.metrics(components)
     delivered = max(stats.delivered, 1e-12)
