@@ -1,6 +1,7 @@
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from cxagent.cli import app
@@ -118,3 +119,61 @@ def test_python_dash_m_runs_the_command_line() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "--engine" in done.stdout
+
+
+def test_config_check_prints_the_effective_settings_or_names_the_key(tmp_path: Path) -> None:
+    import yaml
+
+    good = tmp_path / "agent.yaml"
+    good.write_text("detection:\n  top_slices: 3\n")
+    result = CliRunner().invoke(app, ["config", "check", str(good)], env={"CXAGENT_CONFIG": ""})
+    assert result.exit_code == 0, result.output
+    effective = yaml.safe_load(result.stdout)
+    assert effective["detection"]["top_slices"] == 3  # the file's
+    assert effective["detection"]["detector"] == "ewma" and effective["channels"] == []  # defaults
+    named = CliRunner().invoke(app, ["config", "check"], env={"CXAGENT_CONFIG": str(good)})
+    assert named.exit_code == 0 and yaml.safe_load(named.stdout) == effective
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "detection:\n  fdr_alpha: 1.5\nchannels:\n  - {name: a, kind: webhook, url: 'https://h/x'}\n"
+    )
+    result = CliRunner().invoke(app, ["config", "check", str(bad)])
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        f"error: {bad}:2: detection.fdr_alpha: must lie in (0, 1), got 1.5",
+        f"error: {bad}:4: channels[0].secret_env: field required",
+    ]
+    assert result.stdout == ""
+
+
+def test_detect_takes_detection_weights_and_store_from_the_config_under_its_options(
+    demo_dataset: tuple[Path, dict], tmp_path: Path
+) -> None:
+    root, _ = demo_dataset
+    db = tmp_path / "from-config.db"
+    config = tmp_path / "agent.yaml"
+    config.write_text(
+        f"store: {{url: 'sqlite:///{db}'}}\n"
+        "detection: {detector: zscore, top_slices: 1}\n"
+        "metrics:\n  cx_weights: {on_time: 1.0, item_accuracy: 0, cancellation: 0, refund: 0,\n"
+        "               support_contact: 0, rating: 0}\n"
+    )
+    detect = ["detect", "--data", str(root), "--json"]
+    result = CliRunner().invoke(app, [*detect, "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    feed = json.loads(result.stdout)["incidents"]
+    assert feed and {i["detector"] for i in feed} == {"zscore"}  # the file's detector
+    assert all(len(i["top_slices"]) == 1 for i in feed)  # and its top_slices (default 8)
+    assert db.exists() and len(list_incidents(session_factory(f"sqlite:///{db}"))) == len(feed)
+    # the file's weights, on time alone: CX Scores are on-time scores (200 points per late rate)
+    late = [i for i in feed if "late_rate" in i["components"]]
+    assert late
+    for i in late:
+        assert i["delta"] == pytest.approx(-200 * i["components"]["late_rate"]["delta"], abs=0.03)
+    # $CXAGENT_CONFIG names the file when --config does not; an option wins over the file
+    env = {"CXAGENT_CONFIG": str(config)}
+    again = CliRunner().invoke(app, [*detect, "--detector", "ewma"], env=env)
+    assert again.exit_code == 0, again.output
+    feed = json.loads(again.stdout)["incidents"]
+    assert feed and {i["detector"] for i in feed} == {"ewma"}
+    assert all(len(i["top_slices"]) == 1 for i in feed)

@@ -3,6 +3,7 @@ and what the data cannot test."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import shutil
@@ -15,15 +16,18 @@ import pytest
 from typer.testing import CliRunner
 
 from cxagent.cli import app
+from cxagent.config import validate_config
 from cxagent.engine.connection import connect
 from cxagent.incidents.feed import IncidentReport
+from cxagent.metrics.definitions import DEFAULT_COMPONENTS, using_components
 from cxagent.rca.investigate import (
     CAUSES,
     CONFIDENCE_FILE,
     investigate_report,
     load_confidence_model,
+    requested_report,
 )
-from cxagent.rca.timeline import late_impacts
+from cxagent.rca.timeline import MECHANISMS, late_impacts
 from cxagent.store.repository import IncidentDraft
 
 T0 = pd.Timestamp("2024-03-15")
@@ -107,6 +111,40 @@ def test_on_the_demo_batching_ranks_first_and_prep_second(
     assert any(e.startswith("diff-in-diff against") for e in sf["causes"][0]["evidence"])
     shap = {f["feature"]: f["contribution"] for f in sf["shift_attribution"]["features"]}
     assert shap["batched"] > 0.01 and sf["shift_attribution"]["model_auc"] > 0.7
+
+
+@pytest.mark.slow
+def test_cx_weights_set_the_impacts_of_causes_and_the_defaults_change_nothing(
+    demo_dataset: tuple[Path, dict[str, Any]],
+) -> None:
+    engine = connect(demo_dataset[0])
+    where = {"region": "SF", "category": "grocery", "daypart": "dinner"}
+
+    def run() -> tuple[IncidentDraft, list[tuple[str, float, tuple[float, float]]]]:
+        report = requested_report(engine, where, dt.datetime(2024, 1, 3))
+        found = investigate_report(engine, report, n_bootstrap=20)
+        # a requested report has no p-values: NaN, which never equals itself
+        draft = dataclasses.replace(report.draft, p_value=0.0, q_value=0.0)
+        return draft, [(c.cause, c.impact, c.impact_ci) for c in found.causes]
+
+    draft, causes = run()
+    assert [c for c, _, _ in causes][:2] == ["batching_policy", "prep_time_drift"]
+    # the default weights, as copies (equal values, other objects): the very same figures
+    with using_components(tuple(dataclasses.replace(c) for c in DEFAULT_COMPONENTS)):
+        assert run() == (draft, causes)
+
+    weights = {c.name: 0.0 for c in DEFAULT_COMPONENTS} | {"on_time": 1.0}
+    with validate_config({"metrics": {"cx_weights": weights}}).activated():
+        weighted_draft, weighted = run()
+    # the slice's CX Score is now its on-time score, which fell further
+    assert weighted_draft.delta < draft.delta - 5
+    # and a cause's impact is its late-rate change at 200 points per unit (not 0.3 x 200)
+    assert [c for c, _, _ in weighted] == [c for c, _, _ in causes]
+    for (name, impact, ci), (_, points, interval) in zip(causes, weighted, strict=True):
+        assert name in MECHANISMS
+        assert points == pytest.approx(impact / 0.3) and interval == pytest.approx(
+            (ci[0] / 0.3, ci[1] / 0.3)
+        )
 
 
 def test_without_courier_data_the_courier_hypotheses_are_not_testable(

@@ -34,7 +34,7 @@ from cxagent.recommend.actions import (
     store_prep_factors,
     supply_shortfall,
 )
-from cxagent.recommend.planning import linearised_cx, plan_for
+from cxagent.recommend.planning import linearised_cx, measure, plan_for
 from cxagent.recommend.recommend import (
     MONITOR,
     Recommendation,
@@ -458,6 +458,16 @@ def test_demo_plan_has_every_section(demo_recommendations: Any) -> None:
         assert section in md
     assert "switchback" in md  # batching shares couriers between arms
     assert "cx_score" in md and "dasher_min_per_delivery" in md
+
+
+def test_a_sampled_frame_measures_the_slices_whole_order_volume(demo_recommendations: Any) -> None:
+    recs, _ = demo_recommendations
+    whole = measure(recs.frame)
+    half = recs.frame.iloc[::2].copy()
+    half.attrs["sample"] = (len(half), len(recs.frame))  # as the engine's cap reports it
+    sampled = measure(half)
+    assert sampled.orders_per_day == pytest.approx(whole.orders_per_day, rel=0.02)
+    assert measure(recs.frame.iloc[::2].copy()).orders_per_day < 0.6 * whole.orders_per_day
 
 
 def test_plan_refuses_a_fix_without_an_estimate(demo_recommendations: Any) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -10,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import track
 from rich.table import Table as RichTable
 
@@ -34,7 +36,13 @@ app.add_typer(experiment_app, name="experiment")
 console = Console(stderr=True)
 OutOpt = Annotated[Path, typer.Option("--out", help="Directory to write the dataset to.")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace --out if it exists.")]
-DataOpt = Annotated[Path, typer.Option("--data", help="Dataset directory.")]
+DataOpt = Annotated[
+    Path,
+    typer.Option(
+        "--data",
+        help="Dataset directory, or its URL on object storage (s3://bucket/prefix; the cloud extra).",
+    ),
+]
 DbOpt = Annotated[
     str | None,
     typer.Option("--db", help="Incident store URL (default: $CXAGENT_DB_URL or DATA/cxagent.db)."),
@@ -56,7 +64,8 @@ IncidentOpt = Annotated[
 
 def _fail(exc: Exception) -> typer.Exit:
     """Print the error (it names the file, option or field at fault) and exit with 2."""
-    console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+    # escaped: a message may hold brackets (pip install 'cxagent[cloud]') that are not markup
+    console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
     return typer.Exit(code=2)
 
 
@@ -156,6 +165,9 @@ def demo(
         typer.Option("--serve/--no-serve", help="Open the web workbench on the story at the end."),
     ] = True,
     port: Annotated[int, typer.Option(min=1, max=65535, help="The workbench's port.")] = 8000,
+    engine_name: Annotated[
+        str | None, typer.Option("--engine", help=EngineOpt.__metadata__[0].help)
+    ] = None,
 ) -> None:
     """The demo journey on embedded defaults: generate the demo story, detect, investigate,
     recommend, export the plan of the best fix, rehearse its experiment, then open the web
@@ -163,6 +175,7 @@ def demo(
     from cxagent.data.io import load_manifest
     from cxagent.data.validate import validate_dataset
 
+    _use_engine(engine_name)
     if overwrite or not (out / "dataset.json").exists():
         generate(spec=None, out=out, demo=True, overwrite=overwrite, workers=2)
     else:
@@ -190,7 +203,7 @@ def demo(
 
     progress = track(reports, description="investigating root causes", console=console)
     engine = connect(out)
-    found = investigate_reports(engine, progress)
+    found = investigate_reports(engine, progress, recalibration=_recalibration(None, out))
     _print_investigations(found)
     recs = _recommended(engine, found, 1.0, 100, False)
     _print_recommendations(recs)
@@ -319,27 +332,68 @@ def _use_engine(engine: str | None) -> None:
     os.environ[ENGINE_ENV] = engine
 
 
+def _store_url(data: Path, db: str | None) -> str | None:
+    """--db as given; for a dataset on object storage without one, the default store in the
+    working directory ($CXAGENT_DB_URL or ./cxagent.db): only reading goes to the bucket."""
+    from cxagent.engine.storage import remote_url
+    from cxagent.store.db import default_url
+
+    if db is not None or remote_url(data) is None:
+        return db
+    return default_url()
+
+
+def _agent_config(path: Path | None) -> Any:
+    """The configuration: --config, else the file $CXAGENT_CONFIG names, else every default."""
+    from cxagent.config import load_agent_config
+
+    try:
+        return load_agent_config(path)
+    except CXAgentError as exc:
+        raise _fail(exc) from exc
+
+
+def _detect_config(cfg: Any, **options: Any) -> Any:
+    """The file's detection settings with the options given on the command line over them (a
+    --detector other than the file's drops the file's detector_params: another detector's)."""
+    given = {name: value for name, value in options.items() if value is not None}
+    if given.get("detector", cfg.detection.detector) != cfg.detection.detector:
+        given["detector_params"] = {}
+    return dataclasses.replace(cfg.detection.to_detect_config(), **given)
+
+
 @app.command()
 def detect(
     data: DataOpt,
     as_json: Annotated[bool, typer.Option("--json", help="Print the feed as JSON.")] = False,
     db: DbOpt = None,
-    detector: Annotated[str, typer.Option(help="ewma, zscore or bocpd.")] = "ewma",
+    detector: Annotated[
+        str | None,
+        typer.Option(help="ewma, zscore or bocpd (default: detection.detector, else ewma)."),
+    ] = None,
     monitor_days: Annotated[
-        int, typer.Option(min=1, help="Last days monitored window by window.")
-    ] = 7,
+        int | None,
+        typer.Option(
+            min=1,
+            help="Last days monitored window by window (default: detection.monitor_days, else 7).",
+        ),
+    ] = None,
     state: Annotated[
         Path | None, typer.Option(help="Detector state file: later runs process only new windows.")
     ] = None,
     engine: EngineOpt = None,
+    config: ConfigOpt = None,
 ) -> None:
     """Detect CX regressions per cohort and print the incident feed."""
-    from cxagent.incidents import DetectConfig, detect_incidents
+    from cxagent.incidents import detect_incidents
 
-    _use_engine(engine)
+    cfg = _agent_config(config)
+    _use_engine(engine or cfg.data.engine)
+    db = _store_url(data, db or cfg.store.url)
     try:
-        config = DetectConfig(detector=detector, monitor_days=monitor_days)
-        reports = detect_incidents(data, store_url=db, config=config, state_path=state)
+        settings = _detect_config(cfg, detector=detector, monitor_days=monitor_days)
+        with cfg.activated():
+            reports = detect_incidents(data, store_url=db, config=settings, state_path=state)
     except (CXAgentError, ValueError) as exc:
         raise _fail(exc) from exc
     if as_json:
@@ -370,6 +424,7 @@ def investigate(
     engine_name: Annotated[
         str | None, typer.Option("--engine", help=EngineOpt.__metadata__[0].help)
     ] = None,
+    config: ConfigOpt = None,
 ) -> None:
     """Detect incidents, then investigate each one: ranked causes with evidence, and the
     fixes recommended for them."""
@@ -377,20 +432,26 @@ def investigate(
     from cxagent.incidents import detect_incidents
     from cxagent.rca.investigate import investigate_reports, requested_report
 
-    _use_engine(engine_name)
+    cfg = _agent_config(config)
+    _use_engine(engine_name or cfg.data.engine)
+    db = _store_url(data, db or cfg.store.url)
     try:
         if (slice_ is None) != (since is None):
             raise CXAgentError("--slice and --since go together")
-        engine = connect(data)
-        if slice_ is not None and since is not None:
-            reports = [requested_report(engine, _parse_slice(slice_), since)]
-        else:
-            reports = detect_incidents(data, store_url=db)
-        progress = track(
-            reports, description="investigating root causes", console=console, disable=as_json
-        )
-        found = investigate_reports(engine, progress, n_bootstrap=bootstrap)
-        recs = _recommended(engine, found, exchange_rate, bootstrap, as_json)
+        with cfg.activated():
+            engine = connect(data)
+            if slice_ is not None and since is not None:
+                reports = [requested_report(engine, _parse_slice(slice_), since)]
+            else:
+                detection = cfg.detection.to_detect_config()
+                reports = detect_incidents(data, store_url=db, config=detection)
+            progress = track(
+                reports, description="investigating root causes", console=console, disable=as_json
+            )
+            found = investigate_reports(
+                engine, progress, n_bootstrap=bootstrap, recalibration=_recalibration(db, data)
+            )
+            recs = _recommended(engine, found, exchange_rate, bootstrap, as_json)
     except (CXAgentError, ValueError) as exc:
         raise _fail(exc) from exc
     if as_json:
@@ -415,6 +476,7 @@ def _investigated(
     from cxagent.incidents import detect_incidents
     from cxagent.rca.investigate import investigate_reports
 
+    db = _store_url(data, db)
     engine = connect(data)
     if incident is not None:  # as stored, whatever its status (resolved ones too)
         from cxagent.incidents.feed import stored_report
@@ -433,7 +495,9 @@ def _investigated(
     progress = track(
         reports, description="investigating root causes", console=console, disable=quiet
     )
-    return engine, investigate_reports(engine, progress, n_bootstrap=bootstrap)
+    return engine, investigate_reports(
+        engine, progress, n_bootstrap=bootstrap, recalibration=_recalibration(db, data)
+    )
 
 
 def _recommended(
@@ -445,6 +509,27 @@ def _recommended(
     return [
         run(engine, inv, exchange_rate=exchange_rate, n_bootstrap=bootstrap) for inv in progress
     ]
+
+
+config_app = typer.Typer(help="The agent's YAML configuration file.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+
+@config_app.command("check")
+def config_check(
+    file: Annotated[
+        Path | None,
+        typer.Argument(
+            help="The configuration file (default: the one $CXAGENT_CONFIG names, else none).",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Validate a configuration file: print every effective setting as YAML, or every problem
+    with the file, line and key of each (exit status 2)."""
+    from cxagent.config import check_config
+
+    raise typer.Exit(check_config(file))
 
 
 @app.command()
@@ -764,6 +849,7 @@ def serve(
         bool, typer.Option("--rebuild", help="Recompute the stored views before serving.")
     ] = False,
     bootstrap: BootstrapOpt = 100,
+    engine: EngineOpt = None,
 ) -> None:
     """Serve the web workbench and its JSON API over the stored views (see docs/web.md),
     computing them first when the store has none; in development, print the ML engineer's
@@ -771,6 +857,8 @@ def serve(
     from cxagent.store.db import default_url
     from cxagent.web import Settings
 
+    _use_engine(engine)
+    db = _store_url(data, db)
     try:
         settings = Settings.from_env(db_url=db)
         url = settings.db_url or default_url(data)
@@ -808,6 +896,384 @@ def _serve(settings: Any, workbench: Any, host: str, port: int) -> None:
     from cxagent.web import serve as run
 
     run(settings, workbench, host=host, port=port)
+
+
+# --- feedback on incidents and causes (issue 9) --------------------------------------------------
+
+alerts_app = typer.Typer(help="Alert channels: preview what a configuration would send.")
+app.add_typer(alerts_app, name="alerts")
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--config", help="The agent's YAML configuration (default: $CXAGENT_CONFIG, if set)."
+    ),
+]
+
+
+def _watch_setup(data: Path | None, config: Path | None, db: str | None) -> tuple[Any, Path, str]:
+    """(the configuration, the dataset, the store URL): command-line options over the file."""
+    from cxagent.config import load_agent_config
+    from cxagent.store.db import default_url
+
+    try:
+        cfg = load_agent_config(config)
+    except CXAgentError as exc:
+        raise _fail(exc) from exc
+    if data is None:
+        if cfg.data.path is None:
+            raise _fail(SpecError("--data: no dataset given (nor data.path in the configuration)"))
+        data = Path(cfg.data.path)
+    _use_engine(cfg.data.engine)
+    url = db or _store_url(data, None) or cfg.store.resolved_url(data) or default_url(data)
+    return cfg, data, url
+
+
+@app.command()
+def watch(
+    data: Annotated[
+        Path | None, typer.Option("--data", help="Dataset (default: data.path).")
+    ] = None,
+    config: ConfigOpt = None,
+    db: DbOpt = None,
+    interval: Annotated[
+        str | None, typer.Option(help="Time between ticks, e.g. 15m, 1h (default: watch.interval).")
+    ] = None,
+    ticks: Annotated[
+        int | None,
+        typer.Option(min=1, help="Stop after this many ticks (default: run until stopped)."),
+    ] = None,
+    investigate: Annotated[
+        bool | None,
+        typer.Option(
+            "--investigate/--no-investigate",
+            help="Investigate new and changed incidents (default: watch.investigate).",
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON line per tick.")] = False,
+) -> None:
+    """Watch the dataset: detect on new windows every interval, update incidents, investigate,
+    alert the configured channels. Its state lives in the store: a restart goes on from the
+    last tick. Stop with Ctrl-C (or SIGTERM): the tick in progress finishes first."""
+    import signal
+    import threading
+
+    from cxagent.config.schema import parse_duration
+    from cxagent.watch import TickReport, WatchSettings
+    from cxagent.watch import watch as run_watch
+
+    cfg, data, url = _watch_setup(data, config, db)
+    try:
+        every = parse_duration(interval).total_seconds() if interval else cfg.watch.interval_s
+        settings = WatchSettings(
+            interval_s=every,
+            investigate=cfg.watch.investigate if investigate is None else investigate,
+            workbench_url=None if cfg.workbench.base_url is None else str(cfg.workbench.base_url),
+        )
+        detect_config = cfg.detection.to_detect_config()
+        cfg.check_env()  # every channel's secret is there before the first tick
+    except (CXAgentError, ValueError) as exc:
+        raise _fail(exc) from exc
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+
+    def report(r: TickReport) -> None:
+        if as_json:
+            typer.echo(json.dumps(r.as_dict(), default=str))
+            return
+        if r.error:
+            console.print(f"[red]tick failed[/] ({escape(r.error)}); trying again next tick")
+            return
+        sent = sum(a["outcome"] == "sent" for a in r.alerts)
+        failed = len(r.alerts) - sent
+        console.print(
+            f"tick {r.tick}: {r.windows} new windows (data to {r.data_until}), "
+            f"{len(r.created)} new and {len(r.updated)} updated incidents, "
+            f"{len(r.investigated)} investigated, {sent} alerts sent"
+            + (f", [red]{failed} failed[/] (retried next tick)" if failed else "")
+            + (f"; refit: {r.refit}" if r.refit else ""),
+            highlight=False,
+        )
+
+    console.print(f"watching {data} every {every:g} s; store {url}", highlight=False)
+    try:
+        with cfg.activated():  # the configuration's CX weights, for every tick
+            run_watch(
+                data,
+                url,
+                detect_config,
+                list(cfg.channels),
+                settings=settings,
+                max_ticks=ticks,
+                stop=stop,
+                on_tick=report,
+            )
+    except KeyboardInterrupt:
+        console.print("stopped")
+    except CXAgentError as exc:
+        raise _fail(exc) from exc
+
+
+@alerts_app.command("preview")
+def alerts_preview(
+    data: Annotated[
+        Path | None, typer.Option("--data", help="Dataset (default: data.path).")
+    ] = None,
+    config: ConfigOpt = None,
+    days: Annotated[int, typer.Option(min=1, help="Replay the last N days.")] = 14,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """What the configuration's detectors would have raised over the last N days, by severity
+    and per channel, before you save it. Nothing is stored and nothing is sent."""
+    from cxagent.watch import preview
+
+    cfg, data, _ = _watch_setup(data, config, None)
+    try:
+        found = preview(data, cfg.detection.to_detect_config(), list(cfg.channels), days=days)
+    except (CXAgentError, ValueError) as exc:
+        raise _fail(exc) from exc
+    if as_json:
+        typer.echo(json.dumps(found, indent=2, default=str))
+        return
+    counts = ", ".join(f"{n} {s}" for s, n in found["by_severity"].items())
+    console.print(
+        f"{len(found['incidents'])} incidents over {days} days ({counts}); "
+        f"detector {found['detector']}, {found['from']} to {found['until']}",
+        highlight=False,
+    )
+    for name, n in found["per_channel"].items():
+        console.print(f"  channel {name}: {n} incidents would be sent", highlight=False)
+    table = RichTable("severity", "slice", "detected", "CX change", "orders")
+    for i in found["incidents"]:
+        table.add_row(
+            i["severity"],
+            i["label"],
+            i["detected_at"][:16],
+            f"{i['delta']:+.1f}",
+            str(i["affected_orders"]),
+        )
+    Console().print(table)
+
+
+feedback_app = typer.Typer(
+    help="Label incidents and their ranked causes; report the agent's precision and accuracy.",
+    no_args_is_help=True,
+)
+app.add_typer(feedback_app, name="feedback")
+FeedbackDataOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--data", help="Dataset directory: its store DATA/cxagent.db, unless --db is given."
+    ),
+]
+ActorOpt = Annotated[
+    str | None, typer.Option(help="Who gives the feedback, for the audit trail (default: $USER).")
+]
+NoteOpt = Annotated[str | None, typer.Option(help="A note for the audit trail.")]
+
+
+def _recalibration(db: str | None, data: Path) -> Any:
+    """The store's cause feedback as a recalibration of the shipped confidence model, or
+    None when the store holds none (confidences then stay exactly the model's)."""
+    from cxagent.store.db import default_url
+    from cxagent.store.feedback import stored_recalibration
+
+    return stored_recalibration(db or default_url(data))
+
+
+def _feedback_store(db: str | None, data: Path | None) -> Any:
+    """The session factory of the store named by --db, else $CXAGENT_DB_URL, else --data's."""
+    from cxagent.store.db import DEFAULT_URL_ENV, default_url
+
+    if db is None and data is None and not os.environ.get(DEFAULT_URL_ENV):
+        raise CXAgentError(
+            "--db: name the incident store (or give --data DIR, or set $CXAGENT_DB_URL)"
+        )
+    return _open_workbench(db or default_url(data)).factory
+
+
+def _actor(actor: str | None) -> str:
+    return (actor or os.environ.get("USER") or "engineer").strip()[:64] or "engineer"
+
+
+@feedback_app.command("incident")
+def feedback_incident(
+    incident: Annotated[str, typer.Argument(help="The incident id (see `cxagent detect`).")],
+    true_positive: Annotated[
+        bool | None,
+        typer.Option(
+            "--true-positive/--false-positive",
+            help="A real regression, or a false alarm (feeds detection precision).",
+            show_default=False,
+        ),
+    ] = None,
+    note: NoteOpt = None,
+    actor: ActorOpt = None,
+    db: DbOpt = None,
+    data: FeedbackDataOpt = None,
+) -> None:
+    """Label an incident a true or a false positive."""
+    from cxagent.store.feedback import label_incident
+
+    try:
+        if true_positive is None:
+            raise CXAgentError("give --true-positive or --false-positive")
+        factory = _feedback_store(db, data)
+        label_incident(
+            factory, incident, false_positive=not true_positive, actor=_actor(actor), note=note
+        )
+    except CXAgentError as exc:
+        raise _fail(exc) from exc
+    console.print(f"{incident}: labelled a {'true' if true_positive else 'false'} positive")
+
+
+@feedback_app.command("cause")
+def feedback_cause(
+    incident: Annotated[str, typer.Argument(help="The incident id (see `cxagent detect`).")],
+    cause: Annotated[
+        str,
+        typer.Argument(
+            help="A ranked cause: batching_policy, prep_time_drift, dasher_shortage, "
+            "eta_model_bias, inventory_drop or normal_variance."
+        ),
+    ],
+    confirmed: Annotated[
+        bool | None,
+        typer.Option(
+            "--confirmed/--wrong",
+            help="The cause is right, or it is not (feeds cause accuracy and calibration).",
+            show_default=False,
+        ),
+    ] = None,
+    actual: Annotated[
+        str | None,
+        typer.Option(
+            "--actual",
+            help="With --wrong: what it actually was (a cause above, or 'other').",
+        ),
+    ] = None,
+    note: NoteOpt = None,
+    actor: ActorOpt = None,
+    db: DbOpt = None,
+    data: FeedbackDataOpt = None,
+) -> None:
+    """Mark a ranked cause of an incident confirmed or wrong (the latest verdict wins; every
+    one is kept in the incident's audit trail)."""
+    from cxagent.store.feedback import set_cause_feedback
+
+    try:
+        if confirmed is None:
+            raise CXAgentError("give --confirmed or --wrong")
+        factory = _feedback_store(db, data)
+        stored = set_cause_feedback(
+            factory,
+            incident,
+            cause=cause,
+            verdict="confirmed" if confirmed else "wrong",
+            actual_cause=actual,
+            actor=_actor(actor),
+            note=note,
+        )
+    except CXAgentError as exc:
+        raise _fail(exc) from exc
+    shown = (
+        f" (ranked {stored['rank']}, confidence {stored['confidence']:.2f})"
+        if stored["rank"] is not None and stored["confidence"] is not None
+        else ""
+    )
+    actually = f"; actually {actual}" if actual else ""
+    console.print(f"{incident}: {cause}{shown} marked {stored['verdict']}{actually}")
+
+
+def _share(value: float | None, interval: list[float] | None = None) -> str:
+    """A proportion as a percentage, with its interval when given ('-' when undefined)."""
+    if value is None:
+        return "-"
+    return f"{value:.0%}" + (f" ({interval[0]:.0%} to {interval[1]:.0%})" if interval else "")
+
+
+def _number(value: float | None, fmt: str = ".3f") -> str:
+    return "-" if value is None else f"{value:{fmt}}"
+
+
+@feedback_app.command("report")
+def feedback_report(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    db: DbOpt = None,
+    data: FeedbackDataOpt = None,
+) -> None:
+    """The agent's own record from the labels: detection precision (95% Wilson interval),
+    top-1 cause accuracy, the calibration table and Brier score, by week of detection, and
+    the recalibration of the confidence the labels support."""
+    from cxagent.store.feedback import report
+
+    try:
+        found = report(_feedback_store(db, data))
+    except CXAgentError as exc:
+        raise _fail(exc) from exc
+    if as_json:
+        typer.echo(json.dumps(found, indent=2, default=str))
+        return
+    out = Console()
+    det, causes, recal = found["detection"], found["causes"], found["recalibration"]
+    out.print(
+        f"[bold]Detection precision[/]: {_share(det['precision'], det['interval'])} "
+        f"of {det['labelled']} labelled incidents ({det['true_positives']} true, "
+        f"{det['false_positives']} false positives; 95% Wilson interval)",
+        highlight=False,
+    )
+    top1 = causes["top1"]
+    out.print(
+        f"[bold]Top-1 cause accuracy[/]: {_share(top1['accuracy'], top1['interval'])} of "
+        f"{top1['incidents']} incidents whose first cause is labelled; "
+        f"{causes['confirmed']} of {causes['labelled']} labelled causes confirmed; "
+        f"Brier score {_number(causes['brier'])}, ECE {_number(causes['ece'])}",
+        highlight=False,
+    )
+    weeks: dict[str, dict[str, Any]] = {}
+    for row in det["by_week"]:
+        weeks.setdefault(row["week"], {})["det"] = row
+    for row in causes["by_week"]:
+        weeks.setdefault(row["week"], {})["cause"] = row
+    if weeks:
+        table = RichTable(title="By week of detection")
+        for col in ("week", "incidents labelled", "precision", "causes labelled", "top-1", "Brier"):
+            table.add_column(col, no_wrap=True)
+        for week in sorted(weeks):
+            d, c = weeks[week].get("det"), weeks[week].get("cause")
+            table.add_row(
+                week,
+                str(d["labelled"]) if d else "0",
+                _share(d["precision"]) if d else "-",
+                str(c["labelled"]) if c else "0",
+                f"{_share(c['top1_accuracy'])} of {c['top1_incidents']}" if c else "-",
+                _number(c["brier"]) if c else "-",
+            )
+        out.print(table)
+    table = RichTable(title="Calibration: confidence shown against the confirmed rate")
+    for col in ("confidence", "causes", "mean confidence", "confirmed", "95% interval"):
+        table.add_column(col, no_wrap=True)
+    for row in causes["calibration"]:
+        lo, hi = row["bin"]
+        iv = row["interval"]
+        table.add_row(
+            f"{lo:.0%}-{hi:.0%}",
+            str(row["n"]),
+            _share(row["mean_confidence"]),
+            _share(row["confirmed_rate"]),
+            f"{iv[0]:.0%} to {iv[1]:.0%}" if iv else "-",
+        )
+    out.print(table)
+    if causes["actual_causes"]:
+        named = ", ".join(f"{k} {v}" for k, v in causes["actual_causes"].items())
+        out.print(f"Wrong causes were actually: {named}", highlight=False)
+    out.print(
+        f"[bold]Recalibration[/] of the confidence, p' = sigmoid(a + b logit(p)): "
+        f"a = {recal['a']:+.3f} (sd {recal['a_sd']:.3f}), b = {recal['b']:.3f} "
+        f"(sd {recal['b_sd']:.3f}) from n = {recal['n']} labelled causes "
+        f"(prior: identity, sd {recal['prior_sd']})"
+        + ("; not applied (no labels)" if recal["n"] == 0 else "; applied to new investigations"),
+        highlight=False,
+    )
 
 
 # --- the storefront persona agent (issue 7) ------------------------------------------------------

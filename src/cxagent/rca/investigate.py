@@ -40,11 +40,12 @@ import pandas as pd
 
 from cxagent.engine.connection import Engine, connect
 from cxagent.errors import CXAgentError
-from cxagent.incidents.effects import SLOPE
+from cxagent.incidents.effects import slopes
 from cxagent.incidents.feed import IncidentReport
 from cxagent.incidents.pipeline import detect_incidents
 from cxagent.rca.changelog import ChangeMatch, match_changes
 from cxagent.rca.contrast import SliceContrast, slice_contrast
+from cxagent.rca.feedback import Recalibration
 from cxagent.rca.orders import check_slice, order_frame
 from cxagent.rca.shift import ShiftAttribution, attribute_shift
 from cxagent.rca.timeline import (
@@ -82,6 +83,7 @@ class Cause:
     evidence: list[str] = field(default_factory=list)
     change: ChangeMatch | None = None
     features: dict[str, float] = field(default_factory=dict)  # what confidence is computed from
+    model_confidence: float | None = None  # the shipped model's, when recalibrated after it
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -92,7 +94,11 @@ class Cause:
             "evidence": self.evidence,
             "change_id": self.change.change_id if self.change else None,
             "features": {k: round(v, 4) for k, v in self.features.items()},
-        }
+        } | (
+            {"model_confidence": round(self.model_confidence, 3)}
+            if self.model_confidence is not None
+            else {}
+        )
 
 
 @dataclass
@@ -107,6 +113,7 @@ class Investigation:
     shift: ShiftAttribution | None = None
     timing: dict[str, LaggedCorrelation] = field(default_factory=dict)
     frame: pd.DataFrame | None = field(default=None, repr=False)  # the slice's orders
+    recalibration: Recalibration | None = None  # applied after the shipped model, if any
 
     def as_dict(self) -> dict[str, Any]:
         d = self.report.as_dict()
@@ -126,6 +133,8 @@ class Investigation:
         d["not_testable"] = self.not_testable
         d["narrative"] = self.narrative
         d["confidence_calibrated"] = load_confidence_model() is not None
+        if self.recalibration is not None:  # only with engineers' feedback in the store
+            d["confidence_recalibration"] = self.recalibration.as_dict()
         return d
 
 
@@ -287,10 +296,13 @@ def investigate_report(
     seed: int = 0,
     data_end: dt.datetime | None = None,
     change_log: pd.DataFrame | None = None,
+    recalibration: Recalibration | None = None,
 ) -> Investigation:
     """Evidence and ranked causes for one detected incident. ``data_end`` (``_data_end``)
     and ``change_log`` (``_change_log``) are the same for every incident of a dataset:
-    read here unless given."""
+    read here unless given. ``recalibration`` (``store.feedback.stored_recalibration``: the
+    engineers' confirmed and wrong causes) is applied after the shipped confidence model;
+    None leaves the model's confidence as it is."""
     draft = report.draft
     where = investigation_slice(report)
     start = draft.window_start - dt.timedelta(days=baseline_days)
@@ -313,7 +325,10 @@ def investigate_report(
     shift = _shift(frame, missing, seed)
     shap = _shap_by_cause(shift)
     timing = lagged_correlations(frame, missing=untestable)
-    slope = {c: SLOPE["on_time"] for c in MECHANISMS} | {"inventory_drop": SLOPE["item_accuracy"]}
+    per_rate = slopes()  # CX points per unit of the late rate, of the item-issue rate
+    slope = {c: per_rate["on_time"] for c in MECHANISMS} | {
+        "inventory_drop": per_rate["item_accuracy"]
+    }
     changes = (
         match_changes(change_log, where, draft.window_start) if engine.has("change_events") else []
     )
@@ -395,6 +410,9 @@ def investigate_report(
     if confidence_model is not None:
         for c in causes:
             c.confidence = confidence_model(c.features)
+            if recalibration is not None:
+                c.model_confidence = c.confidence
+                c.confidence = recalibration.apply(c.confidence)
         causes.sort(key=lambda c: -c.confidence)  # most probable first
     narrative = _narrative(report, where, causes)
 
@@ -410,6 +428,7 @@ def investigate_report(
             shift=shift,
             timing=timing,
             frame=frame,
+            recalibration=recalibration if confidence_model is not None and causes else None,
         )
 
     if not causes and not ruled_out:
@@ -578,9 +597,11 @@ def investigate_reports(
     reports: Iterable[IncidentReport],
     *,
     n_bootstrap: int = 100,
+    recalibration: Recalibration | None = None,
 ) -> list[Investigation]:
     """Investigate each report (pass an iterable wrapped in a progress bar to show one); the
-    end of the data and the change log are read once for all of them (with the first)."""
+    end of the data and the change log are read once for all of them (with the first).
+    ``recalibration``: see ``investigate_report``."""
     found: list[Investigation] = []
     shared: tuple[dt.datetime, pd.DataFrame] | None = None
     for report in reports:
@@ -589,7 +610,12 @@ def investigate_reports(
         data_end, change_log = shared
         found.append(
             investigate_report(
-                engine, report, n_bootstrap=n_bootstrap, data_end=data_end, change_log=change_log
+                engine,
+                report,
+                n_bootstrap=n_bootstrap,
+                data_end=data_end,
+                change_log=change_log,
+                recalibration=recalibration,
             )
         )
     return found
@@ -598,6 +624,13 @@ def investigate_reports(
 def investigate(
     data_dir: Path | str, *, store_url: str | None = None, n_bootstrap: int = 100
 ) -> list[Investigation]:
-    """Detect incidents in the dataset, then investigate each one."""
+    """Detect incidents in the dataset, then investigate each one (confidences recalibrated
+    by the store's cause feedback when it holds any)."""
+    from cxagent.store.db import default_url
+    from cxagent.store.feedback import stored_recalibration
+
     reports = detect_incidents(data_dir, store_url=store_url)
-    return investigate_reports(connect(data_dir), reports, n_bootstrap=n_bootstrap)
+    recalibration = stored_recalibration(store_url or default_url(data_dir))
+    return investigate_reports(
+        connect(data_dir), reports, n_bootstrap=n_bootstrap, recalibration=recalibration
+    )

@@ -32,7 +32,7 @@ from cxagent.experiments.plan import (
     PlanContext,
     build_plan,
 )
-from cxagent.metrics.definitions import DEFAULT_COMPONENTS, Component
+from cxagent.metrics.definitions import Component, cx_components
 from cxagent.recommend.recommend import Recommendation
 from cxagent.recommend.whatif import FIELDS, order_stats, scored_components
 
@@ -51,10 +51,10 @@ _COMPONENT_FIELDS: Final = {
 
 
 def linearised_cx(
-    stats: np.ndarray, components: tuple[Component, ...] = DEFAULT_COMPONENTS
+    stats: np.ndarray, components: tuple[Component, ...] | None = None
 ) -> tuple[float, np.ndarray]:
-    """The CX Score of the summed per-order ``stats`` (``whatif.FIELDS`` rows) and each order's
-    linearised score: the score plus the order's influence, so that the mean of the values is
+    """The CX Score (of ``components``, else those in force) of the summed per-order ``stats``
+    (``whatif.FIELDS`` rows) and each order's linearised score: the score plus the order's influence, so that the mean of the values is
     the score and their variance / n its delta-method variance. A component clipped at 0 or
     100 has no slope and no influence."""
     idx = {f: i for i, f in enumerate(FIELDS)}
@@ -62,7 +62,7 @@ def linearised_cx(
     total = stats.sum(axis=1)
     influence = np.zeros(n)
     weights, scores = [], []
-    for comp in components:
+    for comp in cx_components() if components is None else components:
         num, den, sign = _COMPONENT_FIELDS[comp.name]
         d_mean = total[idx[den]] / n
         if d_mean <= 0:
@@ -101,6 +101,13 @@ def _icc(values: np.ndarray, clusters: np.ndarray) -> float:
         return 0.0
 
 
+def _sampled_share(frame: pd.DataFrame) -> float:
+    """The share of the slice's orders the frame holds: 1, or kept / of when the engine drew
+    a sample (``rca.orders.order_frame``'s cap): rates need no correction, counts do."""
+    sample = frame.attrs.get("sample")
+    return 1.0 if not sample else sample[0] / max(sample[1], 1)
+
+
 def measure(frame: pd.DataFrame) -> MeasuredContext:
     """What the plan needs to know about the slice, from its orders after the regression."""
     after = frame[frame["after"].to_numpy(bool)]
@@ -135,7 +142,7 @@ def measure(frame: pd.DataFrame) -> MeasuredContext:
     return MeasuredContext(
         cx_now=cx_now,
         cx_sd=float(np.std(values, ddof=1)) if len(values) > 1 else float("nan"),
-        orders_per_day=len(after) / days,
+        orders_per_day=len(after) / days / _sampled_share(frame),
         stores=int(after["store_id"].nunique()),
         regions=int(after["region"].nunique()),
         icc_store=_icc(values, store),

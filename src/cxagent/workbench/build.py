@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from cxagent.data.io import json_safe
 from cxagent.engine.connection import Engine, connect
 from cxagent.engine.cube import build_cube
+from cxagent.engine.storage import Location, remote_url
 from cxagent.errors import CXAgentError
 from cxagent.experiments.plan import plan_summary
 from cxagent.incidents.pipeline import detect_incidents, store_info
@@ -28,6 +29,7 @@ from cxagent.rca.investigate import Investigation, investigate_reports
 from cxagent.recommend.planning import plan_for
 from cxagent.recommend.recommend import Recommendations, recommend
 from cxagent.store.db import default_url, session_factory
+from cxagent.store.feedback import stored_recalibration
 from cxagent.store.repository import list_incidents, save_analysis
 from cxagent.workbench.merchants import merchant_risk
 from cxagent.workbench.overview import RECENT_DAYS, data_end, overview
@@ -176,7 +178,7 @@ def dataset_info(data_dir: Path) -> dict[str, Any]:
     manifest = load_manifest(data_dir)
     return json_safe(
         {
-            "path": str(data_dir.resolve()),
+            "path": Location.of(data_dir).url if remote_url(data_dir) else str(data_dir.resolve()),
             "source": manifest.source,
             "start": manifest.start,
             "end": manifest.end,
@@ -201,7 +203,10 @@ def build(
     reports = detect_incidents(data_dir, store_url=url)
     engine = connect(data_dir)
     found = investigate_reports(
-        engine, progress(reports, "investigating root causes"), n_bootstrap=n_bootstrap
+        engine,
+        progress(reports, "investigating root causes"),
+        n_bootstrap=n_bootstrap,
+        recalibration=stored_recalibration(url),  # None until engineers label causes
     )
     recs = [
         recommend(engine, inv, exchange_rate=exchange_rate, n_bootstrap=n_bootstrap)

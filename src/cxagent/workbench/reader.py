@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from cxagent.store import repository
+from cxagent.store import feedback, repository
 from cxagent.store.db import session_factory
 from cxagent.store.models import Analysis, Incident, IncidentEvent
 
@@ -117,3 +117,34 @@ class Workbench:
             self.factory, incident_id, false_positive=false_positive, actor=actor, note=note
         )
         return incident_record(inc, inc.events)
+
+    def set_cause_feedback(
+        self,
+        incident_id: str,
+        cause: str,
+        verdict: str,
+        *,
+        actor: str,
+        actual_cause: str | None = None,
+        note: str | None = None,
+    ) -> dict[str, dict[str, Any]]:
+        """Mark a ranked cause confirmed or wrong (audited); returns the latest verdict on
+        each cause of the incident."""
+        feedback.set_cause_feedback(
+            self.factory,
+            incident_id,
+            cause=cause,
+            verdict=verdict,
+            actor=actor,
+            actual_cause=actual_cause,
+            note=note,
+        )
+        return self.cause_feedback(incident_id)
+
+    def cause_feedback(self, incident_id: str) -> dict[str, dict[str, Any]]:
+        """The latest verdict on each cause of an incident, by cause."""
+        return feedback.cause_feedback(self.factory, incident_id)
+
+    def feedback_report(self) -> dict[str, Any]:
+        """Detection precision, cause accuracy, calibration and recalibration."""
+        return feedback.report(self.factory)
