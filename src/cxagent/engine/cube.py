@@ -207,11 +207,14 @@ def build_window_cube(
     since = None
     if days is not None:
         orders = engine.table("orders")
-        last = orders.aggregate(last=orders.order_time.max()).to_pyarrow().column(0)[0].as_py()
+        span = orders.aggregate(first=orders.order_time.min(), last=orders.order_time.max())
+        first_order, last = (c[0].as_py() for c in span.to_pyarrow().columns)
         if last is None:
             return None
         last_hour = last.replace(minute=0, second=0, microsecond=0)
         since = last_hour - dt.timedelta(days=days) + dt.timedelta(hours=1)
+        if since <= first_order:  # the data is no longer than that: no filter (measured: the
+            since = None  # filters cost a third more time on 10 M orders when they cut nothing)
     leaves = leaves_expr(order_facts(engine, since))
     leaves = engine.materialise(
         "cx_wleaves",
