@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pytest
+from sqlalchemy.orm import Session, sessionmaker
 
 from cxagent.data.scenario.generator import generate
 from cxagent.data.scenario.spec import DEMO_SPEC, load_spec, parse_spec
+from cxagent.store.db import session_factory
+from tests.pg import pg_schema
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
@@ -33,9 +37,40 @@ def make_dataset(root: Path, **overrides: Any) -> tuple[Path, dict[str, Any]]:
     return out, truth
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[sessionmaker[Session]]:
+    """The incident store on a fresh SQLite file, then on this machine's PostgreSQL."""
+    if request.param == "sqlite":
+        yield session_factory(f"sqlite:///{tmp_path / 'cx.db'}")
+        return
+    with pg_schema() as url:
+        f = session_factory(url)
+        yield f
+        f.kw["bind"].dispose()
+
+
 @pytest.fixture(scope="session")
 def small_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out, _ = make_dataset(tmp_path_factory.mktemp("small"))
+    return out
+
+
+@pytest.fixture(scope="session")
+def incident_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """23 days (16 of history, 7 monitored) with a batching change in one region on day 20."""
+    out, _ = make_dataset(
+        tmp_path_factory.mktemp("incident"),
+        days=23,
+        orders_per_day=1200,
+        interventions=[
+            {
+                "cause": "batching_policy",
+                "start": "2024-03-24T00:00",
+                "scope": {"region": "SF"},
+                "magnitude": 1.5,
+            }
+        ],
+    )
     return out
 
 

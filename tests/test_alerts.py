@@ -5,13 +5,10 @@ thresholds, signatures. The store runs on SQLite and on the real PostgreSQL of t
 from __future__ import annotations
 
 import datetime as dt
-import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from cxagent.alerts import (
@@ -46,7 +43,6 @@ from tests.alert_sinks import (
     smtp_sink,
 )
 
-PG_URL = os.environ.get("CXAGENT_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 SECRET_ENV = "CX_TEST_HOOK_SECRET"
 SECRET = "s3cret-for-the-local-sink"
 NOW = dt.datetime(2024, 1, 3, 21, 5)
@@ -54,24 +50,6 @@ CAUSES = [
     {"cause": "batching_policy", "confidence": 0.98, "impact": -11.2, "change_id": "chg-7"},
     {"cause": "prep_time_drift", "confidence": 0.81, "impact": -3.1},
 ]
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[sessionmaker[Session]]:
-    if request.param == "sqlite":
-        yield session_factory(f"sqlite:///{tmp_path / 'cx.db'}")
-        return
-    schema = f"cx_test_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(PG_URL)
-    with admin.begin() as c:
-        c.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    url = sa.engine.make_url(PG_URL).update_query_dict({"options": f"-csearch_path={schema}"})
-    f = session_factory(url.render_as_string(hide_password=False))
-    yield f
-    f.kw["bind"].dispose()
-    with admin.begin() as c:
-        c.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-    admin.dispose()
 
 
 @pytest.fixture

@@ -24,7 +24,6 @@ from cxagent.errors import CXAgentError, SpecError
 from cxagent.incidents import detect_incidents
 from cxagent.incidents.pipeline import load_windows
 from cxagent.rca.orders import MAX_FRAME_ORDERS_ENV, item_lines, order_frame
-from tests.conftest import make_dataset
 
 KEYS = ["level", "hour", "daypart", *SET_DIMS]
 
@@ -42,25 +41,6 @@ def spark_ready() -> None:
         import pyspark  # noqa: F401
     except ImportError as exc:
         spark_missing(f"pyspark is not installed: {exc}")
-
-
-@pytest.fixture(scope="module")
-def incident_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """23 days (16 of history, 7 monitored) with a batching change in one region on day 20."""
-    out, _ = make_dataset(
-        tmp_path_factory.mktemp("engines"),
-        days=23,
-        orders_per_day=1200,
-        interventions=[
-            {
-                "cause": "batching_policy",
-                "start": "2024-03-24T00:00",
-                "scope": {"region": "SF"},
-                "magnitude": 1.5,
-            }
-        ],
-    )
-    return out
 
 
 @pytest.fixture

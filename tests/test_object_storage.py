@@ -22,7 +22,6 @@ from cxagent.engine.storage import Location, remote_url
 from cxagent.errors import CXAgentError, DataValidationError
 from cxagent.incidents import detect_incidents
 from cxagent.rca.orders import order_frame
-from tests.conftest import make_dataset
 
 BUCKET = "cx-lake"
 URL = f"s3://{BUCKET}/marketplace/v1"
@@ -66,28 +65,9 @@ def s3() -> Iterator[Any]:
 
 
 @pytest.fixture(scope="module")
-def local_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """23 days (16 of history, 7 monitored) with a batching change in SF on day 20."""
-    out, _ = make_dataset(
-        tmp_path_factory.mktemp("lake"),
-        days=23,
-        orders_per_day=1200,
-        interventions=[
-            {
-                "cause": "batching_policy",
-                "start": "2024-03-24T00:00",
-                "scope": {"region": "SF"},
-                "magnitude": 1.5,
-            }
-        ],
-    )
-    return out
-
-
-@pytest.fixture(scope="module")
-def s3_dataset(s3: Any, local_dataset: Path) -> str:
+def s3_dataset(s3: Any, incident_dataset: Path) -> str:
     """The same dataset uploaded under ``URL``; returns the URL."""
-    s3.put(f"{local_dataset}/", URL.removeprefix("s3://"), recursive=True)
+    s3.put(f"{incident_dataset}/", URL.removeprefix("s3://"), recursive=True)
     return URL
 
 
@@ -121,10 +101,10 @@ def test_urls_are_recognised_and_spelled_for_each_engine() -> None:
 
 
 def test_detection_over_s3_gives_the_same_incidents_as_the_directory(
-    s3: Any, local_dataset: Path, s3_dataset: str, tmp_path: Path
+    s3: Any, incident_dataset: Path, s3_dataset: str, tmp_path: Path
 ) -> None:
     before = bucket_keys(s3)
-    local = detect_incidents(local_dataset, store_url=f"sqlite:///{tmp_path / 'local.db'}")
+    local = detect_incidents(incident_dataset, store_url=f"sqlite:///{tmp_path / 'local.db'}")
     remote = detect_incidents(s3_dataset, store_url=f"sqlite:///{tmp_path / 'remote.db'}")
     assert any(r.draft.slice.get("region") == "SF" for r in local), "the planted change"
     assert feed(remote) == feed(local)
@@ -133,20 +113,24 @@ def test_detection_over_s3_gives_the_same_incidents_as_the_directory(
 
 
 def test_the_slice_frame_over_s3_is_the_one_from_the_directory(
-    s3_dataset: str, local_dataset: Path
+    s3_dataset: str, incident_dataset: Path
 ) -> None:
     import datetime as dt
 
     where = {"region": "SF", "category": "grocery"}
     start, end = dt.datetime(2024, 3, 18), dt.datetime(2024, 3, 26)
-    local = order_frame(connect(local_dataset), where, start, end, outcomes=True)
+    local = order_frame(connect(incident_dataset), where, start, end, outcomes=True)
     remote = order_frame(connect(s3_dataset), where, start, end, outcomes=True)
     assert len(local) > 500
     pd.testing.assert_frame_equal(remote, local)
 
 
 def test_the_command_line_reads_s3_and_writes_its_store_locally(
-    s3: Any, s3_dataset: str, local_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    s3: Any,
+    s3_dataset: str,
+    incident_dataset: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.chdir(tmp_path)  # the default store of a remote dataset: ./cxagent.db
     monkeypatch.delenv("CXAGENT_DB_URL", raising=False)
@@ -157,7 +141,7 @@ def test_the_command_line_reads_s3_and_writes_its_store_locally(
     assert (tmp_path / "cxagent.db").exists()
     local = runner.invoke(
         app,
-        ["detect", "--data", str(local_dataset), "--json", "--db", f"sqlite:///{tmp_path}/l.db"],
+        ["detect", "--data", str(incident_dataset), "--json", "--db", f"sqlite:///{tmp_path}/l.db"],
     )
     assert local.exit_code == 0, local.output
 

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
 import threading
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,26 +22,6 @@ from cxagent.store.repository import (
     set_status,
     upsert_incident,
 )
-
-PG_URL = os.environ.get("CXAGENT_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[sessionmaker[Session]]:
-    if request.param == "sqlite":
-        yield session_factory(f"sqlite:///{tmp_path / 'cx.db'}")
-        return
-    schema = f"cx_test_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(PG_URL)
-    with admin.begin() as c:
-        c.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    url = sa.engine.make_url(PG_URL).update_query_dict({"options": f"-csearch_path={schema}"})
-    f = session_factory(url.render_as_string(hide_password=False))
-    yield f
-    f.kw["bind"].dispose()
-    with admin.begin() as c:
-        c.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-    admin.dispose()
 
 
 def draft(**kw: object) -> IncidentDraft:

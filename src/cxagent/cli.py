@@ -850,21 +850,24 @@ def serve(
     ] = False,
     bootstrap: BootstrapOpt = 100,
     engine: EngineOpt = None,
+    config: ConfigOpt = None,
 ) -> None:
     """Serve the web workbench and its JSON API over the stored views (see docs/web.md),
-    computing them first when the store has none; in development, print the ML engineer's
-    sign-in link."""
+    computing them first when the store has none (with the configuration's detection
+    settings and CX weights); in development, print the ML engineer's sign-in link."""
     from cxagent.store.db import default_url
     from cxagent.web import Settings
 
-    _use_engine(engine)
-    db = _store_url(data, db)
+    cfg = _agent_config(config)
+    _use_engine(engine or cfg.data.engine)
+    db = db or cfg.store.url or _store_url(data, None)
     try:
         settings = Settings.from_env(db_url=db)
         url = settings.db_url or default_url(data)
         workbench = _open_workbench(url)
         if rebuild or workbench.get_analysis("overview") is None:
-            _build_views(data, url, bootstrap)
+            with cfg.activated():
+                _build_views(data, url, bootstrap, cfg.detection.to_detect_config())
     except (CXAgentError, ValueError) as exc:
         raise _fail(exc) from exc
     _serve(settings, workbench, host, port)
@@ -881,7 +884,7 @@ def _open_workbench(url: str) -> Any:
         raise CXAgentError(f"--db: cannot open the store at {url!r}: {exc}") from exc
 
 
-def _build_views(data: Path, url: str, bootstrap: int) -> None:
+def _build_views(data: Path, url: str, bootstrap: int, config: Any = None) -> None:
     """Detect, investigate, recommend and store every view, with progress bars."""
     from cxagent.workbench.build import build
 
@@ -889,7 +892,7 @@ def _build_views(data: Path, url: str, bootstrap: int) -> None:
         return track(items, description=description, console=console)
 
     console.print("computing the workbench views (detect, investigate, recommend) ...")
-    build(data, store_url=url, n_bootstrap=bootstrap, progress=progress)
+    build(data, store_url=url, n_bootstrap=bootstrap, progress=progress, config=config)
 
 
 def _serve(settings: Any, workbench: Any, host: str, port: int) -> None:
@@ -912,19 +915,15 @@ ConfigOpt = Annotated[
 
 def _watch_setup(data: Path | None, config: Path | None, db: str | None) -> tuple[Any, Path, str]:
     """(the configuration, the dataset, the store URL): command-line options over the file."""
-    from cxagent.config import load_agent_config
     from cxagent.store.db import default_url
 
-    try:
-        cfg = load_agent_config(config)
-    except CXAgentError as exc:
-        raise _fail(exc) from exc
+    cfg = _agent_config(config)
     if data is None:
         if cfg.data.path is None:
             raise _fail(SpecError("--data: no dataset given (nor data.path in the configuration)"))
         data = Path(cfg.data.path)
     _use_engine(cfg.data.engine)
-    url = db or _store_url(data, None) or cfg.store.resolved_url(data) or default_url(data)
+    url = db or cfg.store.url or _store_url(data, None) or default_url(data)
     return cfg, data, url
 
 

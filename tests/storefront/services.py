@@ -21,28 +21,21 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import pytest
 import redis
-import sqlalchemy as sa
 
 from cxagent.storefront.events import Event
 from cxagent.storefront.features import MemoryFeatureStore, RedisFeatureStore
 from cxagent.storefront.logs import ExperimentLog
 from cxagent.storefront.stream import MAXLEN, MemoryStream, RedisStream
+from tests.pg import pg_schema, service_missing
 
 REDIS_URL = os.environ.get("CXAGENT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-PG_URL = os.environ.get("CXAGENT_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 DOWN_URL = "redis://127.0.0.1:1/0"  # nothing listens on port 1: connection refused
 TEST_TIMEOUT = 2.0  # socket timeout against the real Redis (the 50 ms default is for prod)
 T0 = dt.datetime(2025, 3, 1, 12, 0, tzinfo=dt.UTC)
-
-
-def service_missing(what: str, exc: BaseException) -> NoReturn:
-    if "CI" in os.environ:
-        pytest.fail(f"{what} is required where CI is set: {exc}")
-    pytest.skip(f"{what} is not running here: {exc}")
 
 
 # --- time and events -----------------------------------------------------------------------
@@ -191,26 +184,6 @@ def silent_server_fixture() -> Iterator[str]:
 
 
 # --- SQL -----------------------------------------------------------------------------------
-
-
-@contextmanager
-def pg_schema() -> Iterator[str]:
-    """A PostgreSQL URL whose tables land in a throwaway schema, dropped afterwards."""
-    schema = f"sf_test_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(PG_URL)
-    try:
-        with admin.begin() as c:
-            c.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    except sa.exc.OperationalError as exc:
-        admin.dispose()
-        service_missing(f"PostgreSQL at {PG_URL}", exc)
-    url = sa.engine.make_url(PG_URL).update_query_dict({"options": f"-csearch_path={schema}"})
-    try:
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with admin.begin() as c:
-            c.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"], name="experiment_log")

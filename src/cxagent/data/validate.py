@@ -152,7 +152,7 @@ def check_schemas(root: Path | str) -> Manifest:
     the values too."""
     root = Path(root)
     manifest = load_manifest(root)
-    for name, table in TABLES.items():
+    for name in TABLES:
         for path in table_files(root, name):
             try:
                 schema = pq.read_schema(path)
@@ -160,17 +160,23 @@ def check_schemas(root: Path | str) -> Manifest:
                 raise DataValidationError(
                     f"not a readable Parquet file ({exc})", file=path
                 ) from None
-            for col in table.columns:
-                if col.name not in schema.names:
-                    raise DataValidationError(
-                        f"missing column of table '{name}'", file=path, column=col.name
-                    )
-                found = schema.field(col.name).type
-                if not found.equals(col.arrow_type) and not _castable(found, col.arrow_type):
-                    raise DataValidationError(
-                        f"has type {found}, expected {col.type}", file=path, column=col.name
-                    )
+            check_file_schema(name, path, schema)
     return manifest
+
+
+def check_file_schema(name: str, path: Path | str, schema: pa.Schema) -> None:
+    """One Parquet file of table ``name`` has the canonical columns with compatible types;
+    raises the first problem, naming the file and the column."""
+    for col in TABLES[name].columns:
+        if col.name not in schema.names:
+            raise DataValidationError(
+                f"missing column of table '{name}'", file=path, column=col.name
+            )
+        found = schema.field(col.name).type
+        if not found.equals(col.arrow_type) and not _castable(found, col.arrow_type):
+            raise DataValidationError(
+                f"has type {found}, expected {col.type}", file=path, column=col.name
+            )
 
 
 def _castable(src: pa.DataType, dst: pa.DataType) -> bool:

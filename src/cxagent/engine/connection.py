@@ -18,7 +18,7 @@ from ibis.backends import BaseBackend
 
 from cxagent.data.io import load_manifest
 from cxagent.data.schema import TABLES, Manifest
-from cxagent.data.validate import _castable, check_schemas
+from cxagent.data.validate import check_file_schema, check_schemas
 from cxagent.engine.storage import Location, spark_read_error
 from cxagent.errors import DataValidationError, SpecError
 
@@ -136,17 +136,8 @@ def checked_manifest(location: Location) -> Manifest:
     if not location.remote:
         return check_schemas(location.path)
     manifest = load_manifest(location)
-    for name, table in TABLES.items():
+    for name in TABLES:
         files = list(location.files(name))
         for path, schema in zip(files, location.read_schemas(files), strict=True):
-            for col in table.columns:
-                if col.name not in schema.names:
-                    raise DataValidationError(
-                        f"missing column of table '{name}'", file=path, column=col.name
-                    )
-                found = schema.field(col.name).type
-                if not found.equals(col.arrow_type) and not _castable(found, col.arrow_type):
-                    raise DataValidationError(
-                        f"has type {found}, expected {col.type}", file=path, column=col.name
-                    )
+            check_file_schema(name, path, schema)
     return manifest

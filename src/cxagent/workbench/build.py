@@ -24,6 +24,7 @@ from cxagent.engine.cube import build_cube
 from cxagent.engine.storage import Location, remote_url
 from cxagent.errors import CXAgentError
 from cxagent.experiments.plan import plan_summary
+from cxagent.incidents.config import DetectConfig
 from cxagent.incidents.pipeline import detect_incidents, store_info
 from cxagent.rca.investigate import Investigation, investigate_reports
 from cxagent.recommend.planning import plan_for
@@ -195,12 +196,13 @@ def build(
     n_bootstrap: int = 100,
     exchange_rate: float = 1.0,
     progress: Progress = _quiet,
+    config: DetectConfig | None = None,
 ) -> list[str]:
-    """Detect, investigate and recommend on ``data_dir``, then store every view; returns
-    the ids of the incidents investigated."""
+    """Detect (with ``config``, default settings when None), investigate and recommend on
+    ``data_dir``, then store every view; returns the ids of the incidents investigated."""
     data_dir = Path(data_dir)
     url = store_url or default_url(data_dir)
-    reports = detect_incidents(data_dir, store_url=url)
+    reports = detect_incidents(data_dir, store_url=url, config=config)
     engine = connect(data_dir)
     found = investigate_reports(
         engine,
