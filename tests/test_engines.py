@@ -251,7 +251,9 @@ def test_serve_and_demo_take_the_engine_option(
     built: list[str | None] = []
     monkeypatch.setattr(cli, "_open_workbench", lambda url: EmptyStore())
     monkeypatch.setattr(
-        cli, "_build_views", lambda data, url, bootstrap: built.append(os.environ.get(ENGINE_ENV))
+        cli,
+        "_build_views",
+        lambda data, url, bootstrap, config=None: built.append(os.environ.get(ENGINE_ENV)),
     )
     monkeypatch.setattr(cli, "_serve", lambda *args: None)
     ok = runner.invoke(app, ["serve", "--data", str(small_dataset), "--engine", "spark"])

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Final
 
 import ibis
+import pyarrow as pa
 from ibis.backends import BaseBackend
 
 from cxagent.data.io import load_manifest
@@ -83,6 +84,18 @@ class Engine:
     def root(self) -> Path | str:
         """The dataset's directory, or its URL on object storage."""
         return self.location.url if self.location.remote else self.location.path
+
+    def to_arrow(self, expr: ibis.Table) -> pa.Table:
+        """The result of ``expr`` as an Arrow table. On Spark straight from its Arrow batches
+        (``DataFrame.toArrow``, pyspark 4): Ibis goes through pandas there, which took more
+        than 16 GB in Python to collect the 11.5 M-row window cube of 100 M orders."""
+        if self.backend == "pyspark":
+            frame = self.con.raw_sql(self.con.compile(expr))
+            if hasattr(frame, "toArrow"):
+                from ibis.formats.pyarrow import PyArrowData
+
+                return PyArrowData.convert_table(frame.toArrow(), expr.schema())
+        return self.con.to_pyarrow(expr)
 
     @property
     def backend(self) -> str:

@@ -177,7 +177,7 @@ def build_cube(engine: Engine, *, max_dims: int = MAX_DIMS) -> Cube:
     implied = implied_by_store(leaves)
     coarse = engine.materialise("cx_coarse", coarse_expr(leaves))
     sets = grouping_sets(max_dims, implied)
-    table = engine.con.to_pyarrow(cube_expr(leaves, sets, implied, coarse))
+    table = engine.to_arrow(cube_expr(leaves, sets, implied, coarse))
     return Cube(table, implied)
 
 
@@ -234,5 +234,5 @@ def build_window_cube(
     implied = implied_by_store(leaves)
     coarse = engine.materialise("cx_wcoarse", coarse_expr(leaves, "window"))
     sets = grouping_sets(max_dims, implied)
-    table = engine.con.to_pyarrow(cube_expr(leaves, sets, implied, coarse, "window"))
+    table = engine.to_arrow(cube_expr(leaves, sets, implied, coarse, "window"))
     return WindowCube(table, np.datetime64(first, "h"), np.datetime64(last_h, "h"), implied)

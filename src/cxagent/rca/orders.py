@@ -134,7 +134,7 @@ def order_frame(
         support=f.support,
         **extra,
     )
-    frame = engine.con.to_pyarrow(expr).to_pandas()
+    frame = engine.to_arrow(expr).to_pandas()
     frame = frame.sort_values("order_time", kind="stable").reset_index(drop=True)
     missing = _missing_features(engine)
     for feature in missing:
@@ -173,7 +173,7 @@ def item_lines(
         refund=j.refund_amount.fill_null(0.0),
         value=j.ordered_qty.cast("float64") * j.unit_price,
     )
-    return engine.con.to_pyarrow(expr).to_pandas()
+    return engine.to_arrow(expr).to_pandas()
 
 
 def _slice_orders(
