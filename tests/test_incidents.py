@@ -119,6 +119,20 @@ def test_given_a_dataset_when_windows_are_summed_on_the_engine_then_they_equal_t
         assert got.n_windows <= 4 * days
 
 
+def test_children_are_the_slices_one_dimension_inside(
+    planted: tuple[Path, WindowSeries, Hierarchy],
+) -> None:
+    _, win, hier = planted
+    exp = hier.expanded
+    for i, e in enumerate(exp):  # the definition, checked by brute force
+        want = [j for j, f in enumerate(exp) if len(f) == len(e) + 1 and e < f]
+        assert hier.children(i) == want
+    sf = hier.find({"region": "SF"})
+    assert sf is not None and hier.find({"region": "SF", "category": "grocery"}) in hier.children(
+        sf
+    )
+
+
 def test_public_api_is_complete() -> None:
     public = {n for n in dir(incidents) if not n.startswith("_")}
     modules = {"calibrate", "config", "contrast", "detection", "effects", "episodes", "feed"}

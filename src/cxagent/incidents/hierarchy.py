@@ -31,12 +31,15 @@ class Hierarchy:
         self.expanded = [_items(self.expand(s)) for s in self.slices]
         self.row = {e: i for i, e in enumerate(self.expanded)}
         self._children: dict[int, list[int]] = {i: [] for i in range(len(self.slices))}
-        by_size: dict[int, list[int]] = {}
+        # a child has one dimension more: its parents are it with one dimension dropped, so
+        # each slice looks up its few parents instead of scanning every slice one size up
+        # (that scan was quadratic: minutes for the 106,093 slices of 100 M orders)
+        rows_of: dict[frozenset[tuple[str, Any]], list[int]] = {}
         for i, e in enumerate(self.expanded):
-            by_size.setdefault(len(e), []).append(i)
-        for i, e in enumerate(self.expanded):
-            for j in by_size.get(len(e) + 1, []):
-                if e < self.expanded[j]:
+            rows_of.setdefault(e, []).append(i)
+        for j, e in enumerate(self.expanded):
+            for item in e:
+                for i in rows_of.get(e - {item}, []):
                     self._children[i].append(j)
 
     def expand(self, s: Mapping[str, Any]) -> Slice:
