@@ -378,26 +378,28 @@ def db_url_fixture(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[s
         yield url
 
 
+# one decision as a release before storefront_sessions logged it
+OLD_DECISION = dict(
+    decision_id="d-old",
+    ts=T0.replace(tzinfo=None),
+    session_id="s-old",
+    persona="hobbyist",
+    device="mobile",
+    channel="social",
+    slot="hero",
+    arm="a",
+    propensity=0.5,
+    policy_version="v1",
+    burn_in=False,
+)
+
+
 def test_an_existing_database_without_the_sessions_table_gets_it(db_url: str) -> None:
     old = sa.create_engine(db_url)
     assignments.create(old)  # a database of a release before storefront_sessions
     outcomes.create(old)
     with old.begin() as c:
-        c.execute(
-            assignments.insert().values(
-                decision_id="d-old",
-                ts=T0.replace(tzinfo=None),
-                session_id="s-old",
-                persona="hobbyist",
-                device="mobile",
-                channel="social",
-                slot="hero",
-                arm="a",
-                propensity=0.5,
-                policy_version="v1",
-                burn_in=False,
-            )
-        )
+        c.execute(assignments.insert().values(**OLD_DECISION))
     assert "storefront_sessions" not in sa.inspect(old).get_table_names()
     old.dispose()
     log = ExperimentLog(db_url)
@@ -488,21 +490,7 @@ def test_an_existing_outcomes_table_without_seq_gets_one(db_url: str) -> None:
     )
     md.create_all(old)
     with old.begin() as c:
-        c.execute(
-            old_assignments.insert().values(
-                decision_id="d-old",
-                ts=T0.replace(tzinfo=None),
-                session_id="s-old",
-                persona="hobbyist",
-                device="mobile",
-                channel="social",
-                slot="hero",
-                arm="a",
-                propensity=0.5,
-                policy_version="v1",
-                burn_in=False,
-            )
-        )
+        c.execute(old_assignments.insert().values(**OLD_DECISION))
         for event_id, kind in (("ev-b", "click"), ("ev-a", "impression"), ("ev-c", "purchase")):
             c.execute(
                 old_outcomes.insert().values(

@@ -863,15 +863,29 @@ def test_engagement_covers_every_process_writing_to_the_database(tmp_path: Path)
     log.close()
 
 
-def test_the_flush_interval_is_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert StorefrontSettings().engagement_flush_s == 5.0
-    for bad in (0.0, -1.0, float("nan")):
-        with pytest.raises(ValueError, match="engagement_flush_s"):
-            StorefrontSettings(engagement_flush_s=bad)
-    monkeypatch.setenv("CXAGENT_STOREFRONT_ENGAGEMENT_FLUSH_S", "2.5")
-    assert StorefrontSettings.from_env().engagement_flush_s == 2.5
-    monkeypatch.setenv("CXAGENT_STOREFRONT_ENGAGEMENT_FLUSH_S", "soon")
-    with pytest.raises(ValueError, match="CXAGENT_STOREFRONT_ENGAGEMENT_FLUSH_S"):
+@pytest.mark.parametrize(
+    ("field", "bad_values", "good", "bad"),
+    [
+        ("engagement_flush_s", (0.0, -1.0, float("nan")), "2.5", "soon"),
+        ("bandit_sync_s", (0.0, -1.0, float("nan"), float("inf")), "0.5", "often"),
+    ],
+)
+def test_the_background_intervals_are_settings(
+    monkeypatch: pytest.MonkeyPatch,
+    field: str,
+    bad_values: tuple[float, ...],
+    good: str,
+    bad: str,
+) -> None:
+    assert getattr(StorefrontSettings(), field) == 5.0
+    for value in bad_values:
+        with pytest.raises(ValueError, match=field):
+            StorefrontSettings(**{field: value})
+    env = f"CXAGENT_STOREFRONT_{field.upper()}"
+    monkeypatch.setenv(env, good)
+    assert getattr(StorefrontSettings.from_env(), field) == float(good)
+    monkeypatch.setenv(env, bad)
+    with pytest.raises(ValueError, match=env):
         StorefrontSettings.from_env()
 
 
@@ -1176,18 +1190,6 @@ def test_the_sync_runs_in_the_background_and_outlives_a_failing_database(
         assert wait_until(lambda: impressions(sf_two, "hero", "clicks") == 1)
         assert all_counts(sf_two) == all_counts(sf_of(one))
     assert any("bandit sync" in r.getMessage() for r in caplog.records)
-
-
-def test_the_sync_interval_is_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert StorefrontSettings().bandit_sync_s == 5.0
-    for bad in (0.0, -1.0, float("nan"), float("inf")):
-        with pytest.raises(ValueError, match="bandit_sync_s"):
-            StorefrontSettings(bandit_sync_s=bad)
-    monkeypatch.setenv("CXAGENT_STOREFRONT_BANDIT_SYNC_S", "0.5")
-    assert StorefrontSettings.from_env().bandit_sync_s == 0.5
-    monkeypatch.setenv("CXAGENT_STOREFRONT_BANDIT_SYNC_S", "often")
-    with pytest.raises(ValueError, match="CXAGENT_STOREFRONT_BANDIT_SYNC_S"):
-        StorefrontSettings.from_env()
 
 
 def test_persona_answers_without_the_profile_when_its_store_fails(client: TestClient) -> None:
