@@ -114,8 +114,13 @@ def _relevant(inv: Investigation, iv: dict[str, Any]) -> bool:
 
 def run_scenario(seed: int, orders_per_day: int, bootstrap: int, work: Path) -> dict[str, Any]:
     spec = scenario_spec(seed, orders_per_day)
+    parsed = parse_spec(spec)
     root = work / f"s{seed}"
-    truth = generate(parse_spec(spec), root, workers=2)
+    truth_file = root / "truth.json"
+    truth = json.loads(truth_file.read_text()) if truth_file.exists() else {}
+    if truth.get("spec") != json.loads(parsed.model_dump_json()):  # not kept from a run (--work)
+        truth = generate(parsed, root, workers=2, overwrite=True)
+    (work / f"s{seed}.db").unlink(missing_ok=True)
     t = time.perf_counter()
     reports = detect_incidents(root, store_url=f"sqlite:///{work / f's{seed}.db'}")
     engine = connect(root)
@@ -284,6 +289,12 @@ def main() -> None:
     parser.add_argument("--bootstrap", type=int, default=50)
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     parser.add_argument(
+        "--work",
+        type=Path,
+        default=None,
+        help="keep the generated scenarios in this folder and reuse those already there",
+    )
+    parser.add_argument(
         "--rescore",
         type=Path,
         default=None,
@@ -295,8 +306,10 @@ def main() -> None:
     else:
         rows = []
         with tempfile.TemporaryDirectory(prefix="cx-rca-") as tmp:
+            work = args.work or Path(tmp)
+            work.mkdir(parents=True, exist_ok=True)
             for seed in range(args.first_seed, args.first_seed + args.scenarios):
-                rows.append(run_scenario(seed, args.orders_per_day, args.bootstrap, Path(tmp)))
+                rows.append(run_scenario(seed, args.orders_per_day, args.bootstrap, work))
                 # progress, one row a scenario
                 print(json.dumps(rows[-1]), flush=True, file=sys.stderr)
         seeds = [args.first_seed, args.first_seed + args.scenarios - 1]
