@@ -123,6 +123,19 @@ def test_given_residual_detector_when_updating_in_chunks_then_same_as_scan(name:
         np.testing.assert_allclose(getattr(online, field), getattr(scanned, field))
 
 
+def test_given_one_lam_per_series_when_scanning_then_each_series_as_with_its_own_lam() -> None:
+    obs, at = rate_step(5, n_series=2, after=0.12)
+    both = get_detector("ewma", lam=np.array([0.4, 0.1])).scan(obs).step
+    for row, lam in enumerate((0.4, 0.1)):
+        one = RateObs(obs.successes[[row]], obs.trials[[row]])
+        alone = get_detector("ewma", lam=lam).scan(one).step
+        np.testing.assert_allclose(both.p_value[row], alone.p_value[0])
+    # a small lasting step: the slow chart accumulates it, the fast one barely sees it
+    assert both.z[1, at + 40] > 1.5 * both.z[0, at + 40] > 0
+    with pytest.raises(ValueError, match="3 values for 2 series"):
+        get_detector("ewma", lam=np.array([0.4, 0.1, 0.2])).scan(obs)
+
+
 @pytest.mark.parametrize("kind", ["rate", "mean"])
 def test_given_bocpd_when_fit_then_update_then_same_as_scanning_full_series(kind: str) -> None:
     rates, at = rate_step(5, n_series=2, t=260, at=180, after=0.14)

@@ -284,6 +284,7 @@ class DetectionSection(Section):
 
     detector: NonEmpty = "ewma"
     detector_params: dict[str, Any] = Field(default_factory=dict)
+    own_history_lam: float | None = Field(default=None, gt=0, le=1)
     monitor_days: int = Field(default=7, ge=1)
     history_days: int = Field(default=28, ge=1)
     min_history_days: int = 14

@@ -28,7 +28,7 @@ class EWMA(ResidualDetector):
     def __init__(
         self,
         *,
-        lam: float = 0.1,
+        lam: float | FloatArray = 0.1,
         direction: Direction = "both",
         alpha: float = 0.001,
         min_history: int = 24,
@@ -37,18 +37,24 @@ class EWMA(ResidualDetector):
         super().__init__(
             direction=direction, alpha=alpha, min_history=min_history, half_life=half_life
         )
-        if not 0 < lam <= 1:
+        lams = np.asarray(lam, dtype=float)
+        if lams.ndim > 1 or not np.all((lams > 0) & (lams <= 1)):
             raise ValueError(f"lam must be in (0, 1], got {lam}")
         self.lam = lam
 
     def _start_aggregate(self, n_series: int) -> None:
+        lam = np.asarray(self.lam, dtype=float)
+        if lam.ndim == 1 and lam.shape != (n_series,):
+            raise ValueError(f"lam has {lam.size} values for {n_series} series")
         self.state_ = np.zeros((3, n_series))
 
     def _aggregate(
         self, num: FloatArray, den: FloatArray, var: FloatArray
     ) -> tuple[FloatArray, FloatArray, FloatArray]:
-        keep, lam = 1.0 - self.lam, self.lam
-        self.state_ = self.state_ * np.array([keep, keep, keep * keep])[:, None] + np.stack(
-            [lam * num, lam * den, lam * lam * var]
+        lam = np.asarray(self.lam, dtype=float)  # one value, or one per series
+        keep = 1.0 - lam
+        a = self.state_
+        self.state_ = np.stack(
+            [a[0] * keep + lam * num, a[1] * keep + lam * den, a[2] * (keep * keep) + lam * lam * var]
         )
         return self.state_[0], self.state_[1], self.state_[2]

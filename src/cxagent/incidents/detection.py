@@ -100,6 +100,15 @@ def design_effect(cal: RateCalibration, trials: FloatArray) -> FloatArray:
     return 1.0 + size * theta * rel / (1.0 - theta)
 
 
+def _detector(config: DetectConfig, markets: IntArray) -> Detector:
+    """The configured detector; the EWMA slower on series judged against their own history
+    (``DetectConfig.own_history_lam``: no market, ``markets < 0``)."""
+    kwargs = config.detector_kwargs()
+    if config.detector == "ewma" and config.own_history_lam is not None:
+        kwargs["lam"] = np.where(np.asarray(markets) < 0, config.own_history_lam, kwargs["lam"])
+    return get_detector(config.detector, direction="increase", **kwargs)
+
+
 def _cross_fitted_null_p(
     s: FloatArray, n: FloatArray, first_id: int, markets: IntArray, config: DetectConfig
 ) -> FloatArray:
@@ -114,7 +123,7 @@ def _cross_fitted_null_p(
         cal = fit_rate_calibration(
             s[:, fit], n[:, fit], first_id=fit_first, markets=markets, period=config.period
         )
-        det = get_detector(config.detector, direction="increase", **config.detector_kwargs())
+        det = _detector(config, markets)
         det.fit(effective_obs(cal, s[:, fit], n[:, fit], first_id=fit_first))
         test_first = first_id + (test.start or 0)
         out.append(det.update(effective_obs(cal, s[:, test], n[:, test], first_id=test_first)))
@@ -132,7 +141,7 @@ def fit_models(
         shock = design_effect(cal, n)
         null_p = _cross_fitted_null_p(s, n, first_id, markets, config)
         null = fit_empirical_null(null_p, shock, edges=np.asarray(config.shock_edges))
-        det = get_detector(config.detector, direction="increase", **config.detector_kwargs())
+        det = _detector(config, markets)
         det.fit(effective_obs(cal, s, n, first_id=first_id))
         models[comp] = MetricModel(comp, cal, null, shock, det)
     return models
