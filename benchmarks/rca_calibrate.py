@@ -33,11 +33,17 @@ BASE = ("z", "share", "first", "rel_points", "logged", "n_causes", "after_days")
 EVIDENCE = ("did_t", "has_did", "shap_share", "late_did_t")
 PRIORS = tuple(f"is_{c}" for c in CAUSES)
 RECOVERY = ("recovered_days",)
+ALIGNMENT = ("change_step",)  # did the driver step at the logged change (rca.alignment)
 FEATURE_SETS: dict[str, tuple[str, ...]] = {
     "timeline": BASE,
     "timeline+contrast+shap": BASE + EVIDENCE,
     "timeline+contrast+shap+cause": BASE + EVIDENCE + PRIORS,
     "timeline+contrast+shap+cause+recovery": BASE + EVIDENCE + PRIORS + RECOVERY,
+    "timeline+contrast+shap+cause+recovery+alignment": BASE
+    + EVIDENCE
+    + PRIORS
+    + RECOVERY
+    + ALIGNMENT,
 }
 RIDGES = (0.0003, 0.001, 0.003, 0.01, 0.03)
 FOLDS = 5

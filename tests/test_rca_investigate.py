@@ -109,6 +109,9 @@ def test_on_the_demo_batching_ranks_first_and_prep_second(
     batched = sf["contrast"]["drivers"]["batching_policy"]
     assert batched["effect"] > 0.03 and batched["p_value"] < 0.01
     assert any(e.startswith("diff-in-diff against") for e in sf["causes"][0]["evidence"])
+    # the logged batching change moved the batched share when it took effect
+    assert sf["causes"][0]["features"]["change_step"] > 3
+    assert any("batched share moved with it" in e for e in sf["causes"][0]["evidence"])
     shap = {f["feature"]: f["contribution"] for f in sf["shift_attribution"]["features"]}
     assert shap["batched"] > 0.01 and sf["shift_attribution"]["model_auc"] > 0.7
 
@@ -193,7 +196,7 @@ def test_the_shipped_confidence_model_uses_features_investigate_computes() -> No
     spec = json.loads(CONFIDENCE_FILE.read_text())
     produced = {"z", "share", "points", "logged", "support", "first", "rel_points", "n_causes"}
     produced |= {"after_days", "recovered_days", "did_t", "has_did", "shap_share", "late_did_t"}
-    produced |= {f"is_{cause}" for cause in CAUSES} | {"lag_corr"}
+    produced |= {f"is_{cause}" for cause in CAUSES} | {"lag_corr", "change_step"}
     assert set(spec["features"]) <= produced
     assert len(spec["coef"]) == len(spec["features"]) + 1
     assert spec["fitted_on"]["seeds"][1] < 2000  # evaluation seeds (2000+) stay unseen

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from cxagent.rca.timing import lagged_correlations
+from cxagent.rca.timing import hourly_anomalies, lagged_correlations
 
 
 def hourly_orders(driven_by: str | None, seed: int = 0) -> pd.DataFrame:
@@ -41,12 +41,12 @@ def hourly_orders(driven_by: str | None, seed: int = 0) -> pd.DataFrame:
 
 
 def test_a_driver_whose_excursions_make_orders_late_correlates() -> None:
-    found = lagged_correlations(hourly_orders("prep"))
+    found = lagged_correlations(hourly_anomalies(hourly_orders("prep")))
     assert found["prep_time_drift"].correlation > 0.4
     assert found["prep_time_drift"].lag_hours == 0
 
 
 def test_a_shared_daily_rhythm_is_not_a_link() -> None:
-    found = lagged_correlations(hourly_orders(None))
+    found = lagged_correlations(hourly_anomalies(hourly_orders(None)))
     assert abs(found["prep_time_drift"].correlation) < 0.25
     assert "batching_policy" not in found or abs(found["batching_policy"].correlation) < 0.25

@@ -43,6 +43,7 @@ from cxagent.errors import CXAgentError
 from cxagent.incidents.effects import slopes
 from cxagent.incidents.feed import IncidentReport
 from cxagent.incidents.pipeline import detect_incidents
+from cxagent.rca.alignment import driver_steps
 from cxagent.rca.changelog import ChangeMatch, match_changes
 from cxagent.rca.contrast import SliceContrast, slice_contrast
 from cxagent.rca.feedback import Recalibration
@@ -55,7 +56,7 @@ from cxagent.rca.timeline import (
     late_impacts,
     summarise,
 )
-from cxagent.rca.timing import LaggedCorrelation, lagged_correlations
+from cxagent.rca.timing import LaggedCorrelation, hourly_anomalies, lagged_correlations
 from cxagent.store.repository import IncidentDraft
 
 CAUSES = (*MECHANISMS, "inventory_drop")
@@ -324,7 +325,8 @@ def investigate_report(
     )
     shift = _shift(frame, missing, seed)
     shap = _shap_by_cause(shift)
-    timing = lagged_correlations(frame, missing=untestable)
+    hourly = hourly_anomalies(frame, missing=untestable)
+    timing = lagged_correlations(hourly)
     per_rate = slopes()  # CX points per unit of the late rate, of the item-issue rate
     slope = {c: per_rate["on_time"] for c in MECHANISMS} | {
         "inventory_drop": per_rate["item_accuracy"]
@@ -332,6 +334,7 @@ def investigate_report(
     changes = (
         match_changes(change_log, where, draft.window_start) if engine.has("change_events") else []
     )
+    steps = driver_steps(hourly, changes)
     delivered = frame[frame["delivered"]]
     periods = (delivered[~delivered["after"]], delivered[delivered["after"]])
     causes, ruled_out, not_testable = [], [], []
@@ -350,7 +353,12 @@ def investigate_report(
             )
             ruled_out.append({"cause": name, "reason": reason})
             continue
-        change = next((c for c in changes if c.candidate and name in c.hypotheses), None)
+        step = steps.get(name)  # the change whose driver moved most, when one was tested
+        change = (
+            step.change
+            if step
+            else next((c for c in changes if c.candidate and name in c.hypotheses), None)
+        )
         evidence = [
             f"undoing it removes {imp.late_rate_change:.1%} of late rate (90% interval "
             f"{imp.ci_low:.1%} to {imp.ci_high:.1%})"
@@ -371,6 +379,8 @@ def investigate_report(
                 f"logged change {change.change_id} '{change.name}' in scope, "
                 f"{change.lead_hours:.0f} h before the regression"
             )
+        if step:
+            evidence.append(step.describe())
         points = slope[name] * imp.late_rate_change
         ci = (slope[name] * imp.ci_low, slope[name] * imp.ci_high)
         se = max((imp.ci_high - imp.ci_low) / 3.29, 1e-9)  # a 90% interval spans 3.29 sd
@@ -390,6 +400,8 @@ def investigate_report(
             "has_did": float(did is not None),
             "shap_share": float(np.clip(shap_share, -1.0, 2.0)),
             "lag_corr": timing[name].correlation if name in timing else 0.0,
+            # did its driver step when the logged change took effect (0: no change to test)
+            "change_step": step.score if step else 0.0,
         }
         feats |= {f"is_{other}": float(other == name) for other in CAUSES}  # per-cause priors
         causes.append(Cause(name, imp.p_positive, points, ci, evidence, change, feats))

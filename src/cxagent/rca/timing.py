@@ -26,7 +26,7 @@ MIN_ORDERS: Final = 5
 MIN_HOURS: Final = 24
 
 # hypothesis -> (hourly mean of this per-order column, harm sign, words); inventory acts on
-# item accuracy, not lateness, and its driver is its metric: no timing test
+# item accuracy, not lateness: no timing test (its driver is below)
 DRIVERS: Final[dict[str, tuple[str, float, str]]] = {
     "batching_policy": ("batched", 1.0, "batched share"),
     "prep_time_drift": ("prep_min", 1.0, "merchant prep"),
@@ -50,47 +50,73 @@ class LaggedCorrelation:
         )
 
 
-def _anomalies(hourly: pd.DataFrame, value: pd.Series, baseline: pd.Series) -> pd.Series:
+def _anomalies(hourly: pd.DatetimeIndex, value: pd.Series, baseline: pd.Series) -> pd.Series:
     """Hour's value minus the baseline mean of its hour of day."""
-    hour_of_day = pd.DatetimeIndex(hourly.index).hour
+    hour_of_day = hourly.hour
     norm = value[baseline].groupby(hour_of_day[baseline.to_numpy()]).mean()
     expected = norm.reindex(hour_of_day).to_numpy()
     return value - expected
 
 
-def lagged_correlations(
+# inventory acts on item accuracy: its driver is the share of bad item lines, which has a
+# step at a change but no timing link with lateness
+INVENTORY_DRIVER: Final = ("bad_share", 1.0, "share of bad item lines")
+
+
+@dataclass(frozen=True)
+class HourlyAnomalies:
+    """Harm-signed hourly anomalies (NaN where an hour has too few orders) of the late rate
+    and of each testable hypothesis's driver, on one hourly index."""
+
+    late: pd.Series
+    drivers: dict[str, pd.Series]
+
+
+def hourly_anomalies(
     frame: pd.DataFrame, *, after: str = "after", missing: set[str] | frozenset[str] = frozenset()
-) -> dict[str, LaggedCorrelation]:
-    """The strongest harm-signed correlation of each driver's hourly anomalies with the late
-    rate's, over lags 0 to ``MAX_LAG_H`` hours (driver first), on ``frame``'s delivered
-    orders. Drivers in ``missing`` or without data are left out."""
+) -> HourlyAnomalies | None:
+    """The anomalies of ``frame``'s delivered orders; hypotheses in ``missing`` or without
+    data are left out; None without delivered orders."""
     d = frame[frame["delivered"]].copy()
     if d.empty:
-        return {}
+        return None
     d["unbatched"] = (np.nan_to_num(d["batched"].to_numpy(float)) == 0).astype(float)
     d["delivered"] = 1.0
     d["late"] = d["late"].astype(float)
     d["wait_unbatched"] = d["dasher_wait_min"].where(d["unbatched"] > 0)
-    hour = d["order_time"].dt.floor("h")
-    grouped = d.groupby(hour)
+    drivers = dict(DRIVERS)
+    if "bad_items" in d and "item_count" in d:
+        d["bad_share"] = d["bad_items"] / d["item_count"].where(d["item_count"] > 0)
+        drivers["inventory_drop"] = INVENTORY_DRIVER
+    grouped = d.groupby(d["order_time"].dt.floor("h"))
     count = grouped["delivered"].sum()
     full = pd.date_range(count.index.min(), count.index.max(), freq="h")
     count = count.reindex(full, fill_value=0.0)
     enough = count >= MIN_ORDERS
     baseline = pd.Series(~grouped[after].max().reindex(full, fill_value=False).to_numpy(bool))
     baseline.index = full
-    hourly = pd.DataFrame(index=full)
     late = grouped["late"].mean().reindex(full).where(enough)
-    late_anom = _anomalies(hourly, late, baseline & enough)
     out = {}
-    for cause, (column, harm, _words) in DRIVERS.items():
+    for cause, (column, harm, _words) in drivers.items():
         if cause in missing or d[column].isna().all():
             continue
         value = grouped[column].mean().reindex(full).where(enough)
-        anom = harm * _anomalies(hourly, value, baseline & enough & value.notna())
+        out[cause] = harm * _anomalies(full, value, baseline & enough & value.notna())
+    return HourlyAnomalies(_anomalies(full, late, baseline & enough), out)
+
+
+def lagged_correlations(hourly: HourlyAnomalies | None) -> dict[str, LaggedCorrelation]:
+    """The strongest harm-signed correlation of each driver's hourly anomalies with the late
+    rate's, over lags 0 to ``MAX_LAG_H`` hours (driver first)."""
+    if hourly is None:
+        return {}
+    out = {}
+    for cause, anom in hourly.drivers.items():
+        if cause not in DRIVERS:
+            continue
         best: LaggedCorrelation | None = None
         for lag in range(MAX_LAG_H + 1):
-            x, y = anom.shift(lag), late_anom
+            x, y = anom.shift(lag), hourly.late
             ok = x.notna() & y.notna()
             if ok.sum() < MIN_HOURS or x[ok].std() == 0 or y[ok].std() == 0:
                 continue

@@ -1,0 +1,100 @@
+"""Did a logged change move the driver of the mechanism it names, when it took effect?
+
+A change log holds many changes that did nothing (an app release, a ranking tweak): a change
+in scope a few days before the regression is opportunity, not evidence. A change that acted
+moves its mechanism's driver from the moment it took effect - the batched share rises at a
+batching change, courier wait at a supply change, the share of bad item lines at a catalogue
+change. Inside the investigated slice, on the driver's hourly anomalies (``timing``: the
+hour's value minus the baseline mean of its hour of day, harm-signed; hours with too few
+orders left out), the mean over the ``DAYS`` days of observed hours after the change minus
+the mean over as many hours before it is the step. It is scored against the same step taken
+at every earlier hour of the slice's history (placebo times, Abadie et al.'s in-time
+placebos): day-to-day shocks make steps at arbitrary times large too, and this scale knows
+them. The score is a feature of the calibrated confidence, not a p-value.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Final
+
+import numpy as np
+import pandas as pd
+
+from cxagent.rca.changelog import ChangeMatch
+from cxagent.rca.timing import DRIVERS, INVENTORY_DRIVER, HourlyAnomalies
+
+DAYS: Final = 2  # each side of the step, in days of the slice's observed hours
+MIN_HOURS: Final = 3  # observed hours needed on each side
+MIN_PLACEBOS: Final = 24  # earlier hours the step is also taken at
+MAX_SCORE: Final = 10.0
+
+
+@dataclass(frozen=True)
+class DriverStep:
+    """The harm-signed step of a hypothesis's driver at one logged change."""
+
+    cause: str
+    change: ChangeMatch
+    step: float  # driver units (share, minutes), after minus before, harm-signed
+    score: float  # step over the typical step at placebo times, clipped to +-MAX_SCORE
+    hours: int  # observed hours on each side
+
+    def describe(self) -> str:
+        words = (DRIVERS.get(self.cause) or INVENTORY_DRIVER)[2]
+        way = "the harmful way" if self.step > 0 else "the benign way"
+        verdict = "moved with it" if self.score >= 2 else "did not clearly move with it"
+        return (
+            f"at logged change {self.change.change_id} '{self.change.name}' the {words} "
+            f"{verdict}: {abs(self.step):.3g} {way} over the {self.hours} observed hours after "
+            f"it against as many before, {self.score:+.1f} times its typical step at earlier "
+            "times"
+        )
+
+
+def step_score(anomalies: pd.Series, when: dt.datetime) -> tuple[float, float, int]:
+    """(step, score, hours per side) of ``anomalies`` (hourly, NaN = no data) at ``when``;
+    NaN score when there are too few observed hours around or before it."""
+    a = anomalies.dropna()
+    values = a.to_numpy(float)
+    at = int(a.index.searchsorted(pd.Timestamp(when)))
+    week = a.index[(a.index >= pd.Timestamp(when) - pd.Timedelta(days=7)) & (a.index < when)]
+    k = max(MIN_HOURS, round(DAYS * len(week) / 7))
+    k_after = min(k, len(values) - at)
+    placebos = at - 2 * k + 1  # positions i in [k, at - k]: both sides before the change
+    if k_after < MIN_HOURS or placebos < MIN_PLACEBOS:
+        return np.nan, np.nan, k
+    cs = np.concatenate([[0.0], np.cumsum(values)])
+    pos = np.arange(k, at - k + 1)
+    steps = (cs[pos + k] - cs[pos]) / k - (cs[pos] - cs[pos - k]) / k
+    step = (cs[at + k_after] - cs[at]) / k_after - (cs[at] - cs[at - k]) / k
+    # a shorter after side is noisier: scale the placebo spread to its length
+    scale = float(np.std(steps, ddof=1)) * np.sqrt((1 / k_after + 1 / k) / (2 / k))
+    if scale <= 0:
+        return float(step), 0.0, k
+    return float(step), float(np.clip(step / scale, -MAX_SCORE, MAX_SCORE)), k
+
+
+def driver_steps(
+    hourly: HourlyAnomalies | None, changes: Iterable[ChangeMatch]
+) -> dict[str, DriverStep]:
+    """Per hypothesis, the candidate change (in scope, before the regression) whose driver
+    stepped most; hypotheses without a testable driver or a candidate change are absent."""
+    out: dict[str, DriverStep] = {}
+    if hourly is None:
+        return out
+    for change in changes:
+        if not change.candidate:
+            continue
+        for cause in change.hypotheses:
+            anomalies = hourly.drivers.get(cause)
+            if anomalies is None:
+                continue
+            step, score, hours = step_score(anomalies, change.started_at)
+            if not np.isfinite(score):
+                continue
+            if cause not in out or score > out[cause].score:
+                out[cause] = DriverStep(cause, change, step, score, hours)
+    return out
