@@ -55,6 +55,10 @@ class EWMA(ResidualDetector):
         keep = 1.0 - lam
         a = self.state_
         self.state_ = np.stack(
-            [a[0] * keep + lam * num, a[1] * keep + lam * den, a[2] * (keep * keep) + lam * lam * var]
+            [
+                a[0] * keep + lam * num,
+                a[1] * keep + lam * den,
+                a[2] * (keep * keep) + lam * lam * var,
+            ]
         )
         return self.state_[0], self.state_[1], self.state_[2]
