@@ -50,9 +50,9 @@ class LaggedCorrelation:
         )
 
 
-def _anomalies(hourly: pd.DatetimeIndex, value: pd.Series, baseline: pd.Series) -> pd.Series:
-    """Hour's value minus the baseline mean of its hour of day."""
-    hour_of_day = hourly.hour
+def _anomalies(hours: pd.DatetimeIndex, value: pd.Series, baseline: pd.Series) -> pd.Series:
+    """Hour's value minus the baseline mean of its hour of day (``hours``: their index)."""
+    hour_of_day = hours.hour
     norm = value[baseline].groupby(hour_of_day[baseline.to_numpy()]).mean()
     expected = norm.reindex(hour_of_day).to_numpy()
     return value - expected
