@@ -16,6 +16,7 @@ from cxagent.data.scenario.generator import generate
 from cxagent.data.scenario.spec import parse_spec
 from cxagent.engine.connection import connect
 from cxagent.engine.cube import build_cube, build_window_cube
+from cxagent.errors import SpecError
 from cxagent.incidents import (
     DetectConfig,
     IncidentReport,
@@ -339,3 +340,14 @@ def test_cx_weights_set_the_incidents_cx_scores_and_the_defaults_change_nothing(
     default = {str(r.draft.slice): r.draft.delta for r in planted_feed}
     both = [r for r in weighted if str(r.draft.slice) in default]
     assert both and all(abs(r.draft.delta - default[str(r.draft.slice)]) > 1 for r in both)
+
+
+def test_own_history_lam_slows_the_ewma_on_series_without_a_market_only() -> None:
+    from cxagent.incidents.detection import _detector
+
+    markets = np.array([-1, 0, -1, 2])  # markets and cross-market slices have no market
+    slow = _detector(DetectConfig(own_history_lam=0.1), markets)
+    np.testing.assert_array_equal(slow.lam, [0.1, 0.4, 0.1, 0.4])
+    assert _detector(DetectConfig(), markets).lam == 0.4  # off: the detector's lam everywhere
+    with pytest.raises(SpecError, match="own_history_lam"):
+        DetectConfig(own_history_lam=1.5)
