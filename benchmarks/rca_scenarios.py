@@ -18,6 +18,7 @@ scored. Prints JSON:
 - expected calibration error (10 equal-width bins) of every listed cause's confidence against
   "it is a planted cause of what the incident is about", and of the top cause's alone;
 - false-alarm rate on controls: any cause other than normal_variance above 0.5 confidence;
+- 95% Wilson intervals of those three shares (suites are small: read them before a gain);
 - seconds per scenario, and every scenario's row.
 """
 
@@ -38,6 +39,7 @@ from cxagent.data.scenario.generator import generate
 from cxagent.data.scenario.spec import parse_spec
 from cxagent.engine.connection import connect
 from cxagent.incidents import detect_incidents
+from cxagent.rca.feedback import wilson_interval
 from cxagent.rca.investigate import Investigation, investigate_report, load_confidence_model
 
 CAUSES = (
@@ -256,6 +258,20 @@ def summarise(rows: list[dict[str, Any]], seeds: list[int], orders_per_day: int)
         )
         if controls
         else None,
+        # 95% Wilson intervals of the three shares: a suite of 60 scenarios holds ~35 single
+        # causes and 12 controls, so one scenario moves a share by 3 to 8 points
+        "intervals_95": {
+            name: [round(v, 3) for v in iv]
+            for name, (k, n) in {
+                "top1_accuracy": (sum(r["correct"] for r in single), len(single)),
+                "both_in_top2": (sum(r["both_in_top2"] for r in pairs), len(pairs)),
+                "controls_without_false_alarm": (
+                    sum(not r["false_alarm"] for r in controls),
+                    len(controls),
+                ),
+            }.items()
+            if (iv := wilson_interval(k, n)) is not None
+        },
         "mean_seconds_detect_and_investigate": round(
             float(np.mean([r["seconds"] for r in rows])), 2
         ),
