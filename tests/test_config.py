@@ -214,7 +214,7 @@ CASES: list[tuple[str, str]] = [
     ),
     (
         "detection:\n  detector: cusum\n",
-        "2: detection.detector: 'cusum' is not one of bocpd, ewma, zscore",
+        "2: detection.detector: 'cusum' is not one of bocpd, ewma, scan, zscore",
     ),
     (
         "detection:\n  detector_params:\n    lamda: 0.2\n",
@@ -224,6 +224,19 @@ CASES: list[tuple[str, str]] = [
     (
         "detection:\n  detector_params: {lam: 2}\n",
         "2: detection.detector_params.lam: must be in (0, 1], got 2",
+    ),
+    (
+        "detection:\n  detector: scan\n  detector_params:\n    max_windw: 8\n",
+        "4: detection.detector_params.max_windw: not a parameter of scan; did you mean "
+        "'max_window'? its parameters: alpha, half_life, max_window, min_history",
+    ),
+    (
+        "detection:\n  detector: scan\n  detector_params: {max_window: 0}\n",
+        "3: detection.detector_params.max_window: must be >= 1, got 0",
+    ),
+    (
+        "detection:\n  detector: scan\n  own_history_lam: 0.1\n",
+        "3: detection.own_history_lam: applies to the ewma detector only, not 'scan'",
     ),
     (
         "detection:\n  detector_params: {direction: both}\n",

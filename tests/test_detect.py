@@ -56,7 +56,7 @@ def load_module(name: str) -> ModuleType:
     return module
 
 
-DETECTORS = ["zscore", "ewma", "bocpd"]
+DETECTORS = ["zscore", "ewma", "scan", "bocpd"]
 
 
 @pytest.mark.parametrize("name", DETECTORS)
@@ -112,7 +112,7 @@ def test_given_binomial_tail_when_small_counts_then_not_normal_approximation() -
     assert 0.04 < p < 0.09
 
 
-@pytest.mark.parametrize("name", ["zscore", "ewma"])
+@pytest.mark.parametrize("name", ["zscore", "ewma", "scan"])
 def test_given_residual_detector_when_updating_in_chunks_then_same_as_scan(name: str) -> None:
     obs, _ = rate_step(4, n_series=3, after=0.13)
     scanned = get_detector(name).scan(obs).step
@@ -134,6 +134,48 @@ def test_given_one_lam_per_series_when_scanning_then_each_series_as_with_its_own
     assert both.z[1, at + 40] > 1.5 * both.z[0, at + 40] > 0
     with pytest.raises(ValueError, match="3 values for 2 series"):
         get_detector("ewma", lam=np.array([0.4, 0.1, 0.2])).scan(obs)
+
+
+def test_given_small_lasting_step_when_scan_then_it_accumulates_from_its_start() -> None:
+    obs, at = rate_step(6, n_series=1, after=0.112)  # +12% on 10%: under 1 sd an hour
+    scan = get_detector("scan", direction="increase", max_window=48).scan(obs).step
+    ewma = get_detector("ewma", direction="increase", lam=0.4).scan(obs).step
+    zscore = get_detector("zscore", direction="increase", window=48).scan(obs).step
+    later = at + 47
+    # the best stretch reaches back to the step (the grid's 32 or 48 columns), and its z is
+    # as strong as a z-score's whose window is the 48 shifted columns, far beyond the fast
+    # EWMA's memory
+    assert at - 1 <= int(scan.change_start[0, later]) <= at + 16
+    assert scan.z[0, later] >= 0.9 * zscore.z[0, later]
+    assert scan.z[0, later] > 2 * ewma.z[0, later] > 0
+    # a stretch is never longer than the window
+    assert np.all(scan.change_start[0] >= np.arange(obs.shape[1]) - 47)
+    assert list(detect.Scan.stretches(48)) == [1, 2, 4, 8, 16, 32, 48]
+
+
+def test_given_scan_when_compared_with_window_sums_then_z_is_the_best_stretch_on_the_grid() -> None:
+    obs, _ = rate_step(9, n_series=3, t=150, at=150)  # no change: no alarm moves a baseline
+    kw = {"direction": "increase", "alpha": 1e-12, "half_life": None}
+    scan = get_detector("scan", max_window=12, **kw).fit(obs.columns(0, 60))
+    step = scan.update(obs.columns(60))
+    windows = []
+    for length in (1, 2, 4, 8, 12):
+        z = get_detector("zscore", window=length, **kw).fit(obs.columns(0, 60))
+        windows.append(z.update(obs.columns(60)).z)
+    np.testing.assert_allclose(step.z, np.max(windows, axis=0), rtol=1e-9, atol=1e-9)
+
+
+def test_given_one_bad_column_when_scan_then_as_strong_as_a_one_column_z_score() -> None:
+    rng = np.random.default_rng(8)
+    n = np.full((1, 201), 500.0)
+    s = rng.binomial(500, 0.1, size=(1, 201)).astype(float)
+    s[0, -1] = 90.0  # 18% in the last column
+    history, last = RateObs(s[:, :200], n[:, :200]), RateObs(s[:, 200:], n[:, 200:])
+    scan = get_detector("scan", direction="increase").fit(history).update(last)
+    one = get_detector("zscore", direction="increase", window=1).fit(history).update(last)
+    assert scan.z[0, 0] >= one.z[0, 0] > 5
+    with pytest.raises(ValueError, match="max_window must be >= 1"):
+        get_detector("scan", max_window=0)
 
 
 @pytest.mark.parametrize("kind", ["rate", "mean"])
@@ -308,7 +350,7 @@ def test_given_perfect_and_empty_detections_when_scoring_nab_then_100_and_0() ->
 
 
 def test_given_unknown_name_when_getting_detector_then_plain_error() -> None:
-    with pytest.raises(ValueError, match="known detectors: bocpd, ewma, zscore"):
+    with pytest.raises(ValueError, match="known detectors: bocpd, ewma, scan, zscore"):
         get_detector("cusum")
     assert all(hasattr(detect, name) for name in detect.__all__)
     assert "bocpd" in str(sorted(detect.detector_names()))

@@ -351,3 +351,5 @@ def test_own_history_lam_slows_the_ewma_on_series_without_a_market_only() -> Non
     assert _detector(DetectConfig(), markets).lam == 0.4  # off: the detector's lam everywhere
     with pytest.raises(SpecError, match="own_history_lam"):
         DetectConfig(own_history_lam=1.5)
+    with pytest.raises(SpecError, match="ewma detector only, not 'scan'"):
+        DetectConfig(detector="scan", own_history_lam=0.1)

@@ -369,7 +369,7 @@ def detect(
     db: DbOpt = None,
     detector: Annotated[
         str | None,
-        typer.Option(help="ewma, zscore or bocpd (default: detection.detector, else ewma)."),
+        typer.Option(help="ewma, scan, zscore or bocpd (default: detection.detector, else ewma)."),
     ] = None,
     monitor_days: Annotated[
         int | None,

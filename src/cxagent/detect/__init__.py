@@ -1,6 +1,6 @@
 """Change-point and regression detectors behind one vectorised interface.
 
-``get_detector(name, **params)`` builds one of ``zscore``, ``ewma``, ``bocpd``; ``seasonal``
+``get_detector(name, **params)`` builds one of ``zscore``, ``ewma``, ``scan``, ``bocpd``; ``seasonal``
 removes the hour-of-week pattern; ``fdr`` controls false discoveries across many series.
 """
 
@@ -17,6 +17,7 @@ from cxagent.detect.base import (
 )
 from cxagent.detect.bocpd import BOCPD
 from cxagent.detect.ewma import EWMA
+from cxagent.detect.scan import Scan
 from cxagent.detect.zscore import ZScore
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "MeanObs",
     "Observations",
     "RateObs",
+    "Scan",
     "ZScore",
     "detector_names",
     "get_detector",

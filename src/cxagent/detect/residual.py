@@ -167,6 +167,16 @@ class ResidualDetector(Detector):
     ) -> tuple[FloatArray, FloatArray, FloatArray]:
         """Fold one column's contribution in and return the aggregate (num, den, var)."""
 
+    def _searched(self, p: FloatArray) -> FloatArray:
+        """The p-value of the aggregate, corrected for any search the aggregate made (the
+        scan picks the best of several stretches)."""
+        return p
+
+    def _change_start(self, now: int, z: FloatArray) -> np.ndarray:
+        """First column of the current excursion at column ``now``: the column after the
+        statistic last had the other sign (the scan knows its stretch instead)."""
+        return np.where(z > 0, self.last_nonpos_, self.last_nonneg_) + 1
+
     def fit(self, obs: Observations) -> Self:
         n_series, t = obs.shape
         self.rate_ = isinstance(obs, RateObs)
@@ -194,13 +204,13 @@ class ResidualDetector(Detector):
             theta = self.baseline_.theta()
             agg = self._aggregate(*self.baseline_.contribution(a[:, j], b[:, j]))
             z, p = tail_p_values(self.rate_, *agg, theta, self.direction)
+            p = self._searched(p)
             ready = self.baseline_.columns >= self.min_history
             z, p = np.where(ready, z, 0.0), np.where(ready, p, 1.0)
             now = self.t_ + j
             self.last_nonpos_ = np.where(z <= 0, now, self.last_nonpos_)
             self.last_nonneg_ = np.where(z >= 0, now, self.last_nonneg_)
-            start = np.where(z > 0, self.last_nonpos_, self.last_nonneg_) + 1
-            starts[:, j] = np.where(z != 0, start, -1)
+            starts[:, j] = np.where(z != 0, self._change_start(now, z), -1)
             alarm = p <= self.alpha
             out[:, :, j] = np.abs(z), z, p, alarm
             self.baseline_.absorb(a[:, j], b[:, j], (~(alarm & ready)).astype(float))
