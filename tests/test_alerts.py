@@ -20,6 +20,7 @@ from cxagent.alerts import (
     SlackChannel,
     WebhookChannel,
     dispatch,
+    pending_incidents,
     stored_causes,
     verify_signature,
 )
@@ -363,6 +364,47 @@ def test_severity_threshold_holds_an_incident_back_until_it_rises(
     set_status(lite, low.id, status="resolved", actor="ana")
     (gone,) = dispatch(lite, current(lite, low.id), [pager], sender=sender)
     assert gone.outcome == "skipped" and "resolved before" in gone.detail
+
+
+def test_pending_incidents_are_the_ones_a_channel_may_still_have_to_hear(
+    factory: sessionmaker[Session], http: HttpSink, sender: Sender
+) -> None:
+    sf, _ = upsert_incident(factory, draft())
+    nyc, _ = upsert_incident(
+        factory, draft(slice={"region": "NYC"}, severity="medium", current=66.0, delta=-4.0)
+    )
+    low, _ = upsert_incident(factory, draft(slice={"region": "LA"}, severity="low", delta=-1.0))
+    feed = hook(http, max_attempts=3)  # from medium severity up
+
+    def pending() -> set[str]:
+        return {
+            i.id
+            for i in pending_incidents(factory, current(factory, sf.id, nyc.id, low.id), [feed])
+        }
+
+    assert pending() == {sf.id, nyc.id}  # never told; the low one would not be sent
+    dispatch(factory, current(factory, sf.id, nyc.id, low.id), [feed], sender=sender)
+    assert pending() == set()  # told, unchanged: nothing to read again
+
+    upsert_incident(factory, draft(current=50.0, delta=-20.0))  # SF changed
+    save_analysis(factory, "incident", {"investigation": {"causes": CAUSES}}, incident_id=nyc.id)
+    assert pending() == {sf.id, nyc.id}  # a new version; a newer investigation
+    http.fail(3, 503)
+    results = dispatch(factory, current(factory, sf.id, nyc.id), [feed], sender=sender,
+                       causes=stored_causes(factory, [nyc.id]))  # fmt: skip
+    assert sorted((r.incident_id, r.outcome) for r in results) == sorted(
+        [(sf.id, "failed"), (nyc.id, "sent")]
+    )
+    assert pending() == {sf.id}  # its message failed: due until it is delivered
+    dispatch(factory, current(factory, sf.id), [feed], sender=sender)
+    assert pending() == set()
+
+    set_status(factory, low.id, status="resolved", actor="ana")
+    assert pending() == set()  # resolved before it was ever told: never due
+    later = slack(http)  # a channel added later hears of the open ones
+    assert {i.id for i in pending_incidents(factory, current(factory, sf.id, low.id), [later])} == {
+        sf.id
+    }
 
 
 def test_webhook_signature_verifies_and_a_tampered_body_fails(

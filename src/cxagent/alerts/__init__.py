@@ -8,7 +8,14 @@ See docs/alerts.md.
 """
 
 from cxagent.alerts.channels import Sender
-from cxagent.alerts.dispatch import Decision, DispatchResult, decide, dispatch, stored_causes
+from cxagent.alerts.dispatch import (
+    Decision,
+    DispatchResult,
+    decide,
+    dispatch,
+    pending_incidents,
+    stored_causes,
+)
 from cxagent.alerts.events import Alert, build_alert, fingerprint, material_changes
 from cxagent.alerts.settings import (
     AlertConfigError,
@@ -38,6 +45,7 @@ __all__ = [
     "fingerprint",
     "material_changes",
     "parse_channels",
+    "pending_incidents",
     "sign",
     "stored_causes",
     "verify_signature",

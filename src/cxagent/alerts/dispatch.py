@@ -32,7 +32,7 @@ from cxagent.alerts.events import (
 from cxagent.alerts.settings import Channel, check_names, check_secrets
 from cxagent.store.alerts import list_deliveries, record_failure, record_sent
 from cxagent.store.models import AlertDelivery, Incident, utcnow
-from cxagent.store.repository import get_analysis
+from cxagent.store.repository import analysis_times, get_analysis
 
 log = logging.getLogger(__name__)
 OUTCOMES = ("sent", "failed", "skipped")
@@ -216,6 +216,38 @@ def _send(
     return DispatchResult(
         inc.id, channel.name, "failed", decision.event, sequence, outcome.attempts, error
     )
+
+
+def pending_incidents(
+    factory: sessionmaker[Session], incidents: Iterable[Incident], channels: Iterable[Channel]
+) -> list[Incident]:
+    """The incidents some channel may have to be told about now; ``dispatch`` would skip
+    every other one ("no material change"), so a caller can dispatch these alone and read
+    only their causes, and stay bounded as resolved incidents pile up.
+
+    Per channel: never told (and ``decide`` would open it: not resolved, severe enough), the
+    last message failed, or since the last message the incident changed (its version) or
+    was investigated again (its stored ``incident`` analysis is newer). Reads the delivery
+    records and the analyses' times, not their payloads.
+    """
+    incidents = list({i.id: i for i in incidents}.values())
+    channels = list(channels)
+    rows = {
+        (d.incident_id, d.channel): d
+        for d in list_deliveries(factory, incident_ids=[i.id for i in incidents])
+    }
+    analysed = analysis_times(factory, "incident")
+
+    def due(inc: Incident, channel: Channel) -> bool:
+        row = rows.get((inc.id, channel.name))
+        if row is None or row.sequence == 0:  # never told: decide's opening rules
+            return decide(inc, channel, row, {}).event is not None
+        if row.last_error is not None or row.last_incident_version != inc.version:
+            return True
+        when = analysed.get(inc.id)
+        return when is not None and (row.last_sent_at is None or when > row.last_sent_at)
+
+    return [inc for inc in incidents if any(due(inc, ch) for ch in channels)]
 
 
 def stored_causes(factory: sessionmaker[Session], incident_ids: Iterable[str]) -> dict[str, Any]:

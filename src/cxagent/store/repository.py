@@ -247,6 +247,17 @@ def save_analysis(
             row.payload, row.computed_at = payload, utcnow()
 
 
+def analysis_times(factory: sessionmaker[Session], kind: str) -> dict[str, dt.datetime]:
+    """When each incident's ``kind`` analysis was last computed (incident id -> time; an
+    incident without one is absent). Reads two columns, never the payloads."""
+    analysis_key(kind)  # refuses an unknown kind
+    q = select(Analysis.incident_id, Analysis.computed_at).where(
+        Analysis.kind == kind, Analysis.incident_id.is_not(None)
+    )
+    with factory() as s:
+        return {str(i): t for i, t in s.execute(q)}
+
+
 def get_analysis(
     factory: sessionmaker[Session], kind: str, incident_id: str | None = None
 ) -> dict[str, Any] | None:

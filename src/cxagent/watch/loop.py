@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cxagent.alerts import Channel, Sender, dispatch, stored_causes
+from cxagent.alerts import Channel, Sender, dispatch, pending_incidents, stored_causes
 from cxagent.errors import CXAgentError
 from cxagent.incidents.config import DetectConfig
 from cxagent.incidents.pipeline import load_windows, run_detection
@@ -130,7 +130,8 @@ def tick(
             _investigate(data, store_url, factory, todo, settings, progress)
             report.investigated = [str(r.incident_id) for r in todo]
     if channels:
-        incidents = list_incidents(factory)
+        # only what some channel may have to hear: resolved, told incidents are not re-read
+        incidents = pending_incidents(factory, list_incidents(factory), channels)
         results = dispatch(
             factory,
             incidents,
