@@ -42,8 +42,8 @@ from cxagent.data.scenario.generator import generate
 from cxagent.data.scenario.spec import parse_spec
 from cxagent.engine.connection import connect
 from cxagent.incidents import detect_incidents
-from cxagent.rca.feedback import wilson_interval
 from cxagent.rca.investigate import Investigation, investigate_report, load_confidence_model
+from cxagent.stats.proportions import wilson_interval
 
 CAUSES = (
     "batching_policy",

@@ -26,6 +26,7 @@ import pytest
 from scipy.stats import multivariate_normal
 from statsmodels.stats.proportion import proportion_confint
 
+from cxagent.stats.proportions import wilson_interval
 from cxagent.storefront import persona as P
 from cxagent.storefront.events import Event, SessionFeatures, fold
 from cxagent.storefront.sessions import (
@@ -566,9 +567,10 @@ def test_ecom_clickstream_is_folded_like_live_events(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("k", "n"), [(0, 10), (3, 10), (10, 10), (48, 1636), (1, 1)])
 def test_wilson_interval_matches_statsmodels(k: int, n: int) -> None:
-    assert P.wilson_interval(k, n) == pytest.approx(
+    assert wilson_interval(k, n) == pytest.approx(
         proportion_confint(k, n, alpha=0.05, method="wilson"), abs=1e-9
     )
+    assert wilson_interval(0, 0) is None  # no trials, no interval (callers show [0, 1])
 
 
 def test_conversion_by_persona_counts_and_tests() -> None:

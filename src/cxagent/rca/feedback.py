@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from cxagent.stats.proportions import wilson_interval
+
 # the causes an investigation ranks (``investigate.CAUSES`` and ``NORMAL``), and what an
 # engineer may name as the actual cause besides them
 CAUSES = (
@@ -42,7 +44,6 @@ ACTUAL_CAUSES = (*CAUSES, "other")
 VERDICTS = ("confirmed", "wrong")
 NORMAL = "normal_variance"
 
-Z95 = 1.959963984540054  # the two-sided 95% normal quantile
 PRIOR_SD = 0.3  # of a and of b around the identity; see docs/feedback.md
 BINS = 5  # equal-width confidence bins of the calibration table
 EPS = 1e-4  # confidences are clipped to [EPS, 1 - EPS] before the logit
@@ -76,24 +77,6 @@ class CauseLabel:
     @property
     def confirmed(self) -> bool:
         return self.verdict == "confirmed"
-
-
-def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float] | None:
-    """The Wilson score interval of a proportion (95% by default); None without trials.
-
-    ``(p + z²/2n ± z sqrt(p(1-p)/n + z²/4n²)) / (1 + z²/n)`` with ``p = successes / n``:
-    unlike the normal (Wald) interval it stays inside [0, 1] and keeps its coverage for
-    small n and for proportions near 0 or 1, which is where feedback counts live.
-    """
-    if n <= 0:
-        return None
-    if not 0 <= successes <= n:
-        raise ValueError(f"successes must be within 0..{n}, not {successes}")
-    p = successes / n
-    z2 = z * z
-    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
-    half = z / (1 + z2 / n) * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def week_of(t: dt.datetime | dt.date) -> str:

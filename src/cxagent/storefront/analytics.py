@@ -47,6 +47,7 @@ from typing import Any, Final
 import pandas as pd
 import sqlalchemy as sa
 
+from cxagent.stats.proportions import Z95, wilson_interval
 from cxagent.storefront.events import SessionFeatures
 from cxagent.storefront.logs import (
     ExperimentLog,
@@ -55,9 +56,7 @@ from cxagent.storefront.logs import (
     outcomes,
     sessions,
 )
-from cxagent.storefront.persona import wilson_interval
 
-Z95: Final = 1.959963984540054
 CONTROL: Final = "control"
 BANDIT: Final = "bandit"
 GROUPS: Final = (BANDIT, CONTROL)
@@ -435,7 +434,7 @@ def _naive(ts: dt.datetime) -> dt.datetime:
 
 
 def _rate(x: int, n: int) -> dict[str, Any]:
-    low, high = wilson_interval(x, n)
+    low, high = wilson_interval(x, n) or (0.0, 1.0)
     return {
         "sessions": n,
         "conversions": x,
@@ -461,8 +460,8 @@ def lift(x_t: int, n_t: int, x_c: int, n_c: int, z: float = Z95) -> dict[str, An
     if n_t == 0 or n_c == 0:
         return out
     p_t, p_c = x_t / n_t, x_c / n_c
-    l_t, u_t = wilson_interval(x_t, n_t, z)
-    l_c, u_c = wilson_interval(x_c, n_c, z)
+    l_t, u_t = wilson_interval(x_t, n_t, z) or (0.0, 1.0)
+    l_c, u_c = wilson_interval(x_c, n_c, z) or (0.0, 1.0)
     d = p_t - p_c
     out["absolute"] = round(d, 6)
     out["absolute_low"] = round(d - math.sqrt((p_t - l_t) ** 2 + (u_c - p_c) ** 2), 6)

@@ -52,6 +52,7 @@ import numpy as np
 import numpy.typing as npt
 
 from cxagent.errors import CXAgentError, SourceDataError
+from cxagent.stats.proportions import wilson_interval
 from cxagent.storefront.events import Event, EventKind, PageType, SessionFeatures, fold
 
 FloatArray = npt.NDArray[np.float64]
@@ -637,20 +638,6 @@ class ChannelPriors:
 # --------------------------------------------------------------------------- statistics
 
 
-def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
-    """Wilson score interval of a proportion (Wilson 1927): unlike the normal interval it
-    stays inside [0, 1] and keeps its coverage for small personas and rare conversion."""
-    if n <= 0:
-        return (0.0, 1.0)
-    if not 0 <= successes <= n:
-        raise ValueError(f"successes: must be within 0..{n}, got {successes}")
-    p = successes / n
-    denom = 1.0 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
-
-
 def conversion_by_persona(
     labels: Sequence[str] | npt.NDArray[Any], converted: Sequence[bool] | npt.NDArray[Any]
 ) -> dict[str, Any]:
@@ -666,7 +653,7 @@ def conversion_by_persona(
     for name in names:
         mask = lab == name
         n, k = int(mask.sum()), int(conv[mask].sum())
-        low, high = wilson_interval(k, n)
+        low, high = wilson_interval(k, n) or (0.0, 1.0)
         per[name] = {
             "n": n,
             "conversions": k,
