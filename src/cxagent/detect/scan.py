@@ -11,7 +11,7 @@ detection of a change-point", Annals of Statistics 1995): one bad column is foun
 as by a z-score on it, and a small shift that lasts accumulates over every column since it
 began, where an EWMA keeps only its smoothing's memory. The stretch's start is the change
 start. The p-value is the tail of the chosen stretch times the number of stretches on the
-grid (Bonferroni: valid whatever their overlap; a doubling grid keeps the factor at
+grid (Bonferroni: valid whatever their overlap; a doubling grid keeps the factor at most
 ``log2(max_window) + 2`` while a lasting shift still finds a stretch over at least half its
 length, the multiscale scan of Walther, "Optimal and fast detection of spatial clusters
 with scan statistics", Annals of Statistics 2010).
