@@ -80,16 +80,7 @@ def decide(
     """The event (if any) ``channel`` should get for ``incident`` in its current ``state``
     (its fingerprint), given what its delivery record says was sent."""
     if delivery is None or delivery.sequence == 0:
-        if incident.status == "resolved":
-            return Decision(None, "resolved before this channel was told of it")
-        if not channel.accepts(incident.severity):
-            return Decision(
-                None,
-                f"severity {incident.severity} is below the channel's minimum "
-                f"({channel.min_severity})",
-            )
-        retry = delivery is not None and delivery.last_error is not None
-        return Decision("opened", "sending again after a failure" if retry else "new incident")
+        return _opening(incident, channel, delivery)
     last = delivery.last_fingerprint or {}
     if last.get("status") == "resolved" and state["status"] == "resolved":
         return Decision(None, f"resolution already sent (update {delivery.sequence})")
@@ -98,6 +89,20 @@ def decide(
         return Decision(None, f"no material change since update {delivery.sequence}")
     event = "resolved" if state["status"] == "resolved" else "updated"
     return Decision(event, ", ".join(changes) + " changed", changes)
+
+
+def _opening(incident: Incident, channel: Channel, delivery: AlertDelivery | None) -> Decision:
+    """Whether a channel never told of ``incident`` gets its first message now: not once it
+    is resolved, nor while it is below the channel's minimum severity."""
+    if incident.status == "resolved":
+        return Decision(None, "resolved before this channel was told of it")
+    if not channel.accepts(incident.severity):
+        return Decision(
+            None,
+            f"severity {incident.severity} is below the channel's minimum ({channel.min_severity})",
+        )
+    retry = delivery is not None and delivery.last_error is not None
+    return Decision("opened", "sending again after a failure" if retry else "new incident")
 
 
 def _naive_utc(when: dt.datetime | None) -> dt.datetime:
@@ -240,8 +245,8 @@ def pending_incidents(
 
     def due(inc: Incident, channel: Channel) -> bool:
         row = rows.get((inc.id, channel.name))
-        if row is None or row.sequence == 0:  # never told: decide's opening rules
-            return decide(inc, channel, row, {}).event is not None
+        if row is None or row.sequence == 0:  # never told: the same rule as dispatch's
+            return _opening(inc, channel, row).event is not None
         if row.last_error is not None or row.last_incident_version != inc.version:
             return True
         when = analysed.get(inc.id)
