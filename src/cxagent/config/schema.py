@@ -300,6 +300,9 @@ class DetectionSection(Section):
     medium_points: float = Field(default=2.0, ge=0)
     medium_impact: float = Field(default=0.1, ge=0)
     top_slices: int = Field(default=8, ge=1)
+    driver_checks: bool = True
+    driver_z: float = Field(default=7.0, gt=0)
+    driver_outcome_z: float = Field(default=3.0, gt=0)
 
     @field_validator("fdr_alpha")
     @classmethod

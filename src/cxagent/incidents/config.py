@@ -56,6 +56,12 @@ class DetectConfig:
       the empirical null: market shocks, not size, make the tails heavy.
     - ``residual_alpha``: level of the tests that decide what an alarm is about (market
       contrast, descent to a sub-slice, explaining away; see ``grouping``).
+    - ``driver_checks``: also raise an incident where a hypothesis's operational driver
+      (batched share, merchant prep time, courier wait, promised time) shifted the harmful
+      way by ``driver_z`` times its stretch-to-stretch spread and the late or cancellation
+      rate of the same cell rose by ``driver_outcome_z`` times its own (``drivers``). Chosen
+      on the root-cause training suite: a steady driver shows a drift days before its
+      noisy outcome does.
     - severity, from the effect (CX points the slice lost over the incident window) and the
       impact (points x affected orders, in "marketplace-days": divided by the orders of an
       average day, so 1.0 = the whole marketplace's CX Score down one point for a day):
@@ -81,6 +87,9 @@ class DetectConfig:
     medium_points: float = 2.0
     medium_impact: float = 0.1
     top_slices: int = 8
+    driver_checks: bool = True
+    driver_z: float = 7.0
+    driver_outcome_z: float = 3.0
 
     def __post_init__(self) -> None:
         if self.detector not in detector_names():
@@ -103,6 +112,9 @@ class DetectConfig:
             )
         if self.monitor_days < 1:
             raise SpecError("monitor_days: must be >= 1")
+        for name in ("driver_z", "driver_outcome_z"):
+            if not getattr(self, name) > 0:
+                raise SpecError(f"{name}: must be > 0, got {getattr(self, name)}")
 
     def detector_kwargs(self) -> dict[str, Any]:
         return {**DETECTOR_DEFAULTS.get(self.detector, {}), **self.detector_params}

@@ -32,6 +32,7 @@ class Finding:
     p_value: float = 1.0
     q_value: float = 1.0
     members: set[int] = field(default_factory=set)
+    driver: str | None = None  # the hypothesis whose driver led it (``drivers``), if any
 
     @property
     def cols(self) -> np.ndarray:

@@ -98,6 +98,13 @@ def _time(window_id: int, end: bool) -> dt.datetime:
     return dt.datetime(1970, 1, 1) + dt.timedelta(hours=hours)
 
 
+def detector_name(detector: str, episode: list[Finding]) -> str:
+    """What raised the episode: the outcome detector, the driver checks, or both."""
+    if not any(f.driver for f in episode):
+        return detector
+    return "drivers" if all(f.driver for f in episode) else f"{detector}+drivers"
+
+
 def build_report(
     episode: list[Finding],
     grouper: Grouper,
@@ -154,7 +161,7 @@ def build_report(
         affected_orders=int(round(totals.orders)),
         p_value=min(f.p_value for f in episode),
         q_value=min(f.q_value for f in episode),
-        detector=config.detector,
+        detector=detector_name(config.detector, episode),
         top_slices=tops,
     )
     members = sorted(set().union(*(f.members for f in episode)))

@@ -18,8 +18,10 @@ import numpy as np
 
 from cxagent.engine.connection import Engine, connect
 from cxagent.engine.cube import build_window_cube
+from cxagent.engine.drivers import build_driver_windows
 from cxagent.errors import CXAgentError
 from cxagent.incidents.config import DetectConfig
+from cxagent.incidents.drivers import DriverWindows, driver_findings
 from cxagent.incidents.effects import Effects
 from cxagent.incidents.episodes import episodes
 from cxagent.incidents.feed import IncidentReport, build_report
@@ -58,6 +60,15 @@ def load_windows(
     return win, Hierarchy(win.slices, store_info(engine, cube.implied_by_store))
 
 
+def load_drivers(
+    data_dir: Path | str, win: WindowSeries, *, days: int | None = None
+) -> DriverWindows | None:
+    """The driver sums of ``win``'s windows (``cxagent.engine.drivers``), for the driver
+    checks; None when the dataset has no deliveries."""
+    table = build_driver_windows(connect(data_dir), days=days)
+    return None if table is None else DriverWindows.from_table(table, win.first, win.n_windows)
+
+
 def run_detection(
     win: WindowSeries,
     hier: Hierarchy,
@@ -65,8 +76,10 @@ def run_detection(
     *,
     state: DetectionState | None = None,
     top_fn: TopSlicesFn | None = None,
+    drivers: DriverWindows | None = None,
 ) -> tuple[DetectionState, list[IncidentReport]]:
-    """Pure computation: fit (unless ``state``), process new windows, group into reports."""
+    """Pure computation: fit (unless ``state``), process new windows, group into reports.
+    With ``drivers`` (and ``config.driver_checks``) the driver checks add their findings."""
     if state is None:
         state = start_state(win, hier.market_rows(), config)
     if win.slices != state.slices:  # a slice came or went since the state was fitted
@@ -80,6 +93,19 @@ def run_detection(
     hist = np.arange(max(first_pos - 4 * config.history_days, 0), first_pos)
     grouper = Grouper(effects, state.models, hier, config, daypart_of_window(win.ids))
     found = grouper.findings(state.results, first_pos)
+    if drivers is not None and config.driver_checks:
+        if drivers.first != win.first:
+            raise ValueError("driver windows must start at the window series' first window")
+        found += driver_findings(
+            drivers,
+            win.stats,
+            hier,
+            first_pos,
+            driver_z=config.driver_z,
+            outcome_z=config.driver_outcome_z,
+            min_trials=config.min_trials,
+            min_excess=config.min_excess,
+        )
     top = int(np.argmax(win.stats["orders"].sum(axis=1)))  # all orders (the widest slice)
     day_orders = 4.0 * float(win.stats["orders"][top, hist].mean()) if hist.size else 1.0
     top_fn = top_fn or _default_top_fn()
@@ -90,6 +116,24 @@ def run_detection(
     rank = {s: i for i, s in enumerate(reversed(SEVERITIES))}
     reports.sort(key=lambda r: (rank[r.draft.severity], -r.impact))
     return state, reports
+
+
+def detect_on(
+    data_dir: Path | str,
+    config: DetectConfig,
+    *,
+    days: int | None,
+    as_of: np.datetime64 | None = None,
+    state: DetectionState | None = None,
+    top_fn: TopSlicesFn | None = None,
+) -> tuple[WindowSeries, DetectionState, list[IncidentReport]]:
+    """Load the windows of the data's last ``days`` days (and their drivers when the driver
+    checks are on) and run detection on them: what ``detect``, ``watch`` and the alerts
+    preview share."""
+    win, hier = load_windows(data_dir, as_of=as_of, days=days)
+    drivers = load_drivers(data_dir, win, days=days) if config.driver_checks else None
+    state, reports = run_detection(win, hier, config, state=state, top_fn=top_fn, drivers=drivers)
+    return win, state, reports
 
 
 def detect_incidents(
@@ -113,8 +157,9 @@ def detect_incidents(
         if state is not None or as_of is not None
         else config.history_days + config.monitor_days + 2
     )
-    win, hier = load_windows(data_dir, as_of=as_of, days=days)
-    state, reports = run_detection(win, hier, config, state=state, top_fn=top_fn)
+    _, state, reports = detect_on(
+        data_dir, config, days=days, as_of=as_of, state=state, top_fn=top_fn
+    )
     if state_path is not None:
         save_state(state, state_path)
     factory = session_factory(store_url or default_url(data_dir))

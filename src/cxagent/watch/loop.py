@@ -32,7 +32,7 @@ from typing import Any
 from cxagent.alerts import Channel, Sender, dispatch, pending_incidents, stored_causes
 from cxagent.errors import CXAgentError
 from cxagent.incidents.config import DetectConfig
-from cxagent.incidents.pipeline import load_windows, run_detection
+from cxagent.incidents.pipeline import detect_on
 from cxagent.store.db import session_factory
 from cxagent.store.models import utcnow
 from cxagent.store.repository import list_incidents, upsert_incident
@@ -111,8 +111,7 @@ def tick(
     done_before = None if state is None else state.next_id
     # a fresh state needs the history and the monitored days; a fitted one, its windows since
     days = None if state is not None else config.history_days + config.monitor_days + 2
-    win, hier = load_windows(data, days=days)
-    state, reports = run_detection(win, hier, config, state=state)
+    win, state, reports = detect_on(data, config, days=days, state=state)
     report.windows = state.next_id - (state.monitor_first if done_before is None else done_before)
     report.data_until = str(win.as_of)
     if report.windows:

@@ -16,7 +16,7 @@ from typing import Any
 from cxagent.alerts import Channel
 from cxagent.errors import CXAgentError
 from cxagent.incidents.config import DetectConfig
-from cxagent.incidents.pipeline import load_windows, run_detection
+from cxagent.incidents.pipeline import detect_on
 from cxagent.store.models import SEVERITIES
 
 
@@ -32,8 +32,7 @@ def preview(
     if days < 1:
         raise CXAgentError(f"days: must be >= 1, got {days}")
     replay = dataclasses.replace(config, monitor_days=days, monitor_from=None)
-    win, hier = load_windows(data, days=replay.history_days + days + 2)
-    _, reports = run_detection(win, hier, replay)
+    win, _, reports = detect_on(data, replay, days=replay.history_days + days + 2)
     incidents = [
         {
             "slice": r.draft.slice,

@@ -1,0 +1,70 @@
+"""Operational drivers per daypart window and market cell: what detection watches beside CX.
+
+The root-cause hypotheses name mechanisms whose drivers are recorded per order: the batched
+share, merchant prep time, the courier's wait for an unbatched order (courier supply) and
+the promised delivery time (the ETA model). Summed per window x region x category on the
+engine, they are a few thousand rows however large the data; ``cxagent.incidents.drivers``
+rolls them up and tests them. A column the dataset lacks (its manifest says so) sums to
+null, and its driver is not watched.
+"""
+
+from __future__ import annotations
+
+import ibis
+import pyarrow as pa
+
+from cxagent.engine.connection import Engine
+from cxagent.engine.facts import since_for_days, window_of
+from cxagent.engine.portable import seconds_between
+
+KEYS = ("window", "region", "category")
+# sums per cell: delivered orders, and over them batched orders, prep seconds, promised
+# seconds; unbatched orders and their courier wait seconds
+DRIVER_SUMS = ("delivered", "batched", "prep_s", "unbatched", "wait_s", "promised_s")
+
+
+def build_driver_windows(engine: Engine, *, days: int | None = None) -> pa.Table | None:
+    """Driver sums per window x region x category of the data's last ``days`` days (every
+    day when None); None without deliveries."""
+    if not engine.has("deliveries"):
+        return None
+    o = engine.table("orders")
+    d = engine.table("deliveries")
+    since = since_for_days(engine, days)
+    if since is not None:
+        o = o.filter(o.order_time >= ibis.literal(since))
+        d = d.filter(d.order_time >= ibis.literal(since))
+    f = o.inner_join(d.drop("order_time"), "order_id")
+    has = engine.manifest.has
+    zero, one = ibis.literal(0).cast("float64"), ibis.literal(1).cast("float64")
+    null = ibis.null("float64")
+    delivered = ~f.canceled_flag
+    batched = f.batched_flag.fill_null(False)
+
+    def when(cond: ibis.ir.BooleanValue, x: ibis.ir.Value) -> ibis.ir.Value:
+        return ibis.ifelse(cond, x, zero)
+
+    per_order = f.select(
+        "region",
+        "category",
+        window=window_of(engine.backend, f.order_time.truncate("h")),
+        delivered=when(delivered, one),
+        batched=when(delivered & batched, one) if has("deliveries", "batched_flag") else null,
+        prep_s=when(delivered, f.merchant_prep_time_s.cast("float64").fill_null(0.0))
+        if has("deliveries", "merchant_prep_time_s")
+        else null,
+        unbatched=when(delivered & ~batched, one),
+        wait_s=when(delivered & ~batched, f.dasher_wait_s.cast("float64").fill_null(0.0))
+        if has("deliveries", "dasher_wait_s")
+        else null,
+        promised_s=when(
+            delivered, seconds_between(engine.backend, f.promised_eta, f.order_time)
+        ).cast("float64")
+        if has("orders", "promised_eta")
+        else null,
+    )
+    grouped = per_order.group_by(list(KEYS)).aggregate(
+        **{k: per_order[k].sum() for k in DRIVER_SUMS}
+    )
+    table = engine.to_arrow(grouped)
+    return table if table.num_rows else None

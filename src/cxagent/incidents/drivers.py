@@ -1,0 +1,252 @@
+"""Driver checks: a regression raised where an operational driver shifted and CX followed.
+
+CX outcomes are noisy where courier supply swings day to day: a region's late rate moves by
+several points from one day to the next, so a four-day prep-time drift that adds as much is
+within what the outcome detectors must tolerate among hundreds of slices. The mechanisms'
+drivers are far steadier (a region's mean merchant prep time moves by a few seconds a day),
+so a drift in one is visible long before its outcome is. A driver check asks two questions of
+every market cell (the marketplace, each region, each category, each region x category) at
+every monitored window:
+
+1. did a driver of a root-cause hypothesis (batched share, merchant prep time, courier wait
+   of unbatched orders, promised time: ``DRIVERS``) shift the harmful way over the last
+   2, 4, 8 or 16 windows by at least ``driver_z`` times the spread of such stretches in
+   the history (in-time placebos: the same stretch mean at every earlier position, after the
+   daypart profile is removed);
+2. did the late or cancellation rate of the same cell over the same stretch rise by at least
+   ``driver_outcome_z`` times its own placebo spread.
+
+Both together raise a finding on the cell, from the stretch's start, which joins the outcome
+detectors' findings in the episodes (so a driver-led alarm and an outcome alarm on the same
+cell are one incident). The shift alone raises nothing: a batching change that CX absorbs
+is not an incident. The thresholds were chosen on the root-cause training suite and measured
+on unseen ones (docs/benchmarks.md); the p-value shown is the outcome's on its placebo scale,
+Bonferroni-adjusted over the stretches whose driver shifted in that window.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final
+
+import numpy as np
+import pyarrow as pa
+from scipy.stats import norm
+
+from cxagent.engine.drivers import DRIVER_SUMS
+from cxagent.incidents.detection import bad_counts
+from cxagent.incidents.episodes import Finding
+from cxagent.incidents.hierarchy import Hierarchy
+
+# hypothesis -> (numerator sum, denominator sum, harm sign, words)
+DRIVERS: Final[dict[str, tuple[str, str, float, str]]] = {
+    "batching_policy": ("batched", "delivered", 1.0, "batched share"),
+    "prep_time_drift": ("prep_s", "delivered", 1.0, "merchant prep time"),
+    "dasher_shortage": ("wait_s", "unbatched", 1.0, "courier wait"),
+    "eta_model_bias": ("promised_s", "delivered", -1.0, "promised time"),
+}
+OUTCOMES: Final = ("on_time", "cancellation")  # where these mechanisms act
+LENGTHS: Final = (2, 4, 8, 16)  # stretches, in windows
+MIN_ORDERS: Final = 20  # a window with fewer has no rate
+MIN_PLACEBOS: Final = 20  # history stretches needed to scale a length
+PERIOD: Final = 4  # the daypart profile removed
+
+
+@dataclass(frozen=True)
+class DriverWindows:
+    """Driver sums per market cell (row) and window (column ``t`` is window id ``first + t``)."""
+
+    slices: list[dict[str, Any]]
+    first: int
+    sums: dict[str, np.ndarray]
+
+    @staticmethod
+    def from_table(table: pa.Table, first: int, n_windows: int) -> DriverWindows:
+        """Region x category rows of ``cxagent.engine.drivers`` rolled up to regions,
+        categories and the marketplace, on windows ``first ... first + n_windows - 1``."""
+        cols = {k: table.column(k).to_numpy(zero_copy_only=False) for k in table.column_names}
+        t = cols["window"].astype(np.int64) - first
+        keep = (t >= 0) & (t < n_windows)
+        cells: dict[tuple[Any, Any], int] = {}
+        regions, categories = cols["region"], cols["category"]
+        for r, c in zip(regions[keep], categories[keep], strict=True):
+            cells.setdefault((r, c), len(cells))
+        slices: list[dict[str, Any]] = [{}]
+        groups: list[list[int]] = [list(cells.values())]
+        for key, dim in ((0, "region"), (1, "category")):
+            present = sorted({k[key] for k in cells if k[key] is not None}, key=str)
+            for v in present:
+                slices.append({dim: v})
+                groups.append([i for k, i in cells.items() if k[key] == v])
+        for (r, c), i in cells.items():
+            if r is not None and c is not None:
+                slices.append({"region": r, "category": c})
+                groups.append([i])
+        cell_of = np.array(
+            [cells.get((r, c), -1) for r, c in zip(regions, categories, strict=True)]
+        )
+        sums = {}
+        for name in DRIVER_SUMS:
+            values = np.asarray(cols[name], dtype=float)
+            by_cell = np.zeros((len(cells), n_windows))
+            ok = keep & np.isfinite(values)
+            np.add.at(by_cell, (cell_of[ok], t[ok]), values[ok])
+            if not ok.any():  # the dataset lacks it
+                by_cell[:] = np.nan
+            sums[name] = np.stack([by_cell[g].sum(axis=0) for g in groups])
+        return DriverWindows(slices, first, sums)
+
+
+def _anomalies(num: np.ndarray, den: np.ndarray, hist_end: int, sign: float) -> np.ndarray:
+    """Harm-signed rate minus its history mean at the same daypart (NaN: too few orders)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rate = np.where(den >= MIN_ORDERS, num / den, np.nan)
+    out = np.full_like(rate, np.nan)
+    phase = np.arange(rate.shape[-1]) % PERIOD
+    for p in range(PERIOD):
+        hist = rate[..., : max(hist_end, 0)][..., phase[: max(hist_end, 0)] == p]
+        seen = np.isfinite(hist).sum(axis=-1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            base = np.where(
+                seen > 0, np.where(np.isfinite(hist), hist, 0).sum(axis=-1) / seen, np.nan
+            )
+        out[..., phase == p] = rate[..., phase == p] - base[..., None]
+    return sign * out
+
+
+def stretch_scores(a: np.ndarray, hist_end: int, ends: np.ndarray) -> dict[int, np.ndarray]:
+    """Per length L: the mean of ``a`` (rows x windows) over the L windows ending at each of
+    ``ends``, over the spread of such means at every position inside the first ``hist_end``
+    windows. NaN where a stretch has fewer than half its windows or the history too few
+    stretches."""
+    ok = np.isfinite(a)
+    cs = np.concatenate([np.zeros(a.shape[:-1] + (1,)), np.cumsum(np.where(ok, a, 0), -1)], -1)
+    cn = np.concatenate([np.zeros(a.shape[:-1] + (1,)), np.cumsum(ok, -1)], -1)
+    out = {}
+    for L in LENGTHS:
+
+        def means(stop: np.ndarray, L: int = L) -> np.ndarray:
+            start = np.maximum(stop - L, 0)
+            n = cn[..., stop] - cn[..., start]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                return np.where(n >= L / 2, (cs[..., stop] - cs[..., start]) / n, np.nan)
+
+        placebo = means(np.arange(L, hist_end + 1))
+        seen = np.isfinite(placebo)
+        k = seen.sum(axis=-1)
+        p = np.where(seen, placebo, 0.0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            mean = p.sum(axis=-1) / k
+            var = (np.where(seen, (p - mean[..., None]) ** 2, 0.0)).sum(axis=-1) / (k - 1)
+        sd = np.where(k >= MIN_PLACEBOS, np.sqrt(var), np.nan)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out[L] = means(ends + 1) / np.where(sd > 0, sd, np.nan)[..., None]
+    return out
+
+
+def _running(x: np.ndarray) -> np.ndarray:
+    """Running sums along the windows, with a leading zero column."""
+    return np.concatenate([np.zeros((x.shape[0], 1)), np.cumsum(x, axis=1)], axis=1)
+
+
+def shift_start(a: np.ndarray, end: int, length: int) -> int:
+    """Where the driver's shift began inside the stretch of ``length`` windows ending at
+    ``end``: the s maximising the standardised sum of anomalies over s..end (the likelihood
+    estimate of a step's start against the history's level)."""
+    first = max(end - length + 1, 0)
+    tail = np.nan_to_num(a[first : end + 1])[::-1]
+    seen = np.cumsum(np.isfinite(a[first : end + 1])[::-1])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        score = np.where(seen > 0, np.cumsum(tail) / np.sqrt(seen), -np.inf)
+    return end - int(np.argmax(score))
+
+
+def driver_findings(
+    dw: DriverWindows,
+    stats: dict[str, np.ndarray],
+    hier: Hierarchy,
+    first_pos: int,
+    *,
+    driver_z: float,
+    outcome_z: float,
+    min_trials: float = 0.0,
+    min_excess: float = 0.0,
+) -> list[Finding]:
+    """Findings of the monitored windows (positions ``first_pos`` on; ``stats`` are the
+    window series' sums, rows as ``hier``); the earlier windows are the history."""
+    n = next(iter(stats.values())).shape[1]
+    if first_pos >= n:
+        return []
+    ends = np.arange(first_pos, n)
+    # the marketplace is left to the outcome detectors: a shift everywhere shows in every
+    # region and category, and an alarm on all orders would fold unrelated ones into it
+    rows = [(k, hier.find(s)) for k, s in enumerate(dw.slices) if s]
+    rows = [(k, r) for k, r in rows if r is not None]
+    if not rows:
+        return []
+    cells, series = (np.array(x) for x in zip(*rows, strict=True))
+    driver_z_by: dict[str, dict[int, np.ndarray]] = {}
+    anomalies: dict[str, np.ndarray] = {}
+    for cause, (num, den, sign, _words) in DRIVERS.items():
+        if np.isnan(dw.sums[num]).all():
+            continue
+        a = _anomalies(dw.sums[num][cells], dw.sums[den][cells], first_pos, sign)
+        anomalies[cause] = a
+        driver_z_by[cause] = stretch_scores(a, first_pos, ends)
+    outcome_by: dict[str, dict[int, np.ndarray]] = {}
+    support: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for comp in OUTCOMES:
+        bad, trials = bad_counts(stats, comp)
+        a = _anomalies(bad[series], trials[series], first_pos, 1.0)
+        outcome_by[comp] = stretch_scores(a, first_pos, ends)
+        # running sums of trials and of bad events above the history's rate, for support
+        n = trials[series]
+        excess = np.where(np.isfinite(a), a * n, 0.0)
+        support[comp] = (_running(n), _running(excess))
+    found: list[Finding] = []
+
+    def supported(comp: str, i: int, start: int, end: int) -> bool:
+        """Minimum support over the stretch, as an outcome alarm needs (``min_support``)."""
+        n, ex = support[comp]
+        trials = n[i, end + 1] - n[i, start]
+        return bool(trials >= min_trials and ex[i, end + 1] - ex[i, start] >= min_excess)
+
+    for j in range(ends.size):
+        candidates = [
+            (cause, L, int(i))
+            for cause, by_len in driver_z_by.items()
+            for L, z in by_len.items()
+            for i in np.flatnonzero(z[:, j] >= driver_z)
+        ]
+        tests = len(candidates) * len(OUTCOMES)
+        best: dict[int, tuple[float, Finding]] = {}
+        for cause, L, i in candidates:
+            zs = {c: float(outcome_by[c][L][i, j]) for c in OUTCOMES}
+            end = int(ends[j])
+            start = shift_start(anomalies[cause][i], end, L)
+            moved = {
+                c
+                for c, z in zs.items()
+                if z >= outcome_z and supported(c, i, max(end - L + 1, 0), end)
+            }
+            if not moved:
+                continue
+            primary = max(moved, key=lambda c: zs[c])
+            p = float(norm.sf(zs[primary]))
+            dz = float(driver_z_by[cause][L][i, j])
+            row = int(series[i])
+            f = Finding(
+                row,
+                int(ends[j]),
+                start,
+                primary,
+                components=set(moved),
+                p_value=p,
+                q_value=min(1.0, p * tests),
+                members={row},
+                driver=cause,
+            )
+            if row not in best or dz > best[row][0]:
+                best[row] = (dz, f)
+        found.extend(f for _, f in best.values())
+    return found

@@ -1,0 +1,242 @@
+"""Driver checks: stretch scores on placebo scales, roll-ups, and findings that need both a
+driver shift and an outcome rise in the same market cell."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from cxagent.engine.connection import connect
+from cxagent.engine.drivers import DRIVER_SUMS, build_driver_windows
+from cxagent.incidents import DetectConfig
+from cxagent.incidents.drivers import (
+    LENGTHS,
+    DriverWindows,
+    driver_findings,
+    shift_start,
+    stretch_scores,
+)
+from cxagent.incidents.hierarchy import Hierarchy
+from cxagent.incidents.pipeline import load_drivers, load_windows, run_detection
+from cxagent.incidents.windows import window_ids
+from tests.conftest import observed
+
+THRESHOLDS = {"driver_z": DetectConfig().driver_z, "outcome_z": DetectConfig().driver_outcome_z}
+
+
+def test_a_stretch_score_is_the_stretch_mean_over_the_spread_of_history_stretches() -> None:
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(1, 120))
+    hist = 100
+    z = stretch_scores(a, hist, np.array([110, 119]))
+    for L in LENGTHS:
+        placebo = [a[0, e - L : e].mean() for e in range(L, hist + 1)]
+        want = a[0, 119 - L + 1 : 120].mean() / np.std(placebo, ddof=1)
+        assert z[L][0, 1] == pytest.approx(want)
+    # a window after the one scored never enters its score (no look-ahead)
+    b = a.copy()
+    b[0, 111:] += 100.0
+    assert stretch_scores(b, hist, np.array([110]))[4][0, 0] == pytest.approx(z[4][0, 0])
+
+
+def test_a_lasting_step_scores_more_the_longer_the_stretch_that_covers_it() -> None:
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=(1, 120))
+    a[0, 104:] += 1.5
+    z = stretch_scores(a, 100, np.array([119]))
+    assert z[16][0, 0] > 4 * z[2][0, 0] / 2 > 0  # sixteen windows of the step beat two
+    assert z[16][0, 0] > 3
+
+
+def test_a_shift_starts_where_the_step_in_its_stretch_is() -> None:
+    rng = np.random.default_rng(4)
+    a = rng.normal(0, 0.2, 120)
+    a[110:] += 2.0
+    assert shift_start(a, 119, 16) == 110
+    assert shift_start(a, 112, 16) == 110
+    a[111] = np.nan  # a window without data does not move it
+    assert shift_start(a, 119, 16) == 110
+
+
+def test_too_little_history_or_data_gives_no_score() -> None:
+    a = np.full((1, 40), np.nan)
+    a[0, 30:] = 1.0
+    assert all(np.isnan(z).all() for z in stretch_scores(a, 30, np.array([35])).values())
+
+
+def _table(rows: list[tuple[int, str, str, dict[str, float]]]) -> pa.Table:
+    cols: dict[str, list] = {"window": [], "region": [], "category": []}
+    for k in DRIVER_SUMS:
+        cols[k] = []
+    for w, r, c, sums in rows:
+        cols["window"].append(w)
+        cols["region"].append(r)
+        cols["category"].append(c)
+        for k in DRIVER_SUMS:
+            cols[k].append(sums.get(k, 1.0))
+    return pa.table(cols)
+
+
+def test_cells_roll_up_to_regions_categories_and_the_marketplace() -> None:
+    t = _table(
+        [
+            (10, "SF", "grocery", {"batched": 3.0}),
+            (10, "SF", "retail", {"batched": 4.0}),
+            (11, "LA", "grocery", {"batched": 5.0}),
+            (9, "LA", "grocery", {"batched": 100.0}),  # before the first window: dropped
+        ]
+    )
+    dw = DriverWindows.from_table(t, first=10, n_windows=2)
+    row = {tuple(sorted(s.items())): i for i, s in enumerate(dw.slices)}
+    batched = dw.sums["batched"]
+    assert batched[row[()]].tolist() == [7.0, 5.0]
+    assert batched[row[(("region", "SF"),)]].tolist() == [7.0, 0.0]
+    assert batched[row[(("category", "grocery"),)]].tolist() == [3.0, 5.0]
+    assert batched[row[(("category", "grocery"), ("region", "LA"))]].tolist() == [0.0, 5.0]
+    assert len(dw.slices) == 1 + 2 + 2 + 3
+
+
+def _market(shift_driver: bool, shift_outcome: bool, seed: int = 2) -> tuple:
+    """Two regions x one category over 120 windows; from window 110 SF's prep time and/or
+    its late rate rise."""
+    rng = np.random.default_rng(seed)
+    n, first, start = 120, 1000, 110
+    rows = []
+    orders = {"SF": 400.0, "LA": 400.0}
+    late = {}
+    for region in ("SF", "LA"):
+        prep = 600 + rng.normal(0, 5, n)
+        rate = 0.2 + rng.normal(0, 0.02, n)
+        if region == "SF" and shift_driver:
+            prep[start:] += 60
+        if region == "SF" and shift_outcome:
+            rate[start:] += 0.04
+        late[region] = rate
+        for t in range(n):
+            d = orders[region]
+            rows.append(
+                (
+                    first + t,
+                    region,
+                    "grocery",
+                    {
+                        "delivered": d,
+                        "batched": 0.1 * d,
+                        "prep_s": prep[t] * d,
+                        "unbatched": d,
+                        "wait_s": 120 * d,
+                        "promised_s": 2400 * d,
+                    },
+                )
+            )
+    dw = DriverWindows.from_table(_table(rows), first, n)
+    slices = [{}, {"region": "SF"}, {"region": "LA"}, {"category": "grocery"}]
+    hier = Hierarchy(slices)
+    sf, la = late["SF"] * 400, late["LA"] * 400
+    on_time = np.stack([800 - sf - la, 400 - sf, 400 - la, 800 - sf - la])
+    delivered = np.stack(
+        [np.full(n, 800.0), np.full(n, 400.0), np.full(n, 400.0), np.full(n, 800.0)]
+    )
+    stats = {
+        "on_time": on_time,
+        "delivered": delivered,
+        "orders": delivered,
+        "canceled": np.zeros_like(delivered),
+    }
+    return dw, stats, hier
+
+
+def test_a_driver_shift_with_its_outcome_raises_a_finding_on_that_cell() -> None:
+    dw, stats, hier = _market(shift_driver=True, shift_outcome=True)
+    found = driver_findings(dw, stats, hier, 100, **THRESHOLDS)
+    sf = hier.find({"region": "SF"})
+    # SF and the cells holding it (one category: grocery is the marketplace), never LA
+    assert found and {f.focus for f in found} <= {
+        sf,
+        hier.find({}),
+        hier.find({"category": "grocery"}),
+    }
+    first = min((f for f in found if f.focus == sf), key=lambda f: f.column)
+    assert first.driver == "prep_time_drift" and first.primary == "on_time"
+    assert 110 <= first.column <= 112 and first.start == 110  # from the step, not before
+    assert 0 < first.p_value <= first.q_value <= 1
+
+
+def test_a_finding_needs_the_minimum_support_an_outcome_alarm_needs() -> None:
+    dw, stats, hier = _market(shift_driver=True, shift_outcome=True)
+    assert driver_findings(dw, stats, hier, 100, **THRESHOLDS, min_excess=10.0)
+    # SF's rise is 0.04 x 400 = 16 late orders a window: a stretch never holds 1,000 more
+    assert driver_findings(dw, stats, hier, 100, **THRESHOLDS, min_excess=1000.0) == []
+    assert driver_findings(dw, stats, hier, 100, **THRESHOLDS, min_trials=1e7) == []
+
+
+def test_an_outcome_rise_without_a_driver_shift_raises_nothing() -> None:
+    # the outcome detectors' business: no driver moved, so no driver check is about it
+    dw, stats, hier = _market(shift_driver=False, shift_outcome=True)
+    assert driver_findings(dw, stats, hier, 100, **THRESHOLDS) == []
+
+
+def test_a_lasting_driver_shift_that_cx_absorbs_rarely_raises_an_incident() -> None:
+    # the outcome is tested at every stretch length and window while the shift lasts (here
+    # 4 x 10 looks per cell): its threshold keeps chance passes rare
+    fired = sum(
+        bool(
+            driver_findings(
+                *_market(shift_driver=True, shift_outcome=False, seed=s), 100, **THRESHOLDS
+            )
+        )
+        for s in range(40)
+    )
+    assert fired <= 4
+
+
+def test_driver_sums_on_the_engine_equal_an_independent_reading(small_dataset: Path) -> None:
+    table = build_driver_windows(connect(small_dataset))
+    assert table is not None
+    sums = {k: float(np.nansum(table.column(k).to_numpy())) for k in DRIVER_SUMS}
+    want = observed(small_dataset, "NOT canceled_flag")
+    assert sums["delivered"] == pytest.approx(want["orders"])
+    assert sums["prep_s"] / sums["delivered"] == pytest.approx(want["prep_s"])
+    assert sums["promised_s"] / sums["delivered"] == pytest.approx(want["promise_s"])
+    assert sums["batched"] / sums["delivered"] == pytest.approx(want["batched"])
+    sf = observed(small_dataset, "NOT canceled_flag AND o.region = 'SF' AND NOT batched_flag")
+    rows = table.filter(pa.compute.equal(table.column("region"), "SF"))
+    wait = np.nansum(rows.column("wait_s").to_numpy())
+    assert wait / np.nansum(rows.column("unbatched").to_numpy()) == pytest.approx(sf["wait_s"])
+    hours = np.array(["2024-03-04T05", "2024-03-08T04"], dtype="datetime64[h]")
+    lo, hi = window_ids(hours)
+    assert table.column("window").to_numpy().min() >= lo - 1
+    assert table.column("window").to_numpy().max() <= hi
+
+
+def test_a_prep_drift_the_outcome_detectors_miss_is_raised_by_the_driver_check(
+    tmp_path: Path,
+) -> None:
+    from tests.conftest import make_dataset
+
+    data, _ = make_dataset(
+        tmp_path,
+        days=24,
+        orders_per_day=3000,
+        seed=11,
+        interventions=[
+            {
+                "cause": "prep_time_drift",
+                "start": "2024-03-24T00:00",
+                "scope": {"region": "SF"},
+                "magnitude": 0.5,
+            }
+        ],
+    )
+    config = DetectConfig()
+    days = config.history_days + config.monitor_days + 2
+    win, hier = load_windows(data, days=days)
+    drivers = load_drivers(data, win, days=days)
+    _, without = run_detection(win, hier, DetectConfig(driver_checks=False))
+    _, with_checks = run_detection(win, hier, config, drivers=drivers)
+    sf = [r for r in with_checks if r.draft.slice.get("region") == "SF"]
+    assert sf and all("drivers" in r.draft.detector for r in sf)
+    assert not any(r.draft.slice.get("region") == "SF" for r in without)
