@@ -47,7 +47,7 @@ def test_a_lasting_step_scores_more_the_longer_the_stretch_that_covers_it() -> N
     a = rng.normal(size=(1, 120))
     a[0, 104:] += 1.5
     z = stretch_scores(a, 100, np.array([119]))
-    assert z[16][0, 0] > 4 * z[2][0, 0] / 2 > 0  # sixteen windows of the step beat two
+    assert z[16][0, 0] > z[4][0, 0] > 0  # sixteen windows of the step beat four
     assert z[16][0, 0] > 3
 
 
@@ -171,6 +171,21 @@ def test_a_finding_needs_the_minimum_support_an_outcome_alarm_needs() -> None:
     # SF's rise is 0.04 x 400 = 16 late orders a window: a stretch never holds 1,000 more
     assert driver_findings(dw, stats, hier, 100, **THRESHOLDS, min_excess=1000.0) == []
     assert driver_findings(dw, stats, hier, 100, **THRESHOLDS, min_trials=1e7) == []
+
+
+def test_a_batched_share_near_zero_needs_enough_extra_batched_orders() -> None:
+    # SF batches about one order in a thousand; from window 110 it batches 3 more a window
+    # while its late rate rises: many sigma on a tiny placebo spread, but only 24 extra
+    # orders over the longest stretch since, so it alarms with min_excess 0 and not 30
+    dw, stats, hier = _market(shift_driver=False, shift_outcome=True)
+    rng = np.random.default_rng(5)
+    extra = rng.poisson(0.4, 120) + np.where(np.arange(120) >= 110, 3.0, 0.0)
+    for i, s in enumerate(dw.slices):
+        if s.get("region") == "SF":
+            dw.sums["batched"][i] = extra
+    found = driver_findings(dw, stats, hier, 100, **THRESHOLDS, min_excess=0.0)
+    assert any(f.driver == "batching_policy" for f in found)
+    assert driver_findings(dw, stats, hier, 100, **THRESHOLDS, min_excess=30.0) == []
 
 
 def test_an_outcome_rise_without_a_driver_shift_raises_nothing() -> None:

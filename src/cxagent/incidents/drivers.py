@@ -10,7 +10,7 @@ every monitored window:
 
 1. did a driver of a root-cause hypothesis (batched share, merchant prep time, courier wait
    of unbatched orders, promised time: ``DRIVERS``) shift the harmful way over the last
-   2, 4, 8 or 16 windows by at least ``driver_z`` times the spread of such stretches in
+   4, 8 or 16 windows by at least ``driver_z`` times the spread of such stretches in
    the history (in-time placebos: the same stretch mean at every earlier position, after the
    daypart profile is removed);
 2. did the late or cancellation rate of the same cell over the same stretch rise by at least
@@ -45,8 +45,13 @@ DRIVERS: Final[dict[str, tuple[str, str, float, str]]] = {
     "dasher_shortage": ("wait_s", "unbatched", 1.0, "courier wait"),
     "eta_model_bias": ("promised_s", "delivered", -1.0, "promised time"),
 }
+# drivers that count orders (the batched share's numerator): their shift must also add
+# ``min_excess`` orders over the stretch, so a share near zero (a cell that almost never
+# batches) does not alarm on a handful of orders its tiny placebo spread makes "7 sigma"
+COUNT_DRIVERS: Final = frozenset({"batching_policy"})
 OUTCOMES: Final = ("on_time", "cancellation")  # where these mechanisms act
-LENGTHS: Final = (2, 4, 8, 16)  # stretches, in windows
+LENGTHS: Final = (4, 8, 16)  # stretches, in windows: a day or more (one bad evening is the
+# outcome detectors' to catch)
 MIN_ORDERS: Final = 20  # a window with fewer has no rate
 MIN_PLACEBOS: Final = 20  # history stretches needed to scale a length
 PERIOD: Final = 4  # the daypart profile removed
@@ -187,12 +192,16 @@ def driver_findings(
     cells, series = (np.array(x) for x in zip(*rows, strict=True))
     driver_z_by: dict[str, dict[int, np.ndarray]] = {}
     anomalies: dict[str, np.ndarray] = {}
+    driver_excess: dict[str, np.ndarray] = {}
     for cause, (num, den, sign, _words) in DRIVERS.items():
         if np.isnan(dw.sums[num]).all():
             continue
         a = _anomalies(dw.sums[num][cells], dw.sums[den][cells], first_pos, sign)
         anomalies[cause] = a
         driver_z_by[cause] = stretch_scores(a, first_pos, ends)
+        if cause in COUNT_DRIVERS:
+            extra = np.where(np.isfinite(a), sign * a * dw.sums[den][cells], 0.0)
+            driver_excess[cause] = _running(extra)
     outcome_by: dict[str, dict[int, np.ndarray]] = {}
     support: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for comp in OUTCOMES:
@@ -217,6 +226,10 @@ def driver_findings(
             for cause, by_len in driver_z_by.items()
             for L, z in by_len.items()
             for i in np.flatnonzero(z[:, j] >= driver_z)
+            if cause not in driver_excess
+            or driver_excess[cause][i, ends[j] + 1]
+            - driver_excess[cause][i, max(ends[j] + 1 - L, 0)]
+            >= min_excess
         ]
         tests = len(candidates) * len(OUTCOMES)
         best: dict[int, tuple[float, Finding]] = {}
