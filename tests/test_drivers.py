@@ -126,8 +126,10 @@ def _market(shift_driver: bool, shift_outcome: bool, seed: int = 2) -> tuple:
                         "delivered": d,
                         "batched": 0.1 * d,
                         "prep_s": prep[t] * d,
+                        "prep_n": d,
                         "unbatched": d,
                         "wait_s": 120 * d,
+                        "wait_n": d,
                         "promised_s": 2400 * d,
                     },
                 )
@@ -188,6 +190,21 @@ def test_a_batched_share_near_zero_needs_enough_extra_batched_orders() -> None:
     assert driver_findings(dw, stats, hier, 100, **THRESHOLDS, min_excess=30.0) == []
 
 
+def test_only_the_history_windows_before_the_monitored_ones_count() -> None:
+    # an incremental run holds every window since the data began, a batch run the last
+    # ones: with the same history length both score a window alike
+    dw, stats, hier = _market(shift_driver=True, shift_outcome=True)
+    kept = driver_findings(dw, stats, hier, 100, **THRESHOLDS, history=60)
+    assert kept
+    for v in (*dw.sums.values(), *stats.values()):
+        v[:, :40] *= 3.0  # older than the history: must not matter
+    again = driver_findings(dw, stats, hier, 100, **THRESHOLDS, history=60)
+    assert [(f.focus, f.column, f.start, f.driver) for f in again] == [
+        (f.focus, f.column, f.start, f.driver) for f in kept
+    ]
+    assert min(f.start for f in kept) >= 100
+
+
 def test_an_outcome_rise_without_a_driver_shift_raises_nothing() -> None:
     # the outcome detectors' business: no driver moved, so no driver check is about it
     dw, stats, hier = _market(shift_driver=False, shift_outcome=True)
@@ -214,13 +231,14 @@ def test_driver_sums_on_the_engine_equal_an_independent_reading(small_dataset: P
     sums = {k: float(np.nansum(table.column(k).to_numpy())) for k in DRIVER_SUMS}
     want = observed(small_dataset, "NOT canceled_flag")
     assert sums["delivered"] == pytest.approx(want["orders"])
-    assert sums["prep_s"] / sums["delivered"] == pytest.approx(want["prep_s"])
+    assert sums["prep_n"] == sums["delivered"]  # every delivered order has a prep time
+    assert sums["prep_s"] / sums["prep_n"] == pytest.approx(want["prep_s"])
     assert sums["promised_s"] / sums["delivered"] == pytest.approx(want["promise_s"])
     assert sums["batched"] / sums["delivered"] == pytest.approx(want["batched"])
     sf = observed(small_dataset, "NOT canceled_flag AND o.region = 'SF' AND NOT batched_flag")
     rows = table.filter(pa.compute.equal(table.column("region"), "SF"))
     wait = np.nansum(rows.column("wait_s").to_numpy())
-    assert wait / np.nansum(rows.column("unbatched").to_numpy()) == pytest.approx(sf["wait_s"])
+    assert wait / np.nansum(rows.column("wait_n").to_numpy()) == pytest.approx(sf["wait_s"])
     hours = np.array(["2024-03-04T05", "2024-03-08T04"], dtype="datetime64[h]")
     lo, hi = window_ids(hours)
     assert table.column("window").to_numpy().min() >= lo - 1

@@ -18,9 +18,19 @@ from cxagent.engine.facts import since_for_days, window_of
 from cxagent.engine.portable import seconds_between
 
 KEYS = ("window", "region", "category")
-# sums per cell: delivered orders, and over them batched orders, prep seconds, promised
-# seconds; unbatched orders and their courier wait seconds
-DRIVER_SUMS = ("delivered", "batched", "prep_s", "unbatched", "wait_s", "promised_s")
+# sums per cell: delivered orders, and over them batched orders, promised seconds, prep seconds
+# and how many have one; over the unbatched ones courier wait seconds and how many have one
+# (a null prep or wait is left out of its mean, not read as zero)
+DRIVER_SUMS = (
+    "delivered",
+    "batched",
+    "promised_s",
+    "prep_s",
+    "prep_n",
+    "unbatched",
+    "wait_s",
+    "wait_n",
+)
 
 
 def build_driver_windows(engine: Engine, *, days: int | None = None) -> pa.Table | None:
@@ -40,6 +50,9 @@ def build_driver_windows(engine: Engine, *, days: int | None = None) -> pa.Table
     null = ibis.null("float64")
     delivered = ~f.canceled_flag
     batched = f.batched_flag.fill_null(False)
+    prep, wait = (f[c].cast("float64") for c in ("merchant_prep_time_s", "dasher_wait_s"))
+    has_prep = has("deliveries", "merchant_prep_time_s")
+    has_wait = has("deliveries", "dasher_wait_s")
 
     def when(cond: ibis.ir.BooleanValue, x: ibis.ir.Value) -> ibis.ir.Value:
         return ibis.ifelse(cond, x, zero)
@@ -50,13 +63,11 @@ def build_driver_windows(engine: Engine, *, days: int | None = None) -> pa.Table
         window=window_of(engine.backend, f.order_time.truncate("h")),
         delivered=when(delivered, one),
         batched=when(delivered & batched, one) if has("deliveries", "batched_flag") else null,
-        prep_s=when(delivered, f.merchant_prep_time_s.cast("float64").fill_null(0.0))
-        if has("deliveries", "merchant_prep_time_s")
-        else null,
+        prep_s=when(delivered & prep.notnull(), prep) if has_prep else null,
+        prep_n=when(delivered & prep.notnull(), one) if has_prep else null,
         unbatched=when(delivered & ~batched, one),
-        wait_s=when(delivered & ~batched, f.dasher_wait_s.cast("float64").fill_null(0.0))
-        if has("deliveries", "dasher_wait_s")
-        else null,
+        wait_s=when(delivered & ~batched & wait.notnull(), wait) if has_wait else null,
+        wait_n=when(delivered & ~batched & wait.notnull(), one) if has_wait else null,
         promised_s=when(
             delivered, seconds_between(engine.backend, f.promised_eta, f.order_time)
         ).cast("float64")

@@ -5,8 +5,8 @@ several points from one day to the next, so a four-day prep-time drift that adds
 within what the outcome detectors must tolerate among hundreds of slices. The mechanisms'
 drivers are far steadier (a region's mean merchant prep time moves by a few seconds a day),
 so a drift in one is visible long before its outcome is. A driver check asks two questions of
-every market cell (the marketplace, each region, each category, each region x category) at
-every monitored window:
+every market cell (each region, each category, each region x category; the marketplace as a
+whole is left to the outcome detectors) at every monitored window:
 
 1. did a driver of a root-cause hypothesis (batched share, merchant prep time, courier wait
    of unbatched orders, promised time: ``DRIVERS``) shift the harmful way over the last
@@ -16,12 +16,15 @@ every monitored window:
 2. did the late or cancellation rate of the same cell over the same stretch rise by at least
    ``driver_outcome_z`` times its own placebo spread.
 
-Both together raise a finding on the cell, from the stretch's start, which joins the outcome
+Both together raise a finding on the cell, from where the driver's step is inside the
+stretch (``shift_start``), which joins the outcome
 detectors' findings in the episodes (so a driver-led alarm and an outcome alarm on the same
 cell are one incident). The shift alone raises nothing: a batching change that CX absorbs
 is not an incident. The thresholds were chosen on the root-cause training suite and measured
 on unseen ones (docs/benchmarks.md); the p-value shown is the outcome's on its placebo scale,
-Bonferroni-adjusted over the stretches whose driver shifted in that window.
+Bonferroni-adjusted (q) over the stretches whose driver shifted in that window times the two
+outcomes. The history is the ``history`` windows before the first monitored one, as the
+outcome models', so an incremental run scores a window as a batch run does.
 """
 
 from __future__ import annotations
@@ -38,15 +41,17 @@ from cxagent.incidents.detection import bad_counts
 from cxagent.incidents.episodes import Finding
 from cxagent.incidents.hierarchy import Hierarchy
 
-# hypothesis -> (numerator sum, denominator sum, harm sign, words)
-DRIVERS: Final[dict[str, tuple[str, str, float, str]]] = {
-    "batching_policy": ("batched", "delivered", 1.0, "batched share"),
-    "prep_time_drift": ("prep_s", "delivered", 1.0, "merchant prep time"),
-    "dasher_shortage": ("wait_s", "unbatched", 1.0, "courier wait"),
-    "eta_model_bias": ("promised_s", "delivered", -1.0, "promised time"),
+# hypothesis -> (numerator sum, denominator sum, harm sign): batched share, mean merchant prep
+# time, mean courier wait of unbatched orders (all delivered orders count as unbatched when
+# the data has no batched flag), mean promised time (shorter is the harm)
+DRIVERS: Final[dict[str, tuple[str, str, float]]] = {
+    "batching_policy": ("batched", "delivered", 1.0),
+    "prep_time_drift": ("prep_s", "prep_n", 1.0),
+    "dasher_shortage": ("wait_s", "wait_n", 1.0),
+    "eta_model_bias": ("promised_s", "delivered", -1.0),
 }
 # drivers that count orders (the batched share's numerator): their shift must also add
-# ``min_excess`` orders over the stretch, so a share near zero (a cell that almost never
+# ``min_excess`` (the outcome alarms' minimum of extra bad events) orders over the stretch, so a share near zero (a cell that almost never
 # batches) does not alarm on a handful of orders its tiny placebo spread makes "7 sigma"
 COUNT_DRIVERS: Final = frozenset({"batching_policy"})
 OUTCOMES: Final = ("on_time", "cancellation")  # where these mechanisms act
@@ -176,9 +181,28 @@ def driver_findings(
     outcome_z: float,
     min_trials: float = 0.0,
     min_excess: float = 0.0,
+    history: int | None = None,
 ) -> list[Finding]:
     """Findings of the monitored windows (positions ``first_pos`` on; ``stats`` are the
-    window series' sums, rows as ``hier``); the earlier windows are the history."""
+    window series' sums, rows as ``hier``); the ``history`` windows before them (all when
+    None) are the history."""
+    cut = 0 if history is None else max(first_pos - history, 0)
+    if cut:
+        stats = {k: v[:, cut:] for k, v in stats.items()}
+        dw = DriverWindows(dw.slices, dw.first + cut, {k: v[:, cut:] for k, v in dw.sums.items()})
+        shifted = driver_findings(
+            dw,
+            stats,
+            hier,
+            first_pos - cut,
+            driver_z=driver_z,
+            outcome_z=outcome_z,
+            min_trials=min_trials,
+            min_excess=min_excess,
+        )
+        for f in shifted:
+            f.column, f.start = f.column + cut, f.start + cut
+        return shifted
     n = next(iter(stats.values())).shape[1]
     if first_pos >= n:
         return []
@@ -193,14 +217,14 @@ def driver_findings(
     driver_z_by: dict[str, dict[int, np.ndarray]] = {}
     anomalies: dict[str, np.ndarray] = {}
     driver_excess: dict[str, np.ndarray] = {}
-    for cause, (num, den, sign, _words) in DRIVERS.items():
+    for cause, (num, den, sign) in DRIVERS.items():
         if np.isnan(dw.sums[num]).all():
             continue
         a = _anomalies(dw.sums[num][cells], dw.sums[den][cells], first_pos, sign)
         anomalies[cause] = a
         driver_z_by[cause] = stretch_scores(a, first_pos, ends)
         if cause in COUNT_DRIVERS:
-            extra = np.where(np.isfinite(a), sign * a * dw.sums[den][cells], 0.0)
+            extra = np.where(np.isfinite(a), a * dw.sums[den][cells], 0.0)
             driver_excess[cause] = _running(extra)
     outcome_by: dict[str, dict[int, np.ndarray]] = {}
     support: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -209,9 +233,9 @@ def driver_findings(
         a = _anomalies(bad[series], trials[series], first_pos, 1.0)
         outcome_by[comp] = stretch_scores(a, first_pos, ends)
         # running sums of trials and of bad events above the history's rate, for support
-        n = trials[series]
-        excess = np.where(np.isfinite(a), a * n, 0.0)
-        support[comp] = (_running(n), _running(excess))
+        cell_trials = trials[series]
+        excess = np.where(np.isfinite(a), a * cell_trials, 0.0)
+        support[comp] = (_running(cell_trials), _running(excess))
     found: list[Finding] = []
 
     def supported(comp: str, i: int, start: int, end: int) -> bool:

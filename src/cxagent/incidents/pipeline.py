@@ -79,7 +79,8 @@ def run_detection(
     drivers: DriverWindows | None = None,
 ) -> tuple[DetectionState, list[IncidentReport]]:
     """Pure computation: fit (unless ``state``), process new windows, group into reports.
-    With ``drivers`` (and ``config.driver_checks``) the driver checks add their findings."""
+    The driver checks run when ``drivers`` is given (``load_drivers``) and
+    ``config.driver_checks`` is on; ``detect_on`` loads both."""
     if state is None:
         state = start_state(win, hier.market_rows(), config)
     if win.slices != state.slices:  # a slice came or went since the state was fitted
@@ -94,8 +95,9 @@ def run_detection(
     grouper = Grouper(effects, state.models, hier, config, daypart_of_window(win.ids))
     found = grouper.findings(state.results, first_pos)
     if drivers is not None and config.driver_checks:
-        if drivers.first != win.first:
-            raise ValueError("driver windows must start at the window series' first window")
+        width = next(iter(drivers.sums.values())).shape[1]
+        if (drivers.first, width) != (win.first, win.n_windows):
+            raise CXAgentError("driver windows must be the window series' windows")
         found += driver_findings(
             drivers,
             win.stats,
@@ -105,6 +107,7 @@ def run_detection(
             outcome_z=config.driver_outcome_z,
             min_trials=config.min_trials,
             min_excess=config.min_excess,
+            history=4 * config.history_days,
         )
     top = int(np.argmax(win.stats["orders"].sum(axis=1)))  # all orders (the widest slice)
     day_orders = 4.0 * float(win.stats["orders"][top, hist].mean()) if hist.size else 1.0
