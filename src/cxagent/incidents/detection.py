@@ -59,6 +59,12 @@ def bad_counts(stats: dict[str, np.ndarray], component: str) -> tuple[FloatArray
     return (np.clip(n - s, 0.0, None) if good else s), n
 
 
+def running_sums(x: np.ndarray) -> np.ndarray:
+    """Running sums along the last axis (windows) with a leading zero, so the sum over
+    windows ``a..b-1`` is ``out[..., b] - out[..., a]``."""
+    return np.concatenate([np.zeros(x.shape[:-1] + (1,)), np.cumsum(x, axis=-1)], axis=-1)
+
+
 @dataclass
 class MetricModel:
     """Everything fitted for one component: calibration, empirical null, live detector."""
@@ -224,10 +230,7 @@ def _support(
     for k, comp in enumerate(COMPONENTS):
         s, n = bad_counts(all_stats, comp)
         expected = models[comp].tested(s, n, all_first)[0]
-        cum = [
-            np.concatenate([np.zeros((n.shape[0], 1)), np.cumsum(a, axis=1)], 1)
-            for a in (s, n, expected)
-        ]
+        cum = [running_sums(a) for a in (s, n, expected)]
         end = first_id - all_first + np.arange(t_new) + 1  # exclusive, positions in all_*
         start = np.where(change_start[k] >= 0, change_start[k] - all_first, end - 1)
         start = np.clip(start, 0, end - 1)

@@ -37,7 +37,7 @@ import pyarrow as pa
 from scipy.stats import norm
 
 from cxagent.engine.drivers import DRIVER_SUMS
-from cxagent.incidents.detection import bad_counts
+from cxagent.incidents.detection import bad_counts, running_sums
 from cxagent.incidents.episodes import Finding
 from cxagent.incidents.hierarchy import Hierarchy
 
@@ -51,8 +51,9 @@ DRIVERS: Final[dict[str, tuple[str, str, float]]] = {
     "eta_model_bias": ("promised_s", "delivered", -1.0),
 }
 # drivers that count orders (the batched share's numerator): their shift must also add
-# ``min_excess`` (the outcome alarms' minimum of extra bad events) orders over the stretch, so a share near zero (a cell that almost never
-# batches) does not alarm on a handful of orders its tiny placebo spread makes "7 sigma"
+# ``min_excess`` (the outcome alarms' minimum of extra bad events) orders over the stretch,
+# so a share near zero (a cell that almost never batches) does not alarm on a handful of
+# orders its tiny placebo spread makes "7 sigma"
 COUNT_DRIVERS: Final = frozenset({"batching_policy"})
 OUTCOMES: Final = ("on_time", "cancellation")  # where these mechanisms act
 LENGTHS: Final = (4, 8, 16)  # stretches, in windows: a day or more (one bad evening is the
@@ -69,6 +70,10 @@ class DriverWindows:
     slices: list[dict[str, Any]]
     first: int
     sums: dict[str, np.ndarray]
+
+    @property
+    def n_windows(self) -> int:
+        return int(next(iter(self.sums.values())).shape[1])
 
     @staticmethod
     def from_table(table: pa.Table, first: int, n_windows: int) -> DriverWindows:
@@ -130,8 +135,7 @@ def stretch_scores(a: np.ndarray, hist_end: int, ends: np.ndarray) -> dict[int, 
     windows. NaN where a stretch has fewer than half its windows or the history too few
     stretches."""
     ok = np.isfinite(a)
-    cs = np.concatenate([np.zeros(a.shape[:-1] + (1,)), np.cumsum(np.where(ok, a, 0), -1)], -1)
-    cn = np.concatenate([np.zeros(a.shape[:-1] + (1,)), np.cumsum(ok, -1)], -1)
+    cs, cn = running_sums(np.where(ok, a, 0.0)), running_sums(ok.astype(float))
     out = {}
     for L in LENGTHS:
 
@@ -152,11 +156,6 @@ def stretch_scores(a: np.ndarray, hist_end: int, ends: np.ndarray) -> dict[int, 
         with np.errstate(divide="ignore", invalid="ignore"):
             out[L] = means(ends + 1) / np.where(sd > 0, sd, np.nan)[..., None]
     return out
-
-
-def _running(x: np.ndarray) -> np.ndarray:
-    """Running sums along the windows, with a leading zero column."""
-    return np.concatenate([np.zeros((x.shape[0], 1)), np.cumsum(x, axis=1)], axis=1)
 
 
 def shift_start(a: np.ndarray, end: int, length: int) -> int:
@@ -186,23 +185,11 @@ def driver_findings(
     """Findings of the monitored windows (positions ``first_pos`` on; ``stats`` are the
     window series' sums, rows as ``hier``); the ``history`` windows before them (all when
     None) are the history."""
+    # positions below are of the windows from ``cut`` on; findings are shifted back at the end
     cut = 0 if history is None else max(first_pos - history, 0)
-    if cut:
-        stats = {k: v[:, cut:] for k, v in stats.items()}
-        dw = DriverWindows(dw.slices, dw.first + cut, {k: v[:, cut:] for k, v in dw.sums.items()})
-        shifted = driver_findings(
-            dw,
-            stats,
-            hier,
-            first_pos - cut,
-            driver_z=driver_z,
-            outcome_z=outcome_z,
-            min_trials=min_trials,
-            min_excess=min_excess,
-        )
-        for f in shifted:
-            f.column, f.start = f.column + cut, f.start + cut
-        return shifted
+    stats = {k: v[:, cut:] for k, v in stats.items()}
+    sums = {k: v[:, cut:] for k, v in dw.sums.items()}
+    first_pos -= cut
     n = next(iter(stats.values())).shape[1]
     if first_pos >= n:
         return []
@@ -218,14 +205,14 @@ def driver_findings(
     anomalies: dict[str, np.ndarray] = {}
     driver_excess: dict[str, np.ndarray] = {}
     for cause, (num, den, sign) in DRIVERS.items():
-        if np.isnan(dw.sums[num]).all():
+        if np.isnan(sums[num]).all():
             continue
-        a = _anomalies(dw.sums[num][cells], dw.sums[den][cells], first_pos, sign)
+        a = _anomalies(sums[num][cells], sums[den][cells], first_pos, sign)
         anomalies[cause] = a
         driver_z_by[cause] = stretch_scores(a, first_pos, ends)
         if cause in COUNT_DRIVERS:
-            extra = np.where(np.isfinite(a), a * dw.sums[den][cells], 0.0)
-            driver_excess[cause] = _running(extra)
+            extra = np.where(np.isfinite(a), a * sums[den][cells], 0.0)
+            driver_excess[cause] = running_sums(extra)
     outcome_by: dict[str, dict[int, np.ndarray]] = {}
     support: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for comp in OUTCOMES:
@@ -235,37 +222,33 @@ def driver_findings(
         # running sums of trials and of bad events above the history's rate, for support
         cell_trials = trials[series]
         excess = np.where(np.isfinite(a), a * cell_trials, 0.0)
-        support[comp] = (_running(cell_trials), _running(excess))
+        support[comp] = (running_sums(cell_trials), running_sums(excess))
     found: list[Finding] = []
 
-    def supported(comp: str, i: int, start: int, end: int) -> bool:
-        """Minimum support over the stretch, as an outcome alarm needs (``min_support``)."""
-        n, ex = support[comp]
-        trials = n[i, end + 1] - n[i, start]
-        return bool(trials >= min_trials and ex[i, end + 1] - ex[i, start] >= min_excess)
+    def over(running: np.ndarray, i: int, end: int, length: int) -> float:
+        """Cell ``i``'s sum over the stretch of ``length`` windows ending at ``end``."""
+        return float(running[i, end + 1] - running[i, max(end + 1 - length, 0)])
 
-    for j in range(ends.size):
+    def supported(comp: str, i: int, end: int, length: int) -> bool:
+        """Minimum support over the stretch, as an outcome alarm needs (``min_support``)."""
+        trials, excess = support[comp]
+        enough = over(trials, i, end, length) >= min_trials
+        return enough and over(excess, i, end, length) >= min_excess
+
+    for j, end in enumerate(int(e) for e in ends):
         candidates = [
-            (cause, L, int(i))
+            (cause, L, i)
             for cause, by_len in driver_z_by.items()
             for L, z in by_len.items()
-            for i in np.flatnonzero(z[:, j] >= driver_z)
-            if cause not in driver_excess
-            or driver_excess[cause][i, ends[j] + 1]
-            - driver_excess[cause][i, max(ends[j] + 1 - L, 0)]
-            >= min_excess
+            for i in map(int, np.flatnonzero(z[:, j] >= driver_z))
+            if cause not in driver_excess or over(driver_excess[cause], i, end, L) >= min_excess
         ]
         tests = len(candidates) * len(OUTCOMES)
         best: dict[int, tuple[float, Finding]] = {}
         for cause, L, i in candidates:
             zs = {c: float(outcome_by[c][L][i, j]) for c in OUTCOMES}
-            end = int(ends[j])
             start = shift_start(anomalies[cause][i], end, L)
-            moved = {
-                c
-                for c, z in zs.items()
-                if z >= outcome_z and supported(c, i, max(end - L + 1, 0), end)
-            }
+            moved = {c for c, z in zs.items() if z >= outcome_z and supported(c, i, end, L)}
             if not moved:
                 continue
             primary = max(moved, key=lambda c: zs[c])
@@ -274,8 +257,8 @@ def driver_findings(
             row = int(series[i])
             f = Finding(
                 row,
-                int(ends[j]),
-                start,
+                end + cut,
+                start + cut,
                 primary,
                 components=set(moved),
                 p_value=p,

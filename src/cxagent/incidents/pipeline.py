@@ -46,26 +46,31 @@ def store_info(engine: Engine, implied: frozenset[str]) -> dict[Any, dict[str, A
     return out
 
 
+def _engine(data: Path | str | Engine) -> Engine:
+    return data if isinstance(data, Engine) else connect(data)
+
+
 def load_windows(
-    data_dir: Path | str, *, as_of: np.datetime64 | None = None, days: int | None = None
+    data: Path | str | Engine, *, as_of: np.datetime64 | None = None, days: int | None = None
 ) -> tuple[WindowSeries, Hierarchy]:
-    """Daypart windows of every slice of the dataset (of its last ``days`` days when given),
-    and their hierarchy. The windows are summed on the engine: only slice x window sums come
-    back, never the orders or the hourly cube."""
-    engine = connect(data_dir)
+    """Daypart windows of every slice of the dataset (a folder, or an engine already
+    connected to it; of its last ``days`` days when given), and their hierarchy. The windows
+    are summed on the engine: only slice x window sums come back, never the orders or the
+    hourly cube."""
+    engine = _engine(data)
     cube = build_window_cube(engine, days=days)
     if cube is None:
-        raise CXAgentError(f"{data_dir}: the dataset has no orders to detect on")
+        raise CXAgentError(f"{engine.root}: the dataset has no orders to detect on")
     win = windows_from_cube(cube, as_of=as_of)
     return win, Hierarchy(win.slices, store_info(engine, cube.implied_by_store))
 
 
 def load_drivers(
-    data_dir: Path | str, win: WindowSeries, *, days: int | None = None
+    data: Path | str | Engine, win: WindowSeries, *, days: int | None = None
 ) -> DriverWindows | None:
     """The driver sums of ``win``'s windows (``cxagent.engine.drivers``), for the driver
     checks; None when the dataset has no deliveries."""
-    table = build_driver_windows(connect(data_dir), days=days)
+    table = build_driver_windows(_engine(data), days=days)
     return None if table is None else DriverWindows.from_table(table, win.first, win.n_windows)
 
 
@@ -95,8 +100,7 @@ def run_detection(
     grouper = Grouper(effects, state.models, hier, config, daypart_of_window(win.ids))
     found = grouper.findings(state.results, first_pos)
     if drivers is not None and config.driver_checks:
-        width = next(iter(drivers.sums.values())).shape[1]
-        if (drivers.first, width) != (win.first, win.n_windows):
+        if (drivers.first, drivers.n_windows) != (win.first, win.n_windows):
             raise CXAgentError("driver windows must be the window series' windows")
         found += driver_findings(
             drivers,
@@ -133,8 +137,9 @@ def detect_on(
     """Load the windows of the data's last ``days`` days (and their drivers when the driver
     checks are on) and run detection on them: what ``detect``, ``watch`` and the alerts
     preview share."""
-    win, hier = load_windows(data_dir, as_of=as_of, days=days)
-    drivers = load_drivers(data_dir, win, days=days) if config.driver_checks else None
+    engine = connect(data_dir)  # one connection for the windows and the drivers
+    win, hier = load_windows(engine, as_of=as_of, days=days)
+    drivers = load_drivers(engine, win, days=days) if config.driver_checks else None
     state, reports = run_detection(win, hier, config, state=state, top_fn=top_fn, drivers=drivers)
     return win, state, reports
 
