@@ -27,7 +27,8 @@ from typing import Any
 import numpy as np
 import statsmodels.api as sm
 
-from cxagent.rca.investigate import CAUSES, CONFIDENCE_FILE
+from cxagent.hypotheses import CAUSES
+from cxagent.rca.investigate import CONFIDENCE_FILE
 
 BASE = ("z", "share", "first", "rel_points", "logged", "n_causes", "after_days")
 EVIDENCE = ("did_t", "has_did", "shap_share", "late_did_t")

@@ -89,7 +89,7 @@ SF_CAUSES = [
 
 
 def test_the_vocabulary_is_the_investigations() -> None:
-    from cxagent.rca.investigate import CAUSES, NORMAL
+    from cxagent.hypotheses import CAUSES, NORMAL
 
     assert set(maths.CAUSES) == {*CAUSES, NORMAL}
     assert (*maths.CAUSES, "other") == maths.ACTUAL_CAUSES

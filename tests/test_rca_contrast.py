@@ -11,7 +11,7 @@ import pytest
 
 from cxagent.engine.connection import connect
 from cxagent.rca.contrast import comparison_of, slice_contrast, store_day_panel
-from cxagent.rca.timeline import _GroupMedians
+from cxagent.rca.day_orders import GroupMedians
 
 
 def test_comparable_slices_differ_in_one_scope_dimension() -> None:
@@ -97,7 +97,7 @@ def test_weighted_group_median_is_the_median_of_the_repeated_sample(seed: int) -
     group[group == 3] = 2  # a group without values
     group[group == groups - 1] = 0  # and the last one: its search starts past the end
     rows = np.lexsort((values, group))
-    medians = _GroupMedians.of(group[rows], values[rows], day[rows], groups, days)
+    medians = GroupMedians.of(group[rows], values[rows], day[rows], groups, days)
     for _ in range(5):
         w_day = rng.integers(0, 4, days).astype(float)  # a bootstrap replicate's day counts
         found = medians(w_day)

@@ -23,8 +23,9 @@ from typing import Final
 import numpy as np
 import pandas as pd
 
+from cxagent.hypotheses import REGISTRY
 from cxagent.rca.changelog import ChangeMatch
-from cxagent.rca.timing import DRIVERS, INVENTORY_DRIVER, HourlyAnomalies
+from cxagent.rca.timing import HourlyAnomalies
 
 DAYS: Final = 2  # each side of the step, in days of the slice's observed hours
 MIN_HOURS: Final = 3  # observed hours needed on each side
@@ -43,7 +44,7 @@ class DriverStep:
     hours: int  # observed hours on each side
 
     def describe(self) -> str:
-        words = (DRIVERS.get(self.cause) or INVENTORY_DRIVER)[2]
+        words = REGISTRY[self.cause].driver.words
         way = "the harmful way" if self.step > 0 else "the benign way"
         verdict = "moved with it" if self.score >= 2 else "did not clearly move with it"
         return (

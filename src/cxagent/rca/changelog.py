@@ -19,13 +19,11 @@ from typing import Any, Final
 import pandas as pd
 
 from cxagent.errors import CXAgentError
+from cxagent.hypotheses import REGISTRY
 
+# each hypothesis's words (its module in ``cxagent.hypotheses``)
 HYPOTHESIS_KEYWORDS: Final[dict[str, tuple[str, ...]]] = {
-    "batching_policy": ("batch", "bundl", "stacked order", "multi-order"),
-    "eta_model_bias": ("eta", "promise", "delivery estimate", "quote"),
-    "dasher_shortage": ("dasher", "courier", "driver", "incentive", "supply"),
-    "inventory_drop": ("inventory", "in-stock", "stock", "catalog", "substitut"),
-    "prep_time_drift": ("merchant", "prep", "kitchen"),
+    name: h.change_keywords for name, h in REGISTRY.items()
 }
 SCOPE_COLUMNS: Final = {
     "region": "scope_regions",

@@ -28,21 +28,15 @@ from typing import Any
 
 import numpy as np
 
+from cxagent import hypotheses
 from cxagent.stats.proportions import wilson_interval
 
-# the causes an investigation ranks (``investigate.CAUSES`` and ``NORMAL``), and what an
+# the causes an investigation ranks (``hypotheses.CAUSES`` and ``NORMAL``), and what an
 # engineer may name as the actual cause besides them
-CAUSES = (
-    "batching_policy",
-    "prep_time_drift",
-    "dasher_shortage",
-    "eta_model_bias",
-    "inventory_drop",
-    "normal_variance",
-)
+CAUSES = (*hypotheses.CAUSES, hypotheses.NORMAL)
 ACTUAL_CAUSES = (*CAUSES, "other")
 VERDICTS = ("confirmed", "wrong")
-NORMAL = "normal_variance"
+NORMAL = hypotheses.NORMAL
 
 PRIOR_SD = 0.3  # of a and of b around the identity; see docs/feedback.md
 BINS = 5  # equal-width confidence bins of the calibration table

@@ -40,6 +40,7 @@ import pandas as pd
 
 from cxagent.engine.connection import Engine, connect
 from cxagent.errors import CXAgentError
+from cxagent.hypotheses import CAUSES, NORMAL, REGISTRY, normal_variance
 from cxagent.incidents.effects import slopes
 from cxagent.incidents.feed import IncidentReport
 from cxagent.incidents.pipeline import detect_incidents
@@ -49,30 +50,14 @@ from cxagent.rca.contrast import SliceContrast, slice_contrast
 from cxagent.rca.feedback import Recalibration
 from cxagent.rca.orders import check_slice, order_frame
 from cxagent.rca.shift import ShiftAttribution, attribute_shift
-from cxagent.rca.timeline import (
-    MECHANISMS,
-    MechanismImpact,
-    day_picks,
-    late_impacts,
-    summarise,
-)
+from cxagent.rca.timeline import late_impacts
 from cxagent.rca.timing import LaggedCorrelation, hourly_anomalies, lagged_correlations
 from cxagent.store.repository import IncidentDraft
 
-CAUSES = (*MECHANISMS, "inventory_drop")
-NORMAL = "normal_variance"
 # per-order features the lateness model may use, and the hypothesis each one speaks for
 SHAP_FEATURES: dict[str, str | None] = {
-    "batched": "batching_policy",
-    "prep_min": "prep_time_drift",
-    "dasher_wait_min": "dasher_shortage",
-    "busy_share": "dasher_shortage",
-    "orders_per_dasher": "dasher_shortage",
-    "promised_min": "eta_model_bias",
-    "distance_mi": None,
-    "item_count": None,
-    "hour": None,
-}
+    feature: name for name, h in REGISTRY.items() for feature in h.shap_features
+} | {"distance_mi": None, "item_count": None, "hour": None}
 
 
 @dataclass
@@ -149,31 +134,6 @@ def investigation_slice(report: IncidentReport) -> dict[str, Any]:
     return base
 
 
-def _driver_line(periods: tuple[pd.DataFrame, pd.DataFrame], cause: str) -> str | None:
-    """The mechanism's own quantity before and after, from the delivered orders of each."""
-    b, a = periods
-    if cause == "batching_policy":
-        return f"batched share {b['batched'].mean():.0%} -> {a['batched'].mean():.0%}"
-    if cause == "prep_time_drift":
-        was, now = _minutes(b["prep_min"].mean()), _minutes(a["prep_min"].mean())
-        return f"merchant prep {was} -> {now}"
-    if cause == "dasher_shortage":
-        ub, ua = b[b["batched"] == 0], a[a["batched"] == 0]
-        return (
-            f"courier wait (unbatched) {ub['dasher_wait_min'].mean():.1f} -> "
-            f"{ua['dasher_wait_min'].mean():.1f} min; busy share "
-            f"{b['busy_share'].mean():.0%} -> {a['busy_share'].mean():.0%}"
-        )
-    if cause == "eta_model_bias":
-        new = sorted(set(a["eta_model"].unique()) - set(b["eta_model"].unique()))
-        models = f"; new ETA model {', '.join(new)}" if new else ""
-        was, now = _minutes(b["promised_min"].mean()), _minutes(a["promised_min"].mean())
-        return f"promised {was} -> {now}{models}"
-    if cause == "inventory_drop":
-        return f"bad item lines {_bad_rate(b):.1%} -> {_bad_rate(a):.1%}"
-    return None
-
-
 CONFIDENCE_FILE = Path(__file__).with_name("confidence.json")
 
 
@@ -194,50 +154,6 @@ def load_confidence_model(
         return float(1.0 / (1.0 + np.exp(-float(x @ coef))))
 
     return confidence
-
-
-def _minutes(value: float) -> str:
-    """A duration for people: minutes, or hours or days when long (marketplace promises)."""
-    if value >= 48 * 60:
-        return f"{value / 1440:.1f} days"
-    if value >= 120:
-        return f"{value / 60:.1f} h"
-    return f"{value:.1f} min"
-
-
-def _bad_rate(frame: pd.DataFrame) -> float:
-    return float(frame["bad_items"].sum() / max(frame["item_count"].sum(), 1))
-
-
-def _inventory_impact(frame: pd.DataFrame, n_bootstrap: int, seed: int) -> MechanismImpact:
-    """Change of the bad-item-line rate, after minus before, with a day-bootstrap interval
-    (days resampled from per-day sums)."""
-    d = frame[frame["delivered"]]
-    if d["bad_items"].isna().all():
-        return MechanismImpact("inventory_drop", np.nan, np.nan, np.nan, np.nan, False)
-    day = pd.factorize(d["order_time"].dt.floor("D"))[0]
-    n = int(day.max()) + 1
-    after = d["after"].to_numpy(bool)
-    bad, items = np.nan_to_num(d["bad_items"].to_numpy(float)), d["item_count"].to_numpy(float)
-    sums = [
-        np.bincount(day[m], weights=w[m], minlength=n)
-        for m in (after, ~after)
-        for w in (bad, items)
-    ]
-    bad_a, items_a, bad_b, items_b = sums
-
-    def change(weight: np.ndarray) -> float:
-        a = float(weight @ bad_a) / max(float(weight @ items_a), 1.0)
-        b = float(weight @ bad_b) / max(float(weight @ items_b), 1.0)
-        return a - b
-
-    reps = []
-    for pick in day_picks(n, n_bootstrap, seed):
-        weight = np.bincount(pick, minlength=n).astype(float)
-        if float(weight @ items_a) > 0 and float(weight @ items_b) > 0:
-            reps.append(change(weight))
-    lo, hi, positive = summarise(reps)
-    return MechanismImpact("inventory_drop", change(np.ones(n)), lo, hi, np.nan, True, positive)
 
 
 def _shift(frame: pd.DataFrame, missing: set[str], seed: int) -> ShiftAttribution | None:
@@ -318,7 +234,9 @@ def investigate_report(
         m.mechanism: m
         for m in late_impacts(frame, missing=missing, n_bootstrap=n_bootstrap, seed=seed)
     }
-    impacts["inventory_drop"] = _inventory_impact(frame, n_bootstrap, seed)
+    for name, hypothesis in REGISTRY.items():
+        if hypothesis.own_impact is not None:  # an outcome other than lateness
+            impacts[name] = hypothesis.own_impact(frame, n_bootstrap, seed)
     untestable = {name for name in CAUSES if not impacts[name].testable}
     contrast = slice_contrast(
         engine, where, draft.window_start, start, draft.window_end, missing=untestable
@@ -328,8 +246,9 @@ def investigate_report(
     hourly = hourly_anomalies(frame, missing=untestable)
     timing = lagged_correlations(hourly)
     per_rate = slopes()  # CX points per unit of the late rate, of the item-issue rate
-    slope = {c: per_rate["on_time"] for c in MECHANISMS} | {
-        "inventory_drop": per_rate["item_accuracy"]
+    slope = {
+        name: per_rate["on_time" if h.outcome == "late" else "item_accuracy"]
+        for name, h in REGISTRY.items()
     }
     changes = (
         match_changes(change_log, where, draft.window_start) if engine.has("change_events") else []
@@ -343,7 +262,7 @@ def investigate_report(
         if not imp.testable:
             not_testable.append(name)
             continue
-        driver = _driver_line(periods, name)
+        driver = REGISTRY[name].driver_line(*periods)
         did = contrast.drivers.get(name) if contrast else None
         if not (imp.ci_low > 0):
             reason = (
@@ -362,7 +281,7 @@ def investigate_report(
         evidence = [
             f"undoing it removes {imp.late_rate_change:.1%} of late rate (90% interval "
             f"{imp.ci_low:.1%} to {imp.ci_high:.1%})"
-            if name != "inventory_drop"
+            if REGISTRY[name].outcome == "late"
             else f"bad item lines up {imp.late_rate_change:.2%} (90% interval "
             f"{imp.ci_low:.2%} to {imp.ci_high:.2%})"
         ]
@@ -450,13 +369,9 @@ def investigate_report(
         )
         return result([], narrative)
     if not causes:
-        ruled = ", ".join(r["cause"] for r in ruled_out)
-        # as sure as the best-supported mechanism is not: 1 - its bootstrap support
-        support = [impacts[r["cause"]].p_positive for r in ruled_out]
-        best = max((s for s in support if np.isfinite(s)), default=0.0)
-        causes_out = [
-            Cause(NORMAL, 1.0 - best, 0.0, (0.0, 0.0), [f"no hypothesis beats noise ({ruled})"])
-        ]
+        ruled = [r["cause"] for r in ruled_out]
+        sure = normal_variance.confidence(impacts[c].p_positive for c in ruled)
+        causes_out = [Cause(NORMAL, sure, 0.0, (0.0, 0.0), [normal_variance.evidence(ruled)])]
         return result(causes_out, narrative)
     return result(causes, narrative)
 

@@ -21,17 +21,19 @@ from typing import Final
 import numpy as np
 import pandas as pd
 
+from cxagent.hypotheses import REGISTRY
+
 MAX_LAG_H: Final = 3
 MIN_ORDERS: Final = 5
 MIN_HOURS: Final = 24
 
-# hypothesis -> (hourly mean of this per-order column, harm sign, words); inventory acts on
-# item accuracy, not lateness: no timing test (its driver is below)
+# hypothesis -> (hourly mean of this per-order column, harm sign, words), from each
+# hypothesis's driver; inventory acts on item accuracy, not lateness: no timing test (its
+# driver, for the change-alignment test, is below)
 DRIVERS: Final[dict[str, tuple[str, float, str]]] = {
-    "batching_policy": ("batched", 1.0, "batched share"),
-    "prep_time_drift": ("prep_min", 1.0, "merchant prep"),
-    "dasher_shortage": ("wait_unbatched", 1.0, "courier wait (unbatched)"),
-    "eta_model_bias": ("promised_min", -1.0, "promised time"),
+    name: (h.driver.column, h.driver.harm, h.driver.words)
+    for name, h in REGISTRY.items()
+    if h.outcome == "late"
 }
 
 
@@ -58,11 +60,6 @@ def _anomalies(hours: pd.DatetimeIndex, value: pd.Series, baseline: pd.Series) -
     return value - expected
 
 
-# inventory acts on item accuracy: its driver is the share of bad item lines, which has a
-# step at a change but no timing link with lateness
-INVENTORY_DRIVER: Final = ("bad_share", 1.0, "share of bad item lines")
-
-
 @dataclass(frozen=True)
 class HourlyAnomalies:
     """Harm-signed hourly anomalies (NaN where an hour has too few orders) of the late rate
@@ -86,8 +83,11 @@ def hourly_anomalies(
     d["wait_unbatched"] = d["dasher_wait_min"].where(d["unbatched"] > 0)
     drivers = dict(DRIVERS)
     if "bad_items" in d and "item_count" in d:
+        # inventory acts on item accuracy: its driver, the share of bad item lines, has a
+        # step at a change (``alignment``) but no timing link with lateness
         d["bad_share"] = d["bad_items"] / d["item_count"].where(d["item_count"] > 0)
-        drivers["inventory_drop"] = INVENTORY_DRIVER
+        inventory = REGISTRY["inventory_drop"].driver
+        drivers["inventory_drop"] = (inventory.column, inventory.harm, inventory.words)
     grouped = d.groupby(d["order_time"].dt.floor("h"))
     count = grouped["delivered"].sum()
     full = pd.date_range(count.index.min(), count.index.max(), freq="h")

@@ -19,7 +19,8 @@ import numpy as np
 import pandas as pd
 
 from cxagent.engine.connection import Engine
-from cxagent.rca.investigate import NORMAL, Investigation
+from cxagent.hypotheses import NORMAL
+from cxagent.rca.investigate import Investigation
 from cxagent.rca.orders import item_lines, order_frame
 from cxagent.recommend.actions import (
     INSTOCK_THRESHOLD,

@@ -11,13 +11,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-PLAIN_CAUSES = {
-    "batching_policy": "couriers now carry more orders per trip, so orders wait for each other",
-    "prep_time_drift": "stores take longer to prepare orders than the delivery times assume",
-    "dasher_shortage": "there are too few couriers for the orders",
-    "inventory_drop": "items are out of stock, so orders arrive with missing or substituted items",
-    "eta_model_bias": "the delivery times we promise are too optimistic",
-    "normal_variance": "the change is within the normal ups and downs",
+from cxagent.hypotheses import REGISTRY, normal_variance
+
+PLAIN_CAUSES = {name: h.plain for name, h in REGISTRY.items()} | {
+    normal_variance.NAME: normal_variance.PLAIN
 }
 COMPONENT_WORDS = {
     "late_rate": "late deliveries",
