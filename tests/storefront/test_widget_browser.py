@@ -146,6 +146,9 @@ class Watched:
     page: Page
     problems: list[str] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)  # what the page posted
+    navigations: int = 0  # top-level navigations the page has started
+    # the number of navigations started when each request was issued
+    issued_at: dict[Any, int] = field(default_factory=dict)
 
     def sent(self, kind: str, **match: Any) -> list[dict[str, Any]]:
         return [
@@ -180,15 +183,24 @@ def watch(context: BrowserContext) -> Watched:
     page.on("pageerror", lambda e: watched.problems.append(f"page error: {e}"))
 
     def failed(request: Any) -> None:
+        aborted = "ERR_ABORTED" in (request.failure or "")
         # a keep-alive event beacon still in flight when the page navigates is handed over
         # to the browser; Chromium reports it aborted although the server gets it
-        if request.url.endswith("/v1/events") and "ERR_ABORTED" in (request.failure or ""):
+        if aborted and request.url.endswith("/v1/events"):
+            return
+        # a fetch still in flight when the user moves to another page is cancelled by the
+        # browser (a refresh of the recommendations after a click, say): not a failure
+        if aborted and watched.issued_at.get(request, watched.navigations) < watched.navigations:
             return
         watched.problems.append(f"request failed: {request.url} {request.failure}")
 
     page.on("requestfailed", failed)
 
     def posted(request: Any) -> None:
+        if request.is_navigation_request() and request.frame == page.main_frame:
+            watched.navigations += 1
+        else:
+            watched.issued_at[request] = watched.navigations
         if request.method == "POST" and request.url.endswith("/v1/events"):
             watched.events.append(json.loads(request.post_data or "{}"))
 
