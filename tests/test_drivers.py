@@ -19,6 +19,7 @@ from cxagent.incidents.drivers import (
     shift_start,
     stretch_scores,
 )
+from cxagent.incidents.episodes import Finding, episodes
 from cxagent.incidents.hierarchy import Hierarchy
 from cxagent.incidents.pipeline import load_drivers, load_windows, run_detection
 from cxagent.incidents.windows import window_ids
@@ -205,6 +206,62 @@ def test_only_the_history_windows_before_the_monitored_ones_count() -> None:
     assert min(f.start for f in kept) >= 100
 
 
+def _shared_shocks(rise: float, seed: int = 3) -> tuple:
+    """Two regions x two categories over 120 windows; each region's late rate swings by a
+    shock both its categories share (sd 0.05 a window); from window 110 SF grocery's prep
+    time rises by a minute and its late rate by ``rise``."""
+    rng = np.random.default_rng(seed)
+    n, first, start, d = 120, 1000, 110, 400.0
+    cells = [(r, c) for r in ("SF", "LA") for c in ("grocery", "retail")]
+    shock = {r: rng.normal(0, 0.05, n) for r in ("SF", "LA")}
+    late, rows = {}, []
+    for r, c in cells:
+        rate = 0.2 + shock[r] + rng.normal(0, 0.005, n)
+        prep = 600 + rng.normal(0, 5, n)
+        if (r, c) == ("SF", "grocery"):
+            rate[start:] += rise
+            prep[start:] += 60
+        late[r, c] = np.clip(rate, 0, 1) * d
+        for t in range(n):
+            sums = {"delivered": d, "batched": 0.1 * d, "prep_s": prep[t] * d, "prep_n": d}
+            sums |= {"unbatched": d, "wait_s": 120 * d, "wait_n": d, "promised_s": 2400 * d}
+            rows.append((first + t, r, c, sums))
+    dw = DriverWindows.from_table(_table(rows), first, n)
+    slices = [{}, *({"region": r} for r in ("SF", "LA"))]
+    slices += [*({"category": c} for c in ("grocery", "retail"))]
+    slices += [{"region": r, "category": c} for r, c in cells]
+    hier = Hierarchy(slices)
+    # the cells inside each slice
+    inside = [
+        [(r, c) for r, c in cells if s.get("region", r) == r and s.get("category", c) == c]
+        for s in slices
+    ]
+    bad = np.stack([sum((late[k] for k in ks), np.zeros(n)) for ks in inside])
+    delivered = np.stack([np.full(n, d * len(ks)) for ks in inside])
+    stats = {
+        "on_time": delivered - bad,
+        "delivered": delivered,
+        "orders": delivered,
+        "canceled": np.zeros_like(delivered),
+    }
+    return dw, stats, hier
+
+
+def test_an_outcome_rise_hidden_in_the_regions_swings_shows_against_its_neighbours() -> None:
+    # SF grocery's 3-point rise is inside SF's window-to-window swings (sd 5 points, which
+    # its own rate's test must tolerate) but not inside its difference from SF retail: with
+    # the comparison it is raised in every market drawn; the prep drift without the rise
+    # only by chance
+    def raised(rise: float, seed: int) -> bool:
+        dw, stats, hier = _shared_shocks(rise, seed)
+        cell = hier.find({"region": "SF", "category": "grocery"})
+        found = driver_findings(dw, stats, hier, 100, **THRESHOLDS)
+        return cell in {f.focus for f in found if f.driver == "prep_time_drift"}
+
+    assert all(raised(0.03, seed) for seed in range(10))
+    assert sum(raised(0.0, seed) for seed in range(10)) <= 2
+
+
 def test_an_outcome_rise_without_a_driver_shift_raises_nothing() -> None:
     # the outcome detectors' business: no driver moved, so no driver check is about it
     dw, stats, hier = _market(shift_driver=False, shift_outcome=True)
@@ -273,3 +330,38 @@ def test_a_prep_drift_the_outcome_detectors_miss_is_raised_by_the_driver_check(
     sf = [r for r in with_checks if r.draft.slice.get("region") == "SF"]
     assert sf and all("drivers" in r.draft.detector for r in sf)
     assert not any(r.draft.slice.get("region") == "SF" for r in without)
+
+
+class _ExplainsEverything:
+    """A judge for which every run is a regression of its own inside another (distinct) and
+    any overlapping run explains any other."""
+
+    def distinct(self, inner: int, outer: int, cols: np.ndarray) -> bool:
+        return True
+
+    def explained(self, focus: int, primary: str, cols: np.ndarray, others: list[int]) -> bool:
+        return True
+
+    def intensity(self, focus: int, cols: np.ndarray) -> float:
+        return float(focus)
+
+
+def test_an_outcome_only_run_does_not_explain_a_driver_led_one_away() -> None:
+    # the outcome-only test cannot see a driver's shift: a store's outcome alarm inside SF
+    # grocery does not explain SF grocery's driver-led alarm away (the store's joins it)
+    hier = Hierarchy(
+        [{"region": "SF", "category": "grocery"}, {"store_id": 7}],
+        store_info={7: {"region": "SF", "category": "grocery"}},
+    )
+    sf_grocery, store = 0, 1
+
+    def run(focus: int, driver: str | None) -> Finding:
+        return Finding(focus, 20, 12, "on_time", members={focus}, driver=driver)
+
+    kept = episodes(
+        [run(sf_grocery, "prep_time_drift"), run(store, None)], hier, _ExplainsEverything()
+    )
+    assert [ep[0].focus for ep in kept] == [sf_grocery]  # the store's alarm joins it
+    # an outcome-only run is explained away by any other, as before
+    kept = episodes([run(sf_grocery, None), run(store, None)], hier, _ExplainsEverything())
+    assert [ep[0].focus for ep in kept] == [store]

@@ -14,7 +14,12 @@ whole is left to the outcome detectors) at every monitored window:
    the history (in-time placebos: the same stretch mean at every earlier position, after the
    daypart profile is removed);
 2. did the late or cancellation rate of the same cell over the same stretch rise by at least
-   ``driver_outcome_z`` times its own placebo spread.
+   ``driver_outcome_z`` times its own placebo spread - either the rate itself or the rate
+   against the rest of the cell's parent (a region x category against the region's other
+   categories, a region or a category against the rest of the marketplace). Courier supply
+   swings a whole region's late rate from day to day; against its neighbours, which share
+   those swings, a cell's own change stands out (the idea of a difference in differences,
+   with the same placebo scale).
 
 Both together raise a finding on the cell, from where the driver's step is inside the
 stretch (``shift_start``), which joins the outcome
@@ -23,8 +28,9 @@ cell are one incident). The shift alone raises nothing: a batching change that C
 is not an incident. The thresholds were chosen on the root-cause training suite and measured
 on unseen ones (docs/benchmarks.md); the p-value shown is the outcome's on its placebo scale,
 Bonferroni-adjusted (q) over the stretches whose driver shifted in that window times the two
-outcomes. The history is the ``history`` windows before the first monitored one, as the
-outcome models', so an incremental run scores a window as a batch run does.
+outcomes and the two forms (own rate, against the rest). The history is the ``history``
+windows before the first monitored one, as the outcome models', so an incremental run scores
+a window as a batch run does.
 """
 
 from __future__ import annotations
@@ -170,6 +176,12 @@ def shift_start(a: np.ndarray, end: int, length: int) -> int:
     return end - int(np.argmax(score))
 
 
+def _parent(slice_: dict[str, Any]) -> dict[str, Any]:
+    """The slice whose rest a market cell is compared with: a region x category's region, a
+    region's or a category's marketplace."""
+    return {"region": slice_["region"]} if "region" in slice_ and "category" in slice_ else {}
+
+
 def driver_findings(
     dw: DriverWindows,
     stats: dict[str, np.ndarray],
@@ -213,23 +225,35 @@ def driver_findings(
         if cause in COUNT_DRIVERS:
             extra = np.where(np.isfinite(a), a * sums[den][cells], 0.0)
             driver_excess[cause] = running_sums(extra)
-    outcome_by: dict[str, dict[int, np.ndarray]] = {}
-    support: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    # each cell is also compared with the rest of its parent (a region x category with its
+    # region's other categories, which share its courier swings)
+    parent = [hier.find(_parent(dw.slices[k])) for k in cells]
+    has_parent = np.array([p is not None for p in parent])
+    parent_rows = np.array(
+        [p if p is not None else s for p, s in zip(parent, series, strict=True)], dtype=np.int64
+    )
+    outcome_by: dict[tuple[str, bool], dict[int, np.ndarray]] = {}
+    support: dict[tuple[str, bool], tuple[np.ndarray, np.ndarray]] = {}
     for comp in OUTCOMES:
         bad, trials = bad_counts(stats, comp)
-        a = _anomalies(bad[series], trials[series], first_pos, 1.0)
-        outcome_by[comp] = stretch_scores(a, first_pos, ends)
-        # running sums of trials and of bad events above the history's rate, for support
         cell_trials = trials[series]
-        excess = np.where(np.isfinite(a), a * cell_trials, 0.0)
-        support[comp] = (running_sums(cell_trials), running_sums(excess))
+        a = _anomalies(bad[series], trials[series], first_pos, 1.0)
+        rest = _anomalies(
+            bad[parent_rows] - bad[series], trials[parent_rows] - cell_trials, first_pos, 1.0
+        )
+        rest[~has_parent] = np.nan
+        for relative, anomaly in ((False, a), (True, a - rest)):
+            outcome_by[comp, relative] = stretch_scores(anomaly, first_pos, ends)
+            # running sums of trials and of bad events above the history's rate, for support
+            excess = np.where(np.isfinite(anomaly), anomaly * cell_trials, 0.0)
+            support[comp, relative] = (running_sums(cell_trials), running_sums(excess))
     found: list[Finding] = []
 
     def over(running: np.ndarray, i: int, end: int, length: int) -> float:
         """Cell ``i``'s sum over the stretch of ``length`` windows ending at ``end``."""
         return float(running[i, end + 1] - running[i, max(end + 1 - length, 0)])
 
-    def supported(comp: str, i: int, end: int, length: int) -> bool:
+    def supported(comp: tuple[str, bool], i: int, end: int, length: int) -> bool:
         """Minimum support over the stretch, as an outcome alarm needs (``min_support``)."""
         trials, excess = support[comp]
         enough = over(trials, i, end, length) >= min_trials
@@ -243,16 +267,18 @@ def driver_findings(
             for i in map(int, np.flatnonzero(z[:, j] >= driver_z))
             if cause not in driver_excess or over(driver_excess[cause], i, end, L) >= min_excess
         ]
-        tests = len(candidates) * len(OUTCOMES)
+        tests = len(candidates) * len(outcome_by)
         best: dict[int, tuple[float, Finding]] = {}
         for cause, L, i in candidates:
-            zs = {c: float(outcome_by[c][L][i, j]) for c in OUTCOMES}
+            zs = {key: float(by_len[L][i, j]) for key, by_len in outcome_by.items()}
             start = shift_start(anomalies[cause][i], end, L)
-            moved = {c for c, z in zs.items() if z >= outcome_z and supported(c, i, end, L)}
-            if not moved:
+            passed = {k for k, z in zs.items() if z >= outcome_z and supported(k, i, end, L)}
+            if not passed:
                 continue
-            primary = max(moved, key=lambda c: zs[c])
-            p = float(norm.sf(zs[primary]))
+            moved = {comp for comp, _ in passed}
+            best_key = max(passed, key=lambda k: zs[k])
+            primary = best_key[0]
+            p = float(norm.sf(zs[best_key]))
             dz = float(driver_z_by[cause][L][i, j])
             row = int(series[i])
             f = Finding(

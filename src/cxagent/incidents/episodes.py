@@ -115,6 +115,11 @@ def episodes(findings: list[Finding], hier: Hierarchy, judge: Judge) -> list[lis
         out, key=lambda r: (hier.dims(r[0].focus), judge.intensity(r[0].focus, _cols(r)))
     ):
         others = [o for o in out if o is not run and _overlap(o, run)]
+        if _driver_led(run):
+            # it stands on its driver's shift, which the outcome-only test of ``explained``
+            # does not see: only other driver-led runs (a narrower cell the shift is in) can
+            # explain it away
+            others = [o for o in others if _driver_led(o)]
         focus, primary = run[0].focus, run[0].primary
         if others and judge.explained(focus, primary, _cols(run), [o[0].focus for o in others]):
             host = next((o for o in others if hier.meet(o[0].focus, focus) is not None), None)
@@ -122,6 +127,11 @@ def episodes(findings: list[Finding], hier: Hierarchy, judge: Judge) -> list[lis
                 _absorb(host, run)
                 out.remove(run)
     return out
+
+
+def _driver_led(run: list[Finding]) -> bool:
+    """A driver check raised some of its findings."""
+    return any(f.driver for f in run)
 
 
 def _cols(run: list[Finding]) -> np.ndarray:
