@@ -28,13 +28,15 @@ import numpy as np
 import statsmodels.api as sm
 
 from cxagent.hypotheses import CAUSES
-from cxagent.rca.investigate import CONFIDENCE_FILE
+from cxagent.rca.investigate import CONFIDENCE_FILE, model_features
 
 BASE = ("z", "share", "first", "rel_points", "logged", "n_causes", "after_days")
 EVIDENCE = ("did_t", "has_did", "shap_share", "late_did_t")
 PRIORS = tuple(f"is_{c}" for c in CAUSES)
 RECOVERY = ("recovered_days",)
 ALIGNMENT = ("change_step",)  # did the driver step at the logged change (rca.alignment)
+ONSET = ("onset_step",)  # did the driver step where the regression starts (rca.alignment)
+RECOVERY_BY_CAUSE = tuple(f"recovered_{c}" for c in CAUSES)  # investigate.model_features
 FEATURE_SETS: dict[str, tuple[str, ...]] = {
     "timeline": BASE,
     "timeline+contrast+shap": BASE + EVIDENCE,
@@ -45,8 +47,22 @@ FEATURE_SETS: dict[str, tuple[str, ...]] = {
     + PRIORS
     + RECOVERY
     + ALIGNMENT,
+    "timeline+contrast+shap+cause+onset": BASE + EVIDENCE + PRIORS + ONSET,
+    "timeline+contrast+shap+cause+recovery+onset": BASE + EVIDENCE + PRIORS + RECOVERY + ONSET,
+    "timeline+contrast+shap+cause+recovery_by_cause": BASE + EVIDENCE + PRIORS + RECOVERY_BY_CAUSE,
+    "timeline+contrast+shap+cause+recovery_by_cause+onset": BASE
+    + EVIDENCE
+    + PRIORS
+    + RECOVERY_BY_CAUSE
+    + ONSET,
+    "timeline+contrast+shap+cause+recovery+alignment+onset": BASE
+    + EVIDENCE
+    + PRIORS
+    + RECOVERY
+    + ALIGNMENT
+    + ONSET,
 }
-RIDGES = (0.0003, 0.001, 0.003, 0.01, 0.03)
+RIDGES = (0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03)
 FOLDS = 5
 
 
@@ -56,7 +72,7 @@ def _examples(suite: dict[str, Any]) -> tuple[list[dict[str, float]], np.ndarray
         for p in r["predictions"]:
             f = dict(p["features"])
             f |= {f"is_{c}": float(p["cause"] == c) for c in CAUSES}
-            feats.append(f)
+            feats.append(model_features(f))
             labels.append(float(p["label"]))
             groups.append(r["seed"])
     return feats, np.array(labels), np.array(groups)

@@ -7,7 +7,7 @@ import datetime as dt
 import numpy as np
 import pandas as pd
 
-from cxagent.rca.alignment import driver_steps, step_score
+from cxagent.rca.alignment import driver_steps, onset_steps, step_score
 from cxagent.rca.changelog import ChangeMatch
 from cxagent.rca.timing import HourlyAnomalies, hourly_anomalies
 
@@ -106,3 +106,17 @@ def test_the_share_of_bad_item_lines_is_inventorys_driver() -> None:
     found = driver_steps(hourly, [change(CHANGE, ("inventory_drop",))])
     assert found["inventory_drop"].score > 4
     assert abs(found["inventory_drop"].step - 0.08) < 0.03
+
+
+def test_at_the_regression_start_every_driver_is_scored_logged_change_or_not() -> None:
+    late = anomalies(None, 0.0, seed=9)
+    hourly = HourlyAnomalies(
+        late, {"prep_time_drift": anomalies(CHANGE, 1.0), "batching_policy": anomalies(None, 0.0)}
+    )
+    onsets = onset_steps(hourly, CHANGE)
+    assert onsets["prep_time_drift"].score > 4 and abs(onsets["batching_policy"].score) < 2.5
+    line = onsets["prep_time_drift"].describe()
+    assert line.startswith("where the regression starts the merchant prep moved")
+    # too early for any history: nothing scored
+    assert onset_steps(hourly, dt.datetime(2024, 3, 2)) == {}
+    assert onset_steps(None, CHANGE) == {}

@@ -25,6 +25,7 @@ from cxagent.rca.investigate import (
     CONFIDENCE_FILE,
     investigate_report,
     load_confidence_model,
+    model_features,
     requested_report,
 )
 from cxagent.rca.timeline import MECHANISMS, late_impacts
@@ -192,11 +193,25 @@ def test_the_confidence_model_is_a_logistic_map_of_the_causes_features(tmp_path:
     assert load_confidence_model(tmp_path / "none.json") is None
 
 
+def test_the_days_since_recovery_may_weigh_differently_per_cause(tmp_path: Path) -> None:
+    spec = {"features": ["recovered_dasher_shortage"], "coef": [1.0, -1.0]}
+    path = tmp_path / "confidence.json"
+    path.write_text(json.dumps(spec))
+    model = load_confidence_model(path)
+    assert model is not None
+    courier = {"recovered_days": 2.0, "is_dasher_shortage": 1.0}
+    batching = {"recovered_days": 2.0, "is_batching_policy": 1.0}
+    assert model(courier) == pytest.approx(1 / (1 + np.exp(1.0)))  # 1 - 2 days
+    assert model(batching) == pytest.approx(1 / (1 + np.exp(-1.0)))  # not this cause's term
+    assert model_features(courier)["recovered_batching_policy"] == 0.0
+
+
 def test_the_shipped_confidence_model_uses_features_investigate_computes() -> None:
     spec = json.loads(CONFIDENCE_FILE.read_text())
     produced = {"z", "share", "points", "logged", "support", "first", "rel_points", "n_causes"}
     produced |= {"after_days", "recovered_days", "did_t", "has_did", "shap_share", "late_did_t"}
-    produced |= {f"is_{cause}" for cause in CAUSES} | {"lag_corr", "change_step"}
+    produced |= {f"is_{cause}" for cause in CAUSES} | {"lag_corr", "change_step", "onset_step"}
+    produced |= {f"recovered_{cause}" for cause in CAUSES}  # model_features
     assert set(spec["features"]) <= produced
     assert len(spec["coef"]) == len(spec["features"]) + 1
     assert spec["fitted_on"]["seeds"][1] < 2000  # evaluation seeds (2000+) stay unseen

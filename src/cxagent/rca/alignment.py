@@ -1,4 +1,6 @@
-"""Did a logged change move the driver of the mechanism it names, when it took effect?
+"""Did a logged change move the driver of the mechanism it names, when it took effect? And
+did each driver move where the regression starts (``onset_steps``, the same test at the
+regression's start, for every hypothesis, logged or not)?
 
 A change log holds many changes that did nothing (an app release, a ranking tweak): a change
 in scope a few days before the regression is opportunity, not evidence. A change that acted
@@ -98,4 +100,38 @@ def driver_steps(
                 continue
             if cause not in out or score > out[cause].score:
                 out[cause] = DriverStep(cause, change, step, score, hours)
+    return out
+
+
+@dataclass(frozen=True)
+class OnsetStep:
+    """The harm-signed step of a hypothesis's driver where the regression starts."""
+
+    cause: str
+    at: dt.datetime
+    step: float
+    score: float
+    hours: int
+
+    def describe(self) -> str:
+        words = REGISTRY[self.cause].driver.words
+        way = "the harmful way" if self.step > 0 else "the benign way"
+        return (
+            f"where the regression starts the {words} moved {abs(self.step):.3g} {way} over "
+            f"the {self.hours} observed hours after against as many before, "
+            f"{self.score:+.1f} times its typical step at earlier times"
+        )
+
+
+def onset_steps(hourly: HourlyAnomalies | None, at: dt.datetime) -> dict[str, OnsetStep]:
+    """Per hypothesis with a driver, its step at ``at`` (the regression's start) scored
+    against its steps at every earlier hour: a cause moves its driver where the outcome
+    breaks, and a step no larger than the slice's day-to-day ones is no sign of it."""
+    out: dict[str, OnsetStep] = {}
+    if hourly is None:
+        return out
+    for cause, anomalies in hourly.drivers.items():
+        step, score, hours = step_score(anomalies, at)
+        if np.isfinite(score):
+            out[cause] = OnsetStep(cause, at, step, score, hours)
     return out

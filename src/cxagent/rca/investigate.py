@@ -44,7 +44,7 @@ from cxagent.hypotheses import CAUSES, NORMAL, REGISTRY, normal_variance
 from cxagent.incidents.effects import slopes
 from cxagent.incidents.feed import IncidentReport
 from cxagent.incidents.pipeline import detect_incidents
-from cxagent.rca.alignment import driver_steps
+from cxagent.rca.alignment import driver_steps, onset_steps
 from cxagent.rca.changelog import ChangeMatch, match_changes
 from cxagent.rca.contrast import SliceContrast, slice_contrast
 from cxagent.rca.feedback import Recalibration
@@ -137,6 +137,14 @@ def investigation_slice(report: IncidentReport) -> dict[str, Any]:
 CONFIDENCE_FILE = Path(__file__).with_name("confidence.json")
 
 
+def model_features(features: dict[str, float]) -> dict[str, float]:
+    """What the confidence model may read: a cause's features and, per cause, the days since
+    the regression ended (``recovered_<cause>``: a policy or model change lasts until it is
+    rolled back, a supply shock or a prep swing may pass on its own)."""
+    recovered = features.get("recovered_days", 0.0)
+    return features | {f"recovered_{c}": recovered * features.get(f"is_{c}", 0.0) for c in CAUSES}
+
+
 @functools.cache
 def load_confidence_model(
     path: Path = CONFIDENCE_FILE,
@@ -150,7 +158,8 @@ def load_confidence_model(
     names, coef = spec["features"], np.asarray(spec["coef"], dtype=float)
 
     def confidence(features: dict[str, float]) -> float:
-        x = np.array([1.0, *(features.get(n, 0.0) for n in names)])
+        inputs = model_features(features)
+        x = np.array([1.0, *(inputs.get(n, 0.0) for n in names)])
         return float(1.0 / (1.0 + np.exp(-float(x @ coef))))
 
     return confidence
@@ -254,6 +263,7 @@ def investigate_report(
         match_changes(change_log, where, draft.window_start) if engine.has("change_events") else []
     )
     steps = driver_steps(hourly, changes)
+    onsets = onset_steps(hourly, draft.window_start)
     delivered = frame[frame["delivered"]]
     periods = (delivered[~delivered["after"]], delivered[delivered["after"]])
     causes, ruled_out, not_testable = [], [], []
@@ -300,6 +310,8 @@ def investigate_report(
             )
         if step:
             evidence.append(step.describe())
+        if name in onsets:
+            evidence.append(onsets[name].describe())
         points = slope[name] * imp.late_rate_change
         ci = (slope[name] * imp.ci_low, slope[name] * imp.ci_high)
         se = max((imp.ci_high - imp.ci_low) / 3.29, 1e-9)  # a 90% interval spans 3.29 sd
@@ -321,6 +333,9 @@ def investigate_report(
             "lag_corr": timing[name].correlation if name in timing else 0.0,
             # did its driver step when the logged change took effect (0: no change to test)
             "change_step": step.score if step else 0.0,
+            # did its driver step where the regression starts, against its steps at earlier
+            # times (0: too little history)
+            "onset_step": onsets[name].score if name in onsets else 0.0,
         }
         feats |= {f"is_{other}": float(other == name) for other in CAUSES}  # per-cause priors
         causes.append(Cause(name, imp.p_positive, points, ci, evidence, change, feats))
