@@ -27,7 +27,7 @@ from cxagent.experiments.plan import (
     switchback_layout,
     write_markdown,
 )
-from cxagent.rca.timeline import MECHANISMS
+from cxagent.hypotheses import MECHANISMS
 from cxagent.stats.sequential import SRM_THRESHOLD
 
 SCOPE = {"region": "SF", "category": "grocery", "daypart": "dinner"}

@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from cxagent.cli import app
 from cxagent.config import validate_config
 from cxagent.engine.connection import connect
+from cxagent.hypotheses import MECHANISMS
 from cxagent.incidents.feed import IncidentReport
 from cxagent.metrics.definitions import DEFAULT_COMPONENTS, using_components
 from cxagent.rca.investigate import (
@@ -28,7 +29,7 @@ from cxagent.rca.investigate import (
     model_features,
     requested_report,
 )
-from cxagent.rca.timeline import MECHANISMS, late_impacts
+from cxagent.rca.timeline import late_impacts
 from cxagent.store.repository import IncidentDraft
 
 T0 = pd.Timestamp("2024-03-15")

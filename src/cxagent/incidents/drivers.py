@@ -233,31 +233,33 @@ def driver_findings(
         [p if p is not None else s for p, s in zip(parent, series, strict=True)], dtype=np.int64
     )
     outcome_by: dict[tuple[str, bool], dict[int, np.ndarray]] = {}
-    support: dict[tuple[str, bool], tuple[np.ndarray, np.ndarray]] = {}
+    # running sums, for support: of trials per outcome, of bad events above the history's
+    # rate per outcome and form
+    trials_sums: dict[str, np.ndarray] = {}
+    excess_sums: dict[tuple[str, bool], np.ndarray] = {}
     for comp in OUTCOMES:
         bad, trials = bad_counts(stats, comp)
         cell_trials = trials[series]
-        a = _anomalies(bad[series], trials[series], first_pos, 1.0)
+        trials_sums[comp] = running_sums(cell_trials)
+        a = _anomalies(bad[series], cell_trials, first_pos, 1.0)
         rest = _anomalies(
             bad[parent_rows] - bad[series], trials[parent_rows] - cell_trials, first_pos, 1.0
         )
         rest[~has_parent] = np.nan
         for relative, anomaly in ((False, a), (True, a - rest)):
             outcome_by[comp, relative] = stretch_scores(anomaly, first_pos, ends)
-            # running sums of trials and of bad events above the history's rate, for support
             excess = np.where(np.isfinite(anomaly), anomaly * cell_trials, 0.0)
-            support[comp, relative] = (running_sums(cell_trials), running_sums(excess))
+            excess_sums[comp, relative] = running_sums(excess)
     found: list[Finding] = []
 
     def over(running: np.ndarray, i: int, end: int, length: int) -> float:
         """Cell ``i``'s sum over the stretch of ``length`` windows ending at ``end``."""
         return float(running[i, end + 1] - running[i, max(end + 1 - length, 0)])
 
-    def supported(comp: tuple[str, bool], i: int, end: int, length: int) -> bool:
+    def supported(key: tuple[str, bool], i: int, end: int, length: int) -> bool:
         """Minimum support over the stretch, as an outcome alarm needs (``min_support``)."""
-        trials, excess = support[comp]
-        enough = over(trials, i, end, length) >= min_trials
-        return enough and over(excess, i, end, length) >= min_excess
+        enough = over(trials_sums[key[0]], i, end, length) >= min_trials
+        return enough and over(excess_sums[key], i, end, length) >= min_excess
 
     for j, end in enumerate(int(e) for e in ends):
         candidates = [

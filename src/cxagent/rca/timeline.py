@@ -26,17 +26,12 @@ mechanism explains is left as such.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Final
 
 import numpy as np
 import pandas as pd
 
 from cxagent.hypotheses import MECHANISMS, REGISTRY
 from cxagent.rca.day_orders import DayOrders, MechanismImpact, day_picks, summarise
-
-# columns of ``order_frame`` each mechanism needs
-NEEDS: Final[dict[str, tuple[str, ...]]] = {m: REGISTRY[m].needs for m in MECHANISMS}
-__all__ = ["MECHANISMS", "NEEDS", "MechanismImpact", "day_picks", "late_impacts", "summarise"]
 
 
 def promise_gap(frame: pd.DataFrame, after: str) -> np.ndarray:
@@ -99,7 +94,7 @@ def late_impacts(
     delivered = frame[frame["delivered"]]
     if delivered[after].all() or not delivered[after].any():
         raise ValueError("frame: needs delivered orders both before and after the change")
-    testable_eta = not (set(NEEDS["eta_model_bias"]) & set(missing))
+    testable_eta = not (set(REGISTRY["eta_model_bias"].needs) & set(missing))
 
     def column(name: str) -> np.ndarray:
         if name not in delivered:
@@ -126,7 +121,7 @@ def late_impacts(
         }
     )
     observed = float(late[is_after].mean() - late[~is_after].mean())
-    testable = [m for m in MECHANISMS if not (set(NEEDS[m]) & set(missing))]
+    testable = [m for m in MECHANISMS if not (set(REGISTRY[m].needs) & set(missing))]
     point = _impacts(orders, np.ones(orders.n_days), testable)
     # a replicate: days resampled (shocks are shared within a day), as a weight per day; the
     # same replicates for every mechanism

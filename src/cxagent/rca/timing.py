@@ -21,19 +21,17 @@ from typing import Final
 import numpy as np
 import pandas as pd
 
-from cxagent.hypotheses import REGISTRY
+from cxagent.hypotheses import REGISTRY, Driver
 
 MAX_LAG_H: Final = 3
 MIN_ORDERS: Final = 5
 MIN_HOURS: Final = 24
 
-# hypothesis -> (hourly mean of this per-order column, harm sign, words), from each
-# hypothesis's driver; inventory acts on item accuracy, not lateness: no timing test (its
-# driver, for the change-alignment test, is below)
-DRIVERS: Final[dict[str, tuple[str, float, str]]] = {
-    name: (h.driver.column, h.driver.harm, h.driver.words)
-    for name, h in REGISTRY.items()
-    if h.outcome == "late"
+# the drivers whose hourly means are tested against the late rate: those of the hypotheses
+# acting on lateness (inventory acts on item accuracy: no timing test; its driver is still
+# made hourly, for the change-alignment test)
+DRIVERS: Final[dict[str, Driver]] = {
+    name: h.driver for name, h in REGISTRY.items() if h.outcome == "late"
 }
 
 
@@ -47,7 +45,7 @@ class LaggedCorrelation:
     def describe(self) -> str:
         when = "in the same hour" if self.lag_hours == 0 else f"{self.lag_hours} h earlier"
         return (
-            f"timing: hourly {DRIVERS[self.cause][2]} anomalies against late-rate anomalies "
+            f"timing: hourly {DRIVERS[self.cause].words} anomalies against late-rate anomalies "
             f"{when}: correlation {self.correlation:+.2f} over {self.hours} hours"
         )
 
@@ -86,8 +84,7 @@ def hourly_anomalies(
         # inventory acts on item accuracy: its driver, the share of bad item lines, has a
         # step at a change (``alignment``) but no timing link with lateness
         d["bad_share"] = d["bad_items"] / d["item_count"].where(d["item_count"] > 0)
-        inventory = REGISTRY["inventory_drop"].driver
-        drivers["inventory_drop"] = (inventory.column, inventory.harm, inventory.words)
+        drivers["inventory_drop"] = REGISTRY["inventory_drop"].driver
     grouped = d.groupby(d["order_time"].dt.floor("h"))
     count = grouped["delivered"].sum()
     full = pd.date_range(count.index.min(), count.index.max(), freq="h")
@@ -97,11 +94,11 @@ def hourly_anomalies(
     baseline.index = full
     late = grouped["late"].mean().reindex(full).where(enough)
     out = {}
-    for cause, (column, harm, _words) in drivers.items():
-        if cause in missing or d[column].isna().all():
+    for cause, driver in drivers.items():
+        if cause in missing or d[driver.column].isna().all():
             continue
-        value = grouped[column].mean().reindex(full).where(enough)
-        out[cause] = harm * _anomalies(full, value, baseline & enough & value.notna())
+        value = grouped[driver.column].mean().reindex(full).where(enough)
+        out[cause] = driver.harm * _anomalies(full, value, baseline & enough & value.notna())
     return HourlyAnomalies(_anomalies(full, late, baseline & enough), out)
 
 
