@@ -36,6 +36,7 @@ class Driver:
     words: str  # as people read it: "batched share"
     column: str  # the hourly mean of this per-order column (``rca.timing``)
     harm: float  # +1: a rise hurts; -1: a fall hurts (shorter promises)
+    weekly: bool = False  # its level follows the day of the week (supply scheduled to demand)
 
 
 # the late rate the after orders would have had without the hypothesis, for one replicate's

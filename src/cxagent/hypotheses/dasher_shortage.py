@@ -1,5 +1,9 @@
 """dasher_shortage: too few couriers for the orders.
 
+Driver: the couriers on shift in the order's region and 15-minute interval, on a log scale
+(the timing and change-alignment tests take it against the same hour and day of week of the
+baseline).
+
 Counterfactual: the courier wait of unbatched orders moved back by its change (per daypart:
 unbatched, so that batching's own holding is not counted), and the batching a busier pool
 brings by design undone too (baseline batching per daypart instead of per daypart and load
@@ -32,11 +36,15 @@ def _counterfactual(orders: DayOrders, w_day: np.ndarray) -> float:
 
 def _driver_line(before: pd.DataFrame, after: pd.DataFrame) -> str:
     ub, ua = before[before["batched"] == 0], after[after["batched"] == 0]
-    return (
+    line = (
         f"courier wait (unbatched) {ub['dasher_wait_min'].mean():.1f} -> "
         f"{ua['dasher_wait_min'].mean():.1f} min; busy share "
         f"{before['busy_share'].mean():.0%} -> {after['busy_share'].mean():.0%}"
     )
+    moved = after["couriers_log"].mean() - before["couriers_log"].mean()
+    if np.isfinite(moved):  # geometric means over the orders: the hours people order in
+        line += f"; couriers on shift when orders came in {np.expm1(moved):+.0%}"
+    return line
 
 
 HYPOTHESIS = Hypothesis(
@@ -44,7 +52,9 @@ HYPOTHESIS = Hypothesis(
     plain="there are too few couriers for the orders",
     outcome="late",
     needs=("dasher_wait_min", "batched"),
-    driver=Driver("courier wait (unbatched)", "wait_unbatched", 1.0),
+    # the supply itself, not its symptom: near full utilisation courier wait swings
+    # several-fold with a few couriers more or less; couriers are scheduled to the week
+    driver=Driver("couriers on shift (log)", "couriers_log", -1.0, weekly=True),
     driver_line=_driver_line,
     shap_features=("dasher_wait_min", "busy_share", "orders_per_dasher"),
     change_keywords=("dasher", "courier", "driver", "incentive", "supply"),

@@ -58,6 +58,7 @@ FEATURE_SOURCES: Final[dict[str, tuple[str, tuple[str, ...]]]] = {
     "dasher_active_min": ("deliveries", ("dasher_active_s",)),
     "busy_share": ("supply", ("busy_dashers", "dashers_on_shift")),
     "orders_per_dasher": ("supply", ("outstanding_orders", "dashers_on_shift")),
+    "couriers_log": ("supply", ("dashers_on_shift",)),
     "bad_items": ("items", ("missing_flag", "substituted_flag")),
     "refunded": ("items", ("refund_amount",)),
     "support": ("support_events", ()),
@@ -129,6 +130,7 @@ def order_frame(
         dasher_active_min=f.dasher_active_s / minutes,
         busy_share=f.busy_share,
         orders_per_dasher=f.orders_per_dasher,
+        couriers_log=f.couriers_log,
         bad_items=f.bad_items,
         refunded=f.refunded,
         support=f.support,
@@ -304,7 +306,11 @@ def _with_support(engine: Engine, f: ir.Table, since: dt.datetime) -> ir.Table:
 def _with_supply(engine: Engine, f: ir.Table, between: tuple[dt.datetime, dt.datetime]) -> ir.Table:
     """Courier supply in the order's region and 15-minute interval."""
     if not engine.has("supply"):
-        return f.mutate(busy_share=ibis.null("float64"), orders_per_dasher=ibis.null("float64"))
+        return f.mutate(
+            busy_share=ibis.null("float64"),
+            orders_per_dasher=ibis.null("float64"),
+            couriers_log=ibis.null("float64"),
+        )
     s = engine.table("supply")
     first = between[0] - dt.timedelta(seconds=SUPPLY_INTERVAL_S)
     s = s.filter(
@@ -318,6 +324,8 @@ def _with_supply(engine: Engine, f: ir.Table, between: tuple[dt.datetime, dt.dat
         orders_per_dasher=ibis.ifelse(
             on_shift > 0, s.outstanding_orders / on_shift, ibis.null("float64")
         ),
+        # on a log scale, so that a cut of a tenth weighs the same at night as at dinner
+        couriers_log=ibis.ifelse(on_shift > 0, on_shift.ln(), ibis.null("float64")),
     )
     f = f.mutate(slot=f.order_time.epoch_seconds() // SUPPLY_INTERVAL_S)
     joined = f.left_join(s, (f.region == s.supply_region) & (f.slot == s.slot))

@@ -1,13 +1,14 @@
 """Timing evidence: does a hypothesis's driver move with the late rate, and ahead of it?
 
 Inside the investigated slice, hour by hour, each driver (batched share, merchant prep
-minutes, courier wait of unbatched orders, promised minutes) and the late rate are turned
+minutes, couriers on shift on a log scale, promised minutes) and the late rate are turned
 into anomalies: the hour's value minus the mean of the same hour of day over the baseline
 days, so that the daily rhythm both share (dinner is busier and later) does not pass for a
-link. The cross-correlation of the two anomaly series at lags 0 to ``MAX_LAG_H`` hours
-(driver earlier) says whether the driver's excursions come with, or shortly before, the
-late rate's. A cause that moved the late rate shows a clear positive correlation at a short
-lag; a driver that only drifts beside it does not.
+link; a driver scheduled to the week (couriers on shift) also has its baseline level of the
+same day of week taken out. The cross-correlation of the two anomaly series at lags 0 to
+``MAX_LAG_H`` hours (driver earlier) says whether the driver's excursions come with, or
+shortly before, the late rate's. A cause that moved the late rate shows a clear positive
+correlation at a short lag; a driver that only drifts beside it does not.
 
 Hours with fewer than ``MIN_ORDERS`` delivered orders are left out (their rates are noise).
 Correlation is evidence of timing, not of cause: two effects of one shock move together too.
@@ -26,6 +27,7 @@ from cxagent.hypotheses import REGISTRY, Driver
 MAX_LAG_H: Final = 3
 MIN_ORDERS: Final = 5
 MIN_HOURS: Final = 24
+MIN_WEEKDAY_DATES: Final = 2  # baseline dates a day of week needs for its own level
 
 # the drivers whose hourly means are tested against the late rate: those of the hypotheses
 # acting on lateness (inventory acts on item accuracy: no timing test; its driver is still
@@ -50,12 +52,46 @@ class LaggedCorrelation:
         )
 
 
-def _anomalies(hours: pd.DatetimeIndex, value: pd.Series, baseline: pd.Series) -> pd.Series:
-    """Hour's value minus the baseline mean of its hour of day (``hours``: their index)."""
+def _anomalies(
+    hours: pd.DatetimeIndex, value: pd.Series, baseline: pd.Series, *, weekly: bool = False
+) -> pd.Series:
+    """Hour's value minus its expected value on the baseline hours (``hours``: their index):
+    the mean of its hour of day and, when ``weekly``, the mean deviation of its day of week
+    from that.
+
+    Couriers are scheduled to each day's expected demand (more on Fridays): without the day
+    of week, two days after a Thursday change against the two before it compare a Thursday
+    and a Friday with a Tuesday and a Wednesday. A baseline has only a few dates of each day
+    of week, so a baseline hour's own date is left out of its day's level
+    (leave-one-date-out): fitted in-sample, the level would absorb that date's shock, and
+    the baseline's anomalies, the scale the step tests read a step against, would look
+    calmer than the hours after it. A day of week seen on fewer than ``MIN_WEEKDAY_DATES``
+    baseline dates is taken as an average day."""
+    b = baseline.to_numpy(bool) & value.notna().to_numpy()
     hour_of_day = hours.hour
-    norm = value[baseline].groupby(hour_of_day[baseline.to_numpy()]).mean()
-    expected = norm.reindex(hour_of_day).to_numpy()
-    return value - expected
+    by_hour = value[b].groupby(hour_of_day[b]).mean()
+    rest = value.to_numpy(float) - by_hour.reindex(hour_of_day).to_numpy()
+    if weekly:
+        rest = rest - _weekday_levels(hours, rest, b)
+    return pd.Series(rest, index=value.index)
+
+
+def _weekday_levels(hours: pd.DatetimeIndex, rest: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per hour, the mean of ``rest`` over the baseline hours (``b``) of its day of week,
+    its own date left out."""
+    day_of_week, dates = hours.day_of_week, hours.normalize()
+    per_date = pd.DataFrame({"day": day_of_week[b], "date": dates[b], "rest": rest[b]})
+    per_date = per_date.groupby(["day", "date"])["rest"].agg(["sum", "count"])
+    per_day = per_date.groupby(level="day").sum()
+    n_dates = per_date.groupby(level="day").size().reindex(day_of_week).to_numpy()
+    own = per_date.reindex(pd.MultiIndex.from_arrays([day_of_week, dates]))
+    own_sum = np.where(b, own["sum"].to_numpy(), 0.0)
+    own_count = np.where(b, own["count"].to_numpy(), 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        level = (per_day["sum"].reindex(day_of_week).to_numpy() - own_sum) / (
+            per_day["count"].reindex(day_of_week).to_numpy() - own_count
+        )
+    return np.where((n_dates >= MIN_WEEKDAY_DATES) & np.isfinite(level), level, 0.0)
 
 
 @dataclass(frozen=True)
@@ -75,10 +111,8 @@ def hourly_anomalies(
     d = frame[frame["delivered"]].copy()
     if d.empty:
         return None
-    d["unbatched"] = (np.nan_to_num(d["batched"].to_numpy(float)) == 0).astype(float)
     d["delivered"] = 1.0
     d["late"] = d["late"].astype(float)
-    d["wait_unbatched"] = d["dasher_wait_min"].where(d["unbatched"] > 0)
     drivers = dict(DRIVERS)
     if "bad_items" in d and "item_count" in d:
         # inventory acts on item accuracy: its driver, the share of bad item lines, has a
@@ -95,10 +129,11 @@ def hourly_anomalies(
     late = grouped["late"].mean().reindex(full).where(enough)
     out = {}
     for cause, driver in drivers.items():
-        if cause in missing or d[driver.column].isna().all():
+        if cause in missing or driver.column not in d or d[driver.column].isna().all():
             continue
         value = grouped[driver.column].mean().reindex(full).where(enough)
-        out[cause] = driver.harm * _anomalies(full, value, baseline & enough & value.notna())
+        usable = baseline & enough & value.notna()
+        out[cause] = driver.harm * _anomalies(full, value, usable, weekly=driver.weekly)
     return HourlyAnomalies(_anomalies(full, late, baseline & enough), out)
 
 
