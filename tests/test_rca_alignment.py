@@ -28,7 +28,7 @@ def anomalies(step_at: dt.datetime | None, size: float, seed: int = 0, day_sd: f
 
 
 def change(started: dt.datetime, hypotheses: tuple[str, ...], *, in_scope: bool = True):
-    return ChangeMatch("c", "some change", "ops", started, hypotheses, in_scope, 30.0)
+    return ChangeMatch("c", "some change", "ops", started, hypotheses, in_scope, 30.0, True)
 
 
 def test_a_step_at_the_change_scores_high_and_none_scores_low() -> None:

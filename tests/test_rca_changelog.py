@@ -45,6 +45,23 @@ def test_changes_in_scope_and_before_the_regression_are_candidates_nearest_first
     assert found[0].hypotheses == ("dasher_shortage",)
 
 
+def test_a_change_inside_the_window_the_regression_starts_in_is_a_candidate() -> None:
+    # the regression is first seen in the window 21:00-05:00; a change at midnight is inside
+    # it, one at 06:00 is after the regression was seen
+    start = dt.datetime(2024, 1, 3, 21)
+    events = pd.DataFrame(
+        [
+            event("midnight", "Courier incentive cut", "2024-01-04 00:00"),
+            event("morning", "batching_policy", "2024-01-04 06:00"),
+        ]
+    )
+    found = match_changes(events, {}, start, first_window_end=dt.datetime(2024, 1, 4, 5))
+    assert {m.change_id: m.candidate for m in found} == {"midnight": True, "morning": False}
+    assert found[0].lead_hours == -3.0
+    # without the window's end the regression's start is the bound
+    assert not any(m.candidate for m in match_changes(events, {}, start))
+
+
 @pytest.mark.parametrize(
     ("name", "description", "expected"),
     [

@@ -2,7 +2,9 @@
 one speaks to.
 
 A change is a candidate when its scope covers the incident slice (an empty scope list means
-"everywhere") and it took effect before the regression started, within ``max_lead``. Real
+"everywhere") and it took effect before the regression was seen, within ``max_lead``: before
+the end of the detection window the regression starts in (a daypart window spans up to eight
+hours, so a change at midnight sits inside a regression window that starts at 21:00). Real
 change logs name things freely, so a change is mapped to hypotheses by keywords in its name
 and description (``HYPOTHESIS_KEYWORDS``, documented and overridable), never by an exact
 name. A match is evidence of opportunity only: every change log holds changes that did
@@ -52,11 +54,12 @@ class ChangeMatch:
     hypotheses: tuple[str, ...]  # what the change could have caused, by its wording
     in_scope: bool  # its scope covers the incident slice
     lead_hours: float  # regression start minus the change (positive: the change came first)
+    before: bool  # took effect before the end of the regression's first window
 
     @property
     def candidate(self) -> bool:
-        """In scope and before the regression."""
-        return self.in_scope and self.lead_hours >= 0
+        """In scope and before the regression was seen."""
+        return self.in_scope and self.before
 
 
 def hypotheses_of(
@@ -84,11 +87,15 @@ def match_changes(
     slice_: Mapping[str, Any],
     regression_start: dt.datetime,
     *,
+    first_window_end: dt.datetime | None = None,
     max_lead: dt.timedelta = dt.timedelta(days=3),
     keywords: Mapping[str, tuple[str, ...]] = HYPOTHESIS_KEYWORDS,
 ) -> list[ChangeMatch]:
     """Every change that started at most ``max_lead`` before the regression (or after it),
-    with its scope and the hypotheses it speaks to; candidates first, nearest first."""
+    with its scope and the hypotheses it speaks to; candidates first, nearest first.
+    ``first_window_end``: the end of the window the regression starts in (default: the
+    regression start itself, for a change to count it must precede it)."""
+    seen = regression_start if first_window_end is None else first_window_end
     missing = [c for c in REQUIRED if c not in events.columns]
     if missing:
         raise CXAgentError(f"change_events: missing column(s) {missing}")
@@ -108,6 +115,7 @@ def match_changes(
                 hypotheses=hypotheses_of(str(row["name"]), str(row["description"]), keywords),
                 in_scope=covers(row, slice_),
                 lead_hours=round(lead, 2),
+                before=lead >= 0 or started < seen,
             )
         )
     out.sort(key=lambda m: (not m.candidate, abs(m.lead_hours)))

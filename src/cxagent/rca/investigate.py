@@ -41,6 +41,7 @@ import pandas as pd
 from cxagent.engine.connection import Engine, connect
 from cxagent.errors import CXAgentError
 from cxagent.hypotheses import CAUSES, NORMAL, REGISTRY, normal_variance
+from cxagent.incidents import windows
 from cxagent.incidents.effects import slopes
 from cxagent.incidents.feed import IncidentReport
 from cxagent.incidents.pipeline import detect_incidents
@@ -260,7 +261,11 @@ def investigate_report(
         for name, h in REGISTRY.items()
     }
     changes = (
-        match_changes(change_log, where, draft.window_start) if engine.has("change_events") else []
+        match_changes(
+            change_log, where, draft.window_start, first_window_end=_first_window_end(draft)
+        )
+        if engine.has("change_events")
+        else []
     )
     steps = driver_steps(hourly, changes)
     onsets = onset_steps(hourly, draft.window_start)
@@ -306,7 +311,11 @@ def investigate_report(
         if change:
             evidence.append(
                 f"logged change {change.change_id} '{change.name}' in scope, "
-                f"{change.lead_hours:.0f} h before the regression"
+                + (
+                    f"{change.lead_hours:.0f} h before the regression"
+                    if change.lead_hours >= 0
+                    else f"{-change.lead_hours:.0f} h into the window the regression starts in"
+                )
             )
         if step:
             evidence.append(step.describe())
@@ -396,6 +405,14 @@ def _change_log(engine: Engine) -> pd.DataFrame:
     if not engine.has("change_events"):
         return pd.DataFrame()
     return engine.con.to_pyarrow(engine.table("change_events")).to_pandas()
+
+
+def _first_window_end(draft: IncidentDraft) -> dt.datetime:
+    """End of the detection window the regression starts in: a change that took effect
+    before it may have started the regression (windows are dayparts, up to eight hours)."""
+    start = np.datetime64(draft.window_start.replace(tzinfo=None), "h")
+    end = windows.window_end(windows.window_ids(np.array([start])))[0]
+    return pd.Timestamp(end).to_pydatetime()
 
 
 def _data_end(engine: Engine) -> dt.datetime:
