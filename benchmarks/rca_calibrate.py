@@ -37,6 +37,7 @@ RECOVERY = ("recovered_days",)
 ALIGNMENT = ("change_step",)  # did the driver step at the logged change (rca.alignment)
 ONSET = ("onset_step",)  # did the driver step where the regression starts (rca.alignment)
 RECOVERY_BY_CAUSE = tuple(f"recovered_{c}" for c in CAUSES)  # investigate.model_features
+ONSET_BY_CAUSE = tuple(f"onset_{c}" for c in CAUSES)  # investigate.model_features
 FEATURE_SETS: dict[str, tuple[str, ...]] = {
     "timeline": BASE,
     "timeline+contrast+shap": BASE + EVIDENCE,
@@ -61,6 +62,17 @@ FEATURE_SETS: dict[str, tuple[str, ...]] = {
     + RECOVERY
     + ALIGNMENT
     + ONSET,
+    "timeline+contrast+shap+cause+recovery+onset_by_cause": BASE
+    + EVIDENCE
+    + PRIORS
+    + RECOVERY
+    + ONSET_BY_CAUSE,
+    "timeline+contrast+shap+cause+recovery+alignment+onset_by_cause": BASE
+    + EVIDENCE
+    + PRIORS
+    + RECOVERY
+    + ALIGNMENT
+    + ONSET_BY_CAUSE,
 }
 RIDGES = (0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03)
 FOLDS = 5

@@ -1,7 +1,9 @@
 """Benchmark: root-cause analysis on generated scenarios whose causes are known.
 
     python benchmarks/rca_scenarios.py [--first-seed 1000] [--scenarios 60]
-        [--orders-per-day 6000] [--bootstrap 50] [--out FILE]
+        [--orders-per-day 6000] [--bootstrap 50] [--out FILE] [--work DIR]
+    python benchmarks/rca_scenarios.py --merge PART.json ... [--out FILE]
+    python benchmarks/rca_scenarios.py --rescore SUITE.json [--out FILE]
 
 A suite of scenarios is drawn from seeds (so another seed range is another, unseen suite):
 six in ten plant one cause (each of the five causes, at region, region + category or category
@@ -335,8 +337,20 @@ def main() -> None:
         default=None,
         help="a suite's JSON: recompute its confidences with the shipped model, no re-run",
     )
+    parser.add_argument(
+        "--merge",
+        type=Path,
+        nargs="+",
+        default=None,
+        help="suites' JSON (parts of one seed range run side by side): one summary of their rows",
+    )
     args = parser.parse_args()
-    if args.rescore is not None:
+    if args.merge is not None:
+        parts = [json.loads(f.read_text()) for f in args.merge]
+        rows = sorted((r for part in parts for r in part["rows"]), key=lambda r: r["seed"])
+        seeds = [rows[0]["seed"], rows[-1]["seed"]] if rows else []
+        result = summarise(rows, seeds, parts[0]["orders_per_day"])
+    elif args.rescore is not None:
         result = rescore(json.loads(args.rescore.read_text()))
     else:
         rows = []

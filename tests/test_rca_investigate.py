@@ -212,7 +212,9 @@ def test_the_shipped_confidence_model_uses_features_investigate_computes() -> No
     produced = {"z", "share", "points", "logged", "support", "first", "rel_points", "n_causes"}
     produced |= {"after_days", "recovered_days", "did_t", "has_did", "shap_share", "late_did_t"}
     produced |= {f"is_{cause}" for cause in CAUSES} | {"lag_corr", "change_step", "onset_step"}
-    produced |= {f"recovered_{cause}" for cause in CAUSES}  # model_features
+    produced |= {
+        f"{k}_{cause}" for k in ("recovered", "onset") for cause in CAUSES
+    }  # model_features
     assert set(spec["features"]) <= produced
     assert len(spec["coef"]) == len(spec["features"]) + 1
     assert spec["fitted_on"]["seeds"][1] < 2000  # evaluation seeds (2000+) stay unseen

@@ -141,9 +141,18 @@ CONFIDENCE_FILE = Path(__file__).with_name("confidence.json")
 def model_features(features: dict[str, float]) -> dict[str, float]:
     """What the confidence model may read: a cause's features and, per cause, the days since
     the regression ended (``recovered_<cause>``: a policy or model change lasts until it is
-    rolled back, a supply shock or a prep swing may pass on its own)."""
+    rolled back, a supply shock or a prep swing may pass on its own) and its driver's step
+    at the regression's start (``onset_<cause>``: the drivers differ in how cleanly they
+    step - couriers on shift barely move from day to day, the batched share swings with
+    load)."""
     recovered = features.get("recovered_days", 0.0)
-    return features | {f"recovered_{c}": recovered * features.get(f"is_{c}", 0.0) for c in CAUSES}
+    onset = features.get("onset_step", 0.0)
+    per_cause = {}
+    for c in CAUSES:
+        is_c = features.get(f"is_{c}", 0.0)
+        per_cause[f"recovered_{c}"] = recovered * is_c
+        per_cause[f"onset_{c}"] = onset * is_c
+    return features | per_cause
 
 
 @functools.cache
