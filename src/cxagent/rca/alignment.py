@@ -5,14 +5,15 @@ regression's start, for every hypothesis, logged or not)?
 A change log holds many changes that did nothing (an app release, a ranking tweak): a change
 in scope a few days before the regression is opportunity, not evidence. A change that acted
 moves its mechanism's driver from the moment it took effect - the batched share rises at a
-batching change, couriers on shift at a supply change, the share of bad item lines at a catalogue
-change. Inside the investigated slice, on the driver's hourly anomalies (``timing``: the
-hour's value minus its baseline level at that hour of day, and day of week for a driver
-scheduled to the week, harm-signed; hours with too few orders left out), the mean over the ``DAYS`` days of observed hours after the change minus
-the mean over as many hours before it is the step. It is scored against the same step taken
-at every earlier hour of the slice's history (placebo times, Abadie et al.'s in-time
-placebos): day-to-day shocks make steps at arbitrary times large too, and this scale knows
-them. The score is a feature of the calibrated confidence, not a p-value.
+batching change, couriers on shift fall at a supply change, the share of bad item lines rises
+at a catalogue change. Inside the investigated slice, on the driver's hourly anomalies
+(``timing``: the hour's value minus its baseline level at that hour of day, and day of week
+for a driver scheduled to the week, harm-signed; hours with too few orders left out), the
+mean over the ``DAYS`` days of observed hours after the change minus the mean over as many
+hours before it is the step. It is scored against the same step taken at every earlier hour
+of the slice's history (placebo times, Abadie et al.'s in-time placebos): day-to-day shocks
+make steps at arbitrary times large too, and this scale knows them. The score is a feature
+of the calibrated confidence, not a p-value.
 """
 
 from __future__ import annotations

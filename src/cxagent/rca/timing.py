@@ -132,8 +132,8 @@ def hourly_anomalies(
         if cause in missing or driver.column not in d or d[driver.column].isna().all():
             continue
         value = grouped[driver.column].mean().reindex(full).where(enough)
-        usable = baseline & enough & value.notna()
-        out[cause] = driver.harm * _anomalies(full, value, usable, weekly=driver.weekly)
+        # hours without a value are left out of the baseline by ``_anomalies``
+        out[cause] = driver.harm * _anomalies(full, value, baseline & enough, weekly=driver.weekly)
     return HourlyAnomalies(_anomalies(full, late, baseline & enough), out)
 
 
