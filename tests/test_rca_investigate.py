@@ -207,6 +207,20 @@ def test_the_days_since_recovery_may_weigh_differently_per_cause(tmp_path: Path)
     assert model_features(courier)["recovered_batching_policy"] == 0.0
 
 
+def test_the_onset_step_may_weigh_differently_per_cause(tmp_path: Path) -> None:
+    spec = {"features": ["onset_dasher_shortage"], "coef": [-1.0, 0.5]}
+    path = tmp_path / "confidence.json"
+    path.write_text(json.dumps(spec))
+    model = load_confidence_model(path)
+    assert model is not None
+    courier = {"onset_step": 4.0, "is_dasher_shortage": 1.0}
+    batching = {"onset_step": 4.0, "is_batching_policy": 1.0}
+    assert model(courier) == pytest.approx(1 / (1 + np.exp(-1.0)))  # -1 + 0.5 x 4
+    assert model(batching) == pytest.approx(1 / (1 + np.exp(1.0)))  # not this cause's term
+    assert model_features(batching)["onset_batching_policy"] == 4.0
+    assert model_features(batching)["onset_dasher_shortage"] == 0.0
+
+
 def test_the_shipped_confidence_model_uses_features_investigate_computes() -> None:
     spec = json.loads(CONFIDENCE_FILE.read_text())
     produced = {"z", "share", "points", "logged", "support", "first", "rel_points", "n_causes"}
