@@ -194,31 +194,24 @@ def test_the_confidence_model_is_a_logistic_map_of_the_causes_features(tmp_path:
     assert load_confidence_model(tmp_path / "none.json") is None
 
 
-def test_the_days_since_recovery_may_weigh_differently_per_cause(tmp_path: Path) -> None:
-    spec = {"features": ["recovered_dasher_shortage"], "coef": [1.0, -1.0]}
+@pytest.mark.parametrize(
+    ("pooled", "value", "per_cause"),
+    [("recovered_days", 2.0, "recovered"), ("onset_step", 4.0, "onset")],
+)
+def test_a_pooled_feature_may_weigh_differently_per_cause(
+    tmp_path: Path, pooled: str, value: float, per_cause: str
+) -> None:
+    spec = {"features": [f"{per_cause}_dasher_shortage"], "coef": [1.0, -1.0]}
     path = tmp_path / "confidence.json"
     path.write_text(json.dumps(spec))
     model = load_confidence_model(path)
     assert model is not None
-    courier = {"recovered_days": 2.0, "is_dasher_shortage": 1.0}
-    batching = {"recovered_days": 2.0, "is_batching_policy": 1.0}
-    assert model(courier) == pytest.approx(1 / (1 + np.exp(1.0)))  # 1 - 2 days
+    courier = {pooled: value, "is_dasher_shortage": 1.0}
+    batching = {pooled: value, "is_batching_policy": 1.0}
+    assert model(courier) == pytest.approx(1 / (1 + np.exp(value - 1.0)))  # 1 - value
     assert model(batching) == pytest.approx(1 / (1 + np.exp(-1.0)))  # not this cause's term
-    assert model_features(courier)["recovered_batching_policy"] == 0.0
-
-
-def test_the_onset_step_may_weigh_differently_per_cause(tmp_path: Path) -> None:
-    spec = {"features": ["onset_dasher_shortage"], "coef": [-1.0, 0.5]}
-    path = tmp_path / "confidence.json"
-    path.write_text(json.dumps(spec))
-    model = load_confidence_model(path)
-    assert model is not None
-    courier = {"onset_step": 4.0, "is_dasher_shortage": 1.0}
-    batching = {"onset_step": 4.0, "is_batching_policy": 1.0}
-    assert model(courier) == pytest.approx(1 / (1 + np.exp(-1.0)))  # -1 + 0.5 x 4
-    assert model(batching) == pytest.approx(1 / (1 + np.exp(1.0)))  # not this cause's term
-    assert model_features(batching)["onset_batching_policy"] == 4.0
-    assert model_features(batching)["onset_dasher_shortage"] == 0.0
+    assert model_features(courier)[f"{per_cause}_batching_policy"] == 0.0
+    assert model_features(batching)[f"{per_cause}_batching_policy"] == value
 
 
 def test_the_shipped_confidence_model_uses_features_investigate_computes() -> None:
