@@ -1,7 +1,8 @@
 """Benchmark: root-cause analysis on generated scenarios whose causes are known.
 
     python benchmarks/rca_scenarios.py [--first-seed 1000] [--scenarios 60]
-        [--orders-per-day 6000] [--bootstrap 50] [--out FILE] [--work DIR]
+        [--orders-per-day 6000] [--background-changes 3] [--bootstrap 50] [--out FILE]
+        [--work DIR]
     python benchmarks/rca_scenarios.py --merge PART.json ... [--out FILE]
     python benchmarks/rca_scenarios.py --rescore SUITE.json [--out FILE]
 
@@ -13,7 +14,11 @@ on day 24. For each, ``cxagent`` detects incidents and investigates them; an inc
 for a planted cause when its slice agrees with the cause's scope and its window starts at
 most a day before the cause. A planted cause that cost its whole scope less than a CX point
 (truth.json's exact counterfactual) left nothing to find: such scenarios are counted but not
-scored. Prints JSON:
+scored. Every scenario's change log also holds ``--background-changes`` changes that did
+nothing (an app release, a ranking model, a synced store-hours table, a substitution picker
+...: the generator cycles through seven kinds, so with the default 3 only the courier app
+release speaks to a hypothesis; with 7 or more each of courier supply, merchant prep and
+inventory gets one that did nothing). Prints JSON:
 
 - top-1 accuracy on single-cause scenarios (a missed detection counts as wrong);
 - the share of two-cause scenarios with both causes among the top 2 of their incidents;
@@ -83,7 +88,12 @@ def _intervention(cause: str, scope: dict[str, str], rng: np.random.Generator) -
     }
 
 
-def scenario_spec(seed: int, orders_per_day: int) -> dict[str, Any]:
+BACKGROUND_CHANGES = 3
+
+
+def scenario_spec(
+    seed: int, orders_per_day: int, background_changes: int = BACKGROUND_CHANGES
+) -> dict[str, Any]:
     """The scenario of ``seed``: its kind from the seed's last digit, the rest drawn."""
     rng = np.random.default_rng(seed)
     kind = seed % 10
@@ -106,7 +116,7 @@ def scenario_spec(seed: int, orders_per_day: int) -> dict[str, Any]:
         "days": DAYS,
         "orders_per_day": orders_per_day,
         "regions": list(REGIONS),
-        "background_changes": 3,
+        "background_changes": background_changes,
         "interventions": interventions,
     }
 
@@ -119,8 +129,14 @@ def _relevant(inv: Investigation, iv: dict[str, Any]) -> bool:
     return agrees and draft.window_end > dt.datetime.fromisoformat(iv["start"])
 
 
-def run_scenario(seed: int, orders_per_day: int, bootstrap: int, work: Path) -> dict[str, Any]:
-    spec = scenario_spec(seed, orders_per_day)
+def run_scenario(
+    seed: int,
+    orders_per_day: int,
+    bootstrap: int,
+    work: Path,
+    background_changes: int = BACKGROUND_CHANGES,
+) -> dict[str, Any]:
+    spec = scenario_spec(seed, orders_per_day, background_changes)
     parsed = parse_spec(spec)
     root = work / f"s{seed}"
     truth_file = root / "truth.json"
@@ -235,7 +251,12 @@ def calibrated_ece(conf: list[float], draws: int = 2000, seed: int = 0) -> dict[
     }
 
 
-def summarise(rows: list[dict[str, Any]], seeds: list[int], orders_per_day: int) -> dict[str, Any]:
+def summarise(
+    rows: list[dict[str, Any]],
+    seeds: list[int],
+    orders_per_day: int,
+    background_changes: int = BACKGROUND_CHANGES,
+) -> dict[str, Any]:
     single = [r for r in rows if "correct" in r and r["material"]]
     pairs = [r for r in rows if "both_in_top2" in r and r["material"]]
     immaterial = [r for r in rows if r["planted"] and not r["material"]]
@@ -246,6 +267,7 @@ def summarise(rows: list[dict[str, Any]], seeds: list[int], orders_per_day: int)
         "benchmark": "rca_scenarios",
         "seeds": seeds,
         "orders_per_day": orders_per_day,
+        "background_changes": background_changes,
         "days": DAYS,
         "scenarios": {
             "single": len(single),
@@ -315,7 +337,12 @@ def rescore(suite: dict[str, Any]) -> dict[str, Any]:
                     c["confidence"] = round(model(c["features"]), 4)
             inc["causes"].sort(key=lambda c: -c["confidence"])
         score_row(r)
-    return summarise(suite["rows"], suite["seeds"], suite["orders_per_day"])
+    return summarise(
+        suite["rows"],
+        suite["seeds"],
+        suite["orders_per_day"],
+        suite.get("background_changes", BACKGROUND_CHANGES),
+    )
 
 
 def main() -> None:
@@ -323,6 +350,12 @@ def main() -> None:
     parser.add_argument("--first-seed", type=int, default=1000)
     parser.add_argument("--scenarios", type=int, default=60)
     parser.add_argument("--orders-per-day", type=int, default=6000)
+    parser.add_argument(
+        "--background-changes",
+        type=int,
+        default=BACKGROUND_CHANGES,
+        help="do-nothing changes in each scenario's change log",
+    )
     parser.add_argument("--bootstrap", type=int, default=50)
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     parser.add_argument(
@@ -349,7 +382,12 @@ def main() -> None:
         parts = [json.loads(f.read_text()) for f in args.merge]
         rows = sorted((r for part in parts for r in part["rows"]), key=lambda r: r["seed"])
         seeds = [rows[0]["seed"], rows[-1]["seed"]] if rows else []
-        result = summarise(rows, seeds, parts[0]["orders_per_day"])
+        result = summarise(
+            rows,
+            seeds,
+            parts[0]["orders_per_day"],
+            parts[0].get("background_changes", BACKGROUND_CHANGES),
+        )
     elif args.rescore is not None:
         result = rescore(json.loads(args.rescore.read_text()))
     else:
@@ -358,11 +396,15 @@ def main() -> None:
             work = args.work or Path(tmp)
             work.mkdir(parents=True, exist_ok=True)
             for seed in range(args.first_seed, args.first_seed + args.scenarios):
-                rows.append(run_scenario(seed, args.orders_per_day, args.bootstrap, work))
+                rows.append(
+                    run_scenario(
+                        seed, args.orders_per_day, args.bootstrap, work, args.background_changes
+                    )
+                )
                 # progress, one row a scenario
                 print(json.dumps(rows[-1]), flush=True, file=sys.stderr)
         seeds = [args.first_seed, args.first_seed + args.scenarios - 1]
-        result = summarise(rows, seeds, args.orders_per_day)
+        result = summarise(rows, seeds, args.orders_per_day, args.background_changes)
     text = json.dumps(result, indent=2, default=str)
     print(text)
     if args.out:
