@@ -38,6 +38,7 @@ ALIGNMENT = ("change_step",)  # did the driver step at the logged change (rca.al
 ONSET = ("onset_step",)  # did the driver step where the regression starts (rca.alignment)
 RECOVERY_BY_CAUSE = tuple(f"recovered_{c}" for c in CAUSES)  # investigate.model_features
 ONSET_BY_CAUSE = tuple(f"onset_{c}" for c in CAUSES)  # investigate.model_features
+STILL = ("logged_still",)  # a logged change its driver did not move at (model_features)
 FEATURE_SETS: dict[str, tuple[str, ...]] = {
     "timeline": BASE,
     "timeline+contrast+shap": BASE + EVIDENCE,
@@ -72,6 +73,13 @@ FEATURE_SETS: dict[str, tuple[str, ...]] = {
     + PRIORS
     + RECOVERY
     + ALIGNMENT
+    + ONSET_BY_CAUSE,
+    "timeline+contrast+shap+cause+recovery+alignment+still+onset_by_cause": BASE
+    + EVIDENCE
+    + PRIORS
+    + RECOVERY
+    + ALIGNMENT
+    + STILL
     + ONSET_BY_CAUSE,
 }
 RIDGES = (0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03)

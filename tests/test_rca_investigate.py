@@ -214,13 +214,25 @@ def test_a_pooled_feature_may_weigh_differently_per_cause(
     assert model_features(batching)[f"{per_cause}_batching_policy"] == value
 
 
+@pytest.mark.parametrize(
+    ("logged", "change_step", "still"),
+    [(1.0, 0.0, 1.0), (1.0, 1.5, 1.0), (1.0, 2.0, 0.0), (1.0, 6.0, 0.0), (0.0, 0.0, 0.0)],
+)
+def test_a_logged_change_its_driver_did_not_move_at_is_marked(
+    logged: float, change_step: float, still: float
+) -> None:
+    """The confidence may weigh a matched change apart when the driver stayed put at it."""
+    features = {"logged": logged, "change_step": change_step, "is_dasher_shortage": 1.0}
+    assert model_features(features)["logged_still"] == still
+
+
 def test_the_shipped_confidence_model_uses_features_investigate_computes() -> None:
     spec = json.loads(CONFIDENCE_FILE.read_text())
     produced = {"z", "share", "points", "logged", "support", "first", "rel_points", "n_causes"}
     produced |= {"after_days", "recovered_days", "did_t", "has_did", "shap_share", "late_did_t"}
     produced |= {f"is_{cause}" for cause in CAUSES} | {"lag_corr", "change_step", "onset_step"}
-    produced |= {
-        f"{k}_{cause}" for k in ("recovered", "onset") for cause in CAUSES
+    produced |= {f"{k}_{cause}" for k in ("recovered", "onset") for cause in CAUSES} | {
+        "logged_still"
     }  # model_features
     assert set(spec["features"]) <= produced
     assert len(spec["coef"]) == len(spec["features"]) + 1

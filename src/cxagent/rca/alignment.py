@@ -34,6 +34,7 @@ DAYS: Final = 2  # each side of the step, in days of the slice's observed hours
 MIN_HOURS: Final = 3  # observed hours needed on each side
 MIN_PLACEBOS: Final = 24  # earlier hours the step is also taken at
 MAX_SCORE: Final = 10.0
+MOVED: Final = 2.0  # a score from which the driver is said to have moved with the change
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,7 @@ class DriverStep:
     def describe(self) -> str:
         words = REGISTRY[self.cause].driver.words
         way = "the harmful way" if self.step > 0 else "the benign way"
-        verdict = "moved with it" if self.score >= 2 else "did not clearly move with it"
+        verdict = "moved with it" if self.score >= MOVED else "did not clearly move with it"
         return (
             f"at logged change {self.change.change_id} '{self.change.name}' the {words} "
             f"{verdict}: {abs(self.step):.3g} {way} over the {self.hours} observed hours after "

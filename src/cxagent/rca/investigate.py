@@ -45,7 +45,7 @@ from cxagent.incidents import windows
 from cxagent.incidents.effects import slopes
 from cxagent.incidents.feed import IncidentReport
 from cxagent.incidents.pipeline import detect_incidents
-from cxagent.rca.alignment import driver_steps, onset_steps
+from cxagent.rca.alignment import MOVED, driver_steps, onset_steps
 from cxagent.rca.changelog import ChangeMatch, match_changes
 from cxagent.rca.contrast import SliceContrast, slice_contrast
 from cxagent.rca.feedback import Recalibration
@@ -144,10 +144,14 @@ def model_features(features: dict[str, float]) -> dict[str, float]:
     rolled back, a supply shock or a prep swing may pass on its own) and its driver's step
     at the regression's start (``onset_<cause>``: the drivers differ in how cleanly they
     step - couriers on shift barely move from day to day, the batched share swings with
-    load)."""
+    load), and whether a matched logged change left its driver where it was
+    (``logged_still``)."""
     recovered = features.get("recovered_days", 0.0)
     onset = features.get("onset_step", 0.0)
-    per_cause = {}
+    # a logged change whose driver did not move when it took effect (``logged_still``): every
+    # change log holds changes that did nothing, so such a match is weak evidence
+    still = features.get("logged", 0.0) * float(features.get("change_step", 0.0) < MOVED)
+    per_cause = {"logged_still": still}
     for c in CAUSES:
         is_c = features.get(f"is_{c}", 0.0)
         per_cause[f"recovered_{c}"] = recovered * is_c
