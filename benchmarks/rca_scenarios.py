@@ -47,7 +47,7 @@ import numpy as np
 
 from cxagent.data.scenario.generator import generate
 from cxagent.data.scenario.spec import parse_spec
-from cxagent.engine.connection import connect
+from cxagent.engine.connection import Engine, connect
 from cxagent.incidents import detect_incidents
 from cxagent.rca.investigate import Investigation, investigate_report, load_confidence_model
 from cxagent.stats.proportions import wilson_interval
@@ -121,12 +121,19 @@ def scenario_spec(
     }
 
 
-def _relevant(inv: Investigation, iv: dict[str, Any]) -> bool:
+def _relevant(inv: Investigation, iv: dict[str, Any], stores: dict[Any, dict[str, Any]]) -> bool:
     """The incident's slice agrees with the cause's scope and its window overlaps the
-    cause's days (from its start to the end of the data)."""
+    cause's days (from its start to the end of the data). A store's slice names no region
+    or category: the store's own (``stores``: store id -> region, category) stand in."""
     draft = inv.report.draft
-    agrees = all(draft.slice.get(k, v) == v for k, v in iv["scope"].items())
+    where = {**stores.get(draft.slice.get("store_id"), {}), **draft.slice}
+    agrees = all(where.get(k, v) == v for k, v in iv["scope"].items())
     return agrees and draft.window_end > dt.datetime.fromisoformat(iv["start"])
+
+
+def _stores(engine: Engine) -> dict[Any, dict[str, Any]]:
+    rows = engine.con.to_pyarrow(engine.table("stores").select("store_id", "region", "category"))
+    return {r.pop("store_id"): r for r in rows.to_pylist()}
 
 
 def run_scenario(
@@ -149,6 +156,7 @@ def run_scenario(
     engine = connect(root)
     found = [investigate_report(engine, r, n_bootstrap=bootstrap) for r in reports]
     seconds = time.perf_counter() - t
+    stores = _stores(engine)
     planted = spec["interventions"]
     effects = [iv["effect"]["scope"]["delta"]["cx_score"] for iv in truth["interventions"]]
     row: dict[str, Any] = {
@@ -162,7 +170,7 @@ def run_scenario(
                 "window_start": inv.report.draft.window_start.isoformat(),
                 "severity": inv.report.draft.severity,
                 # which planted causes this incident is about
-                "relevant": [_relevant(inv, iv) for iv in planted],
+                "relevant": [_relevant(inv, iv, stores) for iv in planted],
                 "causes": [
                     {
                         "cause": c.cause,
