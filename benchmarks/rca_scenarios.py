@@ -12,7 +12,8 @@ scope, magnitude 0.3 to 1.5, logged or not), two in ten plant two causes whose s
 overlap, two in ten plant nothing (controls). Each scenario runs 28 days, the causes start
 on day 24. For each, ``cxagent`` detects incidents and investigates them; an incident counts
 for a planted cause when its slice agrees with the cause's scope (a store's slice by the
-store's region and category) and its window starts at most a day before the cause. A planted cause that cost its whole scope less than a CX point
+store's region and category) and its window overlaps the cause's days; a cause's top-1 is
+read off its most severe such incident (a missed detection counts as wrong). A planted cause that cost its whole scope less than a CX point
 (truth.json's exact counterfactual) left nothing to find: such scenarios are counted but not
 scored. Every scenario's change log also holds ``--background-changes`` changes that did
 nothing (an app release, a ranking model, a synced store-hours table, a substitution picker
