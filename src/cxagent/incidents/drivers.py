@@ -19,7 +19,10 @@ whole is left to the outcome detectors) at every monitored window:
    categories, a region or a category against the rest of the marketplace). Courier supply
    swings a whole region's late rate from day to day; against its neighbours, which share
    those swings, a cell's own change stands out (the idea of a difference in differences,
-   with the same placebo scale).
+   with the same placebo scale) - or, for every driver but courier supply's own, the rate
+   against what the cell's courier wait explains of it (the history's slope of outcome on
+   wait anomalies): a region has no neighbour sharing its couriers, but its wait records
+   them.
 
 Both together raise a finding on the cell, from where the driver's step is inside the
 stretch (``shift_start``), which joins the outcome
@@ -28,9 +31,9 @@ cell are one incident). The shift alone raises nothing: a batching change that C
 is not an incident. The thresholds were chosen on the root-cause training suite and measured
 on unseen ones (docs/benchmarks.md); the p-value shown is the outcome's on its placebo scale,
 Bonferroni-adjusted (q) over the stretches whose driver shifted in that window times the two
-outcomes and the two forms (own rate, against the rest). The history is the ``history``
-windows before the first monitored one, as the outcome models', so an incremental run scores
-a window as a batch run does.
+outcomes and the three forms (own rate, against the rest, against courier supply). The
+history is the ``history`` windows before the first monitored one, as the outcome models',
+so an incremental run scores a window as a batch run does.
 """
 
 from __future__ import annotations
@@ -176,6 +179,20 @@ def shift_start(a: np.ndarray, end: int, length: int) -> int:
     return end - int(np.argmax(score))
 
 
+def supply_explained(outcome: np.ndarray, wait: np.ndarray, hist_end: int) -> np.ndarray:
+    """The part of each cell's outcome anomalies its courier-wait anomalies explain: the wait
+    times the history's least-squares slope through the origin, per cell (rows), NaN where
+    the wait is. Courier supply moves a cell's late rate from day to day far more than most
+    causes do; against what it explains, a cause's own step stands out."""
+    ok = np.isfinite(outcome) & np.isfinite(wait)
+    ok[..., max(hist_end, 0) :] = False
+    w, o = np.where(ok, wait, 0.0), np.where(ok, outcome, 0.0)
+    den = (w * w).sum(axis=-1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        slope = np.where(den > 0, (w * o).sum(axis=-1) / den, 0.0)
+    return slope[..., None] * wait
+
+
 def _parent(slice_: dict[str, Any]) -> dict[str, Any]:
     """The slice whose rest a market cell is compared with: a region x category's region, a
     region's or a category's marketplace."""
@@ -232,11 +249,12 @@ def driver_findings(
     parent_rows = np.array(
         [p if p is not None else s for p, s in zip(parent, series, strict=True)], dtype=np.int64
     )
-    outcome_by: dict[tuple[str, bool], dict[int, np.ndarray]] = {}
+    outcome_by: dict[tuple[str, str], dict[int, np.ndarray]] = {}
     # running sums, for support: of trials per outcome, of bad events above the history's
     # rate per outcome and form
     trials_sums: dict[str, np.ndarray] = {}
-    excess_sums: dict[tuple[str, bool], np.ndarray] = {}
+    excess_sums: dict[tuple[str, str], np.ndarray] = {}
+    supply = anomalies.get("dasher_shortage")  # the courier wait's anomalies, when recorded
     for comp in OUTCOMES:
         bad, trials = bad_counts(stats, comp)
         cell_trials = trials[series]
@@ -246,17 +264,20 @@ def driver_findings(
             bad[parent_rows] - bad[series], trials[parent_rows] - cell_trials, first_pos, 1.0
         )
         rest[~has_parent] = np.nan
-        for relative, anomaly in ((False, a), (True, a - rest)):
-            outcome_by[comp, relative] = stretch_scores(anomaly, first_pos, ends)
+        forms = {"own": a, "rest": a - rest}
+        if supply is not None:
+            forms["supply"] = a - supply_explained(a, supply, first_pos)
+        for form, anomaly in forms.items():
+            outcome_by[comp, form] = stretch_scores(anomaly, first_pos, ends)
             excess = np.where(np.isfinite(anomaly), anomaly * cell_trials, 0.0)
-            excess_sums[comp, relative] = running_sums(excess)
+            excess_sums[comp, form] = running_sums(excess)
     found: list[Finding] = []
 
     def over(running: np.ndarray, i: int, end: int, length: int) -> float:
         """Cell ``i``'s sum over the stretch of ``length`` windows ending at ``end``."""
         return float(running[i, end + 1] - running[i, max(end + 1 - length, 0)])
 
-    def supported(key: tuple[str, bool], i: int, end: int, length: int) -> bool:
+    def supported(key: tuple[str, str], i: int, end: int, length: int) -> bool:
         """Minimum support over the stretch, as an outcome alarm needs (``min_support``)."""
         enough = over(trials_sums[key[0]], i, end, length) >= min_trials
         return enough and over(excess_sums[key], i, end, length) >= min_excess
@@ -272,7 +293,12 @@ def driver_findings(
         tests = len(candidates) * len(outcome_by)
         best: dict[int, tuple[float, Finding]] = {}
         for cause, L, i in candidates:
-            zs = {key: float(by_len[L][i, j]) for key, by_len in outcome_by.items()}
+            zs = {
+                key: float(by_len[L][i, j])
+                for key, by_len in outcome_by.items()
+                # courier supply is the shortage's own mechanism: not adjusted away
+                if not (key[1] == "supply" and cause == "dasher_shortage")
+            }
             start = shift_start(anomalies[cause][i], end, L)
             passed = {k for k, z in zs.items() if z >= outcome_z and supported(k, i, end, L)}
             if not passed:
