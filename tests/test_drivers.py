@@ -4,6 +4,7 @@ driver shift and an outcome rise in the same market cell."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -239,13 +240,25 @@ def _shared_shocks(rise: float, seed: int = 3) -> tuple:
     ]
     bad = np.stack([sum((late[k] for k in ks), np.zeros(n)) for ks in inside])
     delivered = np.stack([np.full(n, d * len(ks)) for ks in inside])
-    stats = {
-        "on_time": delivered - bad,
+    return dw, _window_stats(delivered, bad), hier
+
+
+def _window_stats(delivered: np.ndarray, late: np.ndarray) -> dict[str, np.ndarray]:
+    """Window sums of slices whose delivered orders were ``late`` in those numbers."""
+    zero = np.zeros_like(delivered)
+    return {
+        "on_time": delivered - late,
         "delivered": delivered,
         "orders": delivered,
-        "canceled": np.zeros_like(delivered),
+        "canceled": zero,
     }
-    return dw, stats, hier
+
+
+def _prep_drift_raised(market: Any, cell: dict[str, str], rise: float, seed: int) -> bool:
+    """Whether the prep-time drift planted in ``market(rise, seed)`` raises ``cell``."""
+    dw, stats, hier = market(rise, seed)
+    found = driver_findings(dw, stats, hier, 100, **THRESHOLDS)
+    return hier.find(cell) in {f.focus for f in found if f.driver == "prep_time_drift"}
 
 
 def test_an_outcome_rise_hidden_in_the_regions_swings_shows_against_its_neighbours() -> None:
@@ -253,14 +266,9 @@ def test_an_outcome_rise_hidden_in_the_regions_swings_shows_against_its_neighbou
     # its own rate's test must tolerate) but not inside its difference from SF retail: with
     # the comparison it is raised in every market drawn; the prep drift without the rise
     # only by chance
-    def raised(rise: float, seed: int) -> bool:
-        dw, stats, hier = _shared_shocks(rise, seed)
-        cell = hier.find({"region": "SF", "category": "grocery"})
-        found = driver_findings(dw, stats, hier, 100, **THRESHOLDS)
-        return cell in {f.focus for f in found if f.driver == "prep_time_drift"}
-
-    assert all(raised(0.03, seed) for seed in range(10))
-    assert sum(raised(0.0, seed) for seed in range(10)) <= 2
+    cell = {"region": "SF", "category": "grocery"}
+    assert all(_prep_drift_raised(_shared_shocks, cell, 0.03, seed) for seed in range(10))
+    assert sum(_prep_drift_raised(_shared_shocks, cell, 0.0, seed) for seed in range(10)) <= 2
 
 
 def test_an_outcome_rise_without_a_driver_shift_raises_nothing() -> None:
@@ -391,13 +399,7 @@ def _courier_swings(rise: float, seed: int = 4) -> tuple:
     hier = Hierarchy([{}, {"region": "SF"}, {"region": "LA"}, {"category": "grocery"}])
     bad = np.stack([late["SF"] + late["LA"], late["SF"], late["LA"], late["SF"] + late["LA"]])
     delivered = np.stack([np.full(n, 2 * d), np.full(n, d), np.full(n, d), np.full(n, 2 * d)])
-    stats = {
-        "on_time": delivered - bad,
-        "delivered": delivered,
-        "orders": delivered,
-        "canceled": np.zeros_like(delivered),
-    }
-    return dw, stats, hier
+    return dw, _window_stats(delivered, bad), hier
 
 
 def test_an_outcome_rise_hidden_in_courier_swings_shows_against_what_the_wait_explains() -> None:
@@ -405,15 +407,9 @@ def test_an_outcome_rise_hidden_in_courier_swings_shows_against_what_the_wait_ex
     # its own, so the neighbours' difference does not help; SF's courier wait records the
     # swings, and against what it explains the rise is raised in every market drawn, the prep
     # drift without the rise only by chance
-    def raised(rise: float, seed: int) -> bool:
-        dw, stats, hier = _courier_swings(rise, seed)
-        found = driver_findings(dw, stats, hier, 100, **THRESHOLDS)
-        return hier.find({"region": "SF"}) in {
-            f.focus for f in found if f.driver == "prep_time_drift"
-        }
-
-    assert all(raised(0.03, seed) for seed in range(10))
-    assert sum(raised(0.0, seed) for seed in range(10)) <= 2
+    cell = {"region": "SF"}
+    assert all(_prep_drift_raised(_courier_swings, cell, 0.03, seed) for seed in range(10))
+    assert sum(_prep_drift_raised(_courier_swings, cell, 0.0, seed) for seed in range(10)) <= 2
 
 
 def test_the_wait_explains_an_outcome_by_the_historys_slope_alone() -> None:
