@@ -15,7 +15,9 @@ from cxagent.engine.drivers import DRIVER_SUMS, build_driver_windows
 from cxagent.incidents import DetectConfig
 from cxagent.incidents.drivers import (
     LENGTHS,
+    WEEK,
     DriverWindows,
+    _weekly_anomalies,
     driver_findings,
     shift_start,
     stretch_scores,
@@ -305,6 +307,16 @@ def test_driver_sums_on_the_engine_equal_an_independent_reading(small_dataset: P
     rows = table.filter(pa.compute.equal(table.column("region"), "SF"))
     wait = np.nansum(rows.column("wait_s").to_numpy())
     assert wait / np.nansum(rows.column("wait_n").to_numpy()) == pytest.approx(sf["wait_s"])
+    # every category of SF carries SF's couriers on shift over the window's intervals
+    supply = connect(small_dataset).table("supply").to_pyarrow().to_pandas()
+    supply = supply[supply.region == "SF"]
+    window = window_ids(supply.interval_start.to_numpy().astype("datetime64[h]"))
+    want_couriers = supply.groupby(window).dashers_on_shift.agg(["sum", "count"])
+    per_window = rows.to_pandas().groupby("window")[["couriers", "intervals"]]
+    assert (per_window.nunique() == 1).all().all()  # the same in every category
+    got = per_window.first()
+    assert got.couriers.to_dict() == want_couriers["sum"].loc[got.index].astype(float).to_dict()
+    assert got.intervals.to_dict() == want_couriers["count"].loc[got.index].astype(float).to_dict()
     hours = np.array(["2024-03-04T05", "2024-03-08T04"], dtype="datetime64[h]")
     lo, hi = window_ids(hours)
     assert table.column("window").to_numpy().min() >= lo - 1
@@ -419,3 +431,84 @@ def test_the_wait_explains_an_outcome_by_the_historys_slope_alone() -> None:
     explained = supply_explained(outcome, wait, hist_end=4)
     assert np.allclose(explained, 0.5 * wait)
     assert np.isnan(supply_explained(outcome, np.full_like(wait, np.nan), 4)).all()  # no wait
+
+
+def test_courier_supply_is_read_against_its_week_and_history_windows_leave_themselves_out() -> None:
+    # a roster that follows the day of the week and the daypart exactly has no anomaly
+    n, hist = 4 * WEEK, 3 * WEEK
+    week = np.tile(np.array([0.94, 0.92, 0.96, 1.0, 1.1, 1.12, 1.04]).repeat(4), 4)
+    daypart = np.tile([8.0, 20.0, 30.0, 12.0], n // 4)
+    intervals = np.full((1, n), 24.0)
+    couriers = daypart * week * intervals
+    assert np.allclose(_weekly_anomalies(couriers, intervals, hist, -1.0), 0.0)
+    # with noise: a history window against the mean of the others at its phase, a
+    # monitored one against all the history's there; fewer is the harm
+    rng = np.random.default_rng(0)
+    noisy = couriers * np.exp(rng.normal(0, 0.05, (1, n)))
+    a = _weekly_anomalies(noisy, intervals, hist, -1.0)
+    log_rate = np.log(noisy / intervals)[0]
+    same = [t for t in range(hist) if t % WEEK == 5]
+    assert a[0, 5] == pytest.approx(-(log_rate[5] - np.mean([log_rate[t] for t in same[1:]])))
+    assert a[0, hist + 5] == pytest.approx(-(log_rate[hist + 5] - np.mean(log_rate[same])))
+
+
+def _courier_cut(cut: float, rise: float, wait: float = 0.0, seed: int = 6) -> tuple:
+    """Two regions x two categories over 140 windows; each region's couriers on shift follow
+    the week (+-10%) with day-to-day noise (sd 2%); from window 120 SF's are cut by ``cut``,
+    its late rate rises by ``rise`` and its courier wait by ``wait`` seconds."""
+    rng = np.random.default_rng(seed)
+    n, first, start, d = 140, 1000, 120, 400.0
+    week = np.array([0.94, 0.92, 0.96, 1.0, 1.1, 1.12, 1.04])[(np.arange(n) // 4) % 7]
+    cells = [(r, c) for r in ("SF", "LA") for c in ("grocery", "retail")]
+    rows, late = [], {}
+    for r in ("SF", "LA"):
+        on_shift = 40 * week * np.exp(rng.normal(0, 0.02, n // 4).repeat(4))
+        rate = 0.2 + rng.normal(0, 0.02, n)
+        wait_s = 300 + rng.normal(0, 5, n)
+        if r == "SF":
+            on_shift[start:] *= 1 - cut
+            rate[start:] += rise
+            wait_s[start:] += wait
+        late[r] = rate * d
+        for c in ("grocery", "retail"):
+            for t in range(n):
+                sums = {"delivered": d, "batched": 0.1 * d, "prep_s": 600 * d, "prep_n": d}
+                sums |= {"unbatched": d, "wait_s": wait_s[t] * d, "wait_n": d}
+                sums |= {"promised_s": 2400 * d, "couriers": 24 * on_shift[t], "intervals": 24.0}
+                rows.append((first + t, r, c, sums))
+    dw = DriverWindows.from_table(_table(rows), first, n)
+    slices = [{}, {"region": "SF"}, {"region": "LA"}, {"category": "grocery"}]
+    slices += [{"region": r, "category": c} for r, c in cells]
+    hier = Hierarchy(slices)
+    both = late["SF"] + late["LA"]
+    per_cell = [late[r] / 2 for r, _ in cells]
+    bad = np.stack([2 * both, 2 * late["SF"], 2 * late["LA"], both, *per_cell])
+    delivered = np.stack([np.full(n, d * k) for k in (4, 2, 2, 2, 1, 1, 1, 1)])
+    return dw, _window_stats(delivered, bad), hier
+
+
+def test_a_regional_courier_cut_is_raised_on_the_region_from_couriers_on_shift() -> None:
+    # a 15% cut inside a roster that swings 20% over the week: raised on SF, by courier
+    # supply, though the wait never moved; not on its region x category cells (the courier
+    # pool is regional) nor without the outcome's rise
+    dw, stats, hier = _courier_cut(0.15, 0.04)
+    found = [f for f in driver_findings(dw, stats, hier, 112, **THRESHOLDS)]
+    assert {f.focus for f in found if f.driver == "dasher_shortage"} == {
+        hier.find({"region": "SF"})
+    }
+    assert min(f.start for f in found) >= 120
+    assert driver_findings(*_courier_cut(0.15, 0.0), 112, **THRESHOLDS) == []
+    # the roster's weekly swing alone raises nothing
+    assert driver_findings(*_courier_cut(0.0, 0.04), 112, **THRESHOLDS) == []
+
+
+def test_the_wait_stands_for_courier_supply_only_where_couriers_on_shift_are_not_recorded() -> None:
+    # SF's wait rises a minute with its late rate while its couriers on shift hold: not a
+    # shortage where the supply table records them (a queue's wait answers to small dips at
+    # busy hours); the same data without couriers on shift is read through the wait
+    dw, stats, hier = _courier_cut(0.0, 0.04, wait=60.0)
+    assert driver_findings(dw, stats, hier, 112, **THRESHOLDS) == []
+    for k in ("couriers", "intervals"):
+        dw.sums[k][:] = np.nan
+    found = driver_findings(dw, stats, hier, 112, **THRESHOLDS)
+    assert hier.find({"region": "SF"}) in {f.focus for f in found if f.driver == "dasher_shortage"}

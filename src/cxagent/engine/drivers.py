@@ -2,15 +2,19 @@
 
 The root-cause hypotheses name mechanisms whose drivers are recorded per order: the batched
 share, merchant prep time, the courier's wait for an unbatched order (courier supply) and
-the promised delivery time (the ETA model). Summed per window x region x category on the
-engine, they are a few thousand rows however large the data; ``cxagent.incidents.drivers``
-rolls them up and tests them. A column the dataset lacks (its manifest says so) sums to
-null, and its driver is not watched.
+the promised delivery time (the ETA model); courier supply is also recorded per region and
+15-minute interval (the supply table's couriers on shift). Summed per window x region x
+category on the engine, they are a few thousand rows however large the data;
+``cxagent.incidents.drivers`` rolls them up and tests them. A column or table the dataset
+lacks (its manifest says so) sums to null, and its driver is not watched.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+
 import ibis
+import ibis.expr.types as ir
 import pyarrow as pa
 
 from cxagent.engine.connection import Engine
@@ -20,7 +24,8 @@ from cxagent.engine.portable import seconds_between
 KEYS = ("window", "region", "category")
 # sums per cell: delivered orders, and over them batched orders, promised seconds, prep seconds
 # and how many have one; over the unbatched ones courier wait seconds and how many have one
-# (a null prep or wait is left out of its mean, not read as zero)
+# (a null prep or wait is left out of its mean, not read as zero); the cell's region's couriers
+# on shift summed over the window's supply intervals, and how many intervals
 DRIVER_SUMS = (
     "delivered",
     "batched",
@@ -30,6 +35,8 @@ DRIVER_SUMS = (
     "unbatched",
     "wait_s",
     "wait_n",
+    "couriers",
+    "intervals",
 )
 
 
@@ -74,8 +81,31 @@ def build_driver_windows(engine: Engine, *, days: int | None = None) -> pa.Table
         if has("orders", "promised_eta")
         else null,
     )
-    grouped = per_order.group_by(list(KEYS)).aggregate(
-        **{k: per_order[k].sum() for k in DRIVER_SUMS}
-    )
+    sums = [k for k in DRIVER_SUMS if k not in ("couriers", "intervals")]
+    grouped = per_order.group_by(list(KEYS)).aggregate(**{k: per_order[k].sum() for k in sums})
+    grouped = _with_couriers(engine, grouped, since)
     table = engine.to_arrow(grouped)
     return table if table.num_rows else None
+
+
+def _with_couriers(engine: Engine, cells: ir.Table, since: dt.datetime | None) -> ir.Table:
+    """Each cell with its region's couriers on shift summed over the window's 15-minute supply
+    intervals, and their count (every category of a region carries the region's: the
+    courier pool is regional, and a roll-up's ratio is then a mean over its regions)."""
+    if not (engine.has("supply") and engine.manifest.has("supply", "dashers_on_shift")):
+        null = ibis.null("float64")
+        return cells.mutate(couriers=null, intervals=null)
+    s = engine.table("supply")
+    if since is not None:
+        s = s.filter(s.interval_start >= ibis.literal(since))
+    supply = s.group_by(
+        supply_region=s.region,
+        supply_window=window_of(engine.backend, s.interval_start.truncate("h")),
+    ).aggregate(
+        couriers=s.dashers_on_shift.cast("float64").sum(),
+        intervals=s.dashers_on_shift.count().cast("float64"),
+    )
+    j = cells.left_join(
+        supply, (cells.region == supply.supply_region) & (cells.window == supply.supply_window)
+    )
+    return j.select(*cells.columns, "couriers", "intervals")

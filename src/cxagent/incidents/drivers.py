@@ -8,11 +8,12 @@ so a drift in one is visible long before its outcome is. A driver check asks two
 every market cell (each region, each category, each region x category; the marketplace as a
 whole is left to the outcome detectors) at every monitored window:
 
-1. did a driver of a root-cause hypothesis (batched share, merchant prep time, courier wait
-   of unbatched orders, promised time: ``DRIVERS``) shift the harmful way over the last
-   4, 8 or 16 windows by at least ``driver_z`` times the spread of such stretches in
-   the history (in-time placebos: the same stretch mean at every earlier position, after the
-   daypart profile is removed);
+1. did a driver of a root-cause hypothesis (batched share, merchant prep time, couriers on
+   shift - or the courier wait of unbatched orders where the data does not record them -,
+   promised time: ``DRIVERS``) shift the harmful way over the last 4, 8 or 16 windows by at
+   least ``driver_z`` times the spread of such stretches in the history (in-time placebos:
+   the same stretch mean at every earlier position, after the daypart profile is removed;
+   for couriers on shift, a region's, the day-of-week x daypart profile of their log);
 2. did the late or cancellation rate of the same cell over the same stretch rise by at least
    ``driver_outcome_z`` times its own placebo spread - either the rate itself or the rate
    against the rest of the cell's parent (a region x category against the region's other
@@ -39,7 +40,7 @@ so an incremental run scores a window as a batch run does.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -50,26 +51,46 @@ from cxagent.incidents.detection import bad_counts, running_sums
 from cxagent.incidents.episodes import Finding
 from cxagent.incidents.hierarchy import Hierarchy
 
-# hypothesis -> (numerator sum, denominator sum, harm sign): batched share, mean merchant prep
-# time, mean courier wait of unbatched orders (all delivered orders count as unbatched when
-# the data has no batched flag), mean promised time (shorter is the harm)
-DRIVERS: Final[dict[str, tuple[str, str, float]]] = {
-    "batching_policy": ("batched", "delivered", 1.0),
-    "prep_time_drift": ("prep_s", "prep_n", 1.0),
-    "dasher_shortage": ("wait_s", "wait_n", 1.0),
-    "eta_model_bias": ("promised_s", "delivered", -1.0),
+
+class Watch(NamedTuple):
+    """A driver the checks watch: its hypothesis, the sums whose ratio it is, the harmful
+    direction, and whether it is a region's courier supply (watched on regions only, on a
+    log scale against its week: rosters follow the day of the week as demand does)."""
+
+    cause: str
+    num: str
+    den: str
+    harm: float
+    supply: bool = False
+
+
+# batched share, mean merchant prep time, mean courier wait of unbatched orders (all delivered
+# orders count as unbatched when the data has no batched flag), mean couriers on shift (fewer
+# is the harm), mean promised time (shorter is the harm)
+DRIVERS: Final[dict[str, Watch]] = {
+    "batched_share": Watch("batching_policy", "batched", "delivered", 1.0),
+    "prep_time": Watch("prep_time_drift", "prep_s", "prep_n", 1.0),
+    "courier_wait": Watch("dasher_shortage", "wait_s", "wait_n", 1.0),
+    "couriers_on_shift": Watch("dasher_shortage", "couriers", "intervals", -1.0, supply=True),
+    "promised_time": Watch("eta_model_bias", "promised_s", "delivered", -1.0),
 }
+# a driver not watched where the data records the one named: courier supply is watched on
+# couriers on shift where the supply table records them. The wait answers to them through a
+# queue, so a few percent fewer couriers at a busy hour move it as much as a cut of a tenth
+# does (the rca suites' natural shocks); its anomalies still serve the outcome's supply form
+SUPERSEDED: Final = {"courier_wait": "couriers_on_shift"}
 # drivers that count orders (the batched share's numerator): their shift must also add
 # ``min_excess`` (the outcome alarms' minimum of extra bad events) orders over the stretch,
 # so a share near zero (a cell that almost never batches) does not alarm on a handful of
 # orders its tiny placebo spread makes "7 sigma"
-COUNT_DRIVERS: Final = frozenset({"batching_policy"})
+COUNT_DRIVERS: Final = frozenset({"batched_share"})
 OUTCOMES: Final = ("on_time", "cancellation")  # where these mechanisms act
 LENGTHS: Final = (4, 8, 16)  # stretches, in windows: a day or more (one bad evening is the
 # outcome detectors' to catch)
 MIN_ORDERS: Final = 20  # a window with fewer has no rate
 MIN_PLACEBOS: Final = 20  # history stretches needed to scale a length
 PERIOD: Final = 4  # the daypart profile removed
+WEEK: Final = 7 * PERIOD  # the day-of-week x daypart profile removed from courier supply
 
 
 @dataclass(frozen=True)
@@ -135,6 +156,31 @@ def _anomalies(num: np.ndarray, den: np.ndarray, hist_end: int, sign: float) -> 
                 seen > 0, np.where(np.isfinite(hist), hist, 0).sum(axis=-1) / seen, np.nan
             )
         out[..., phase == p] = rate[..., phase == p] - base[..., None]
+    return sign * out
+
+
+def _weekly_anomalies(num: np.ndarray, den: np.ndarray, hist_end: int, sign: float) -> np.ndarray:
+    """Harm-signed log rate minus its history mean at the same day of week and daypart; a
+    history window against the mean of the others there (left out, as a monitored window is
+    of the mean it is judged against: with three or four weeks of history an in-sample mean
+    would shrink the placebo spread by a sixth and make every monitored score look larger)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rate = np.where((den >= MIN_ORDERS) & (num > 0), np.log(num / den), np.nan)
+    out = np.full_like(rate, np.nan)
+    h = max(hist_end, 0)
+    phase = np.arange(rate.shape[-1]) % WEEK
+    for p in range(WEEK):
+        at = phase == p
+        hist = rate[..., :h][..., at[:h]]
+        ok = np.isfinite(hist)
+        total, seen = np.where(ok, hist, 0.0).sum(axis=-1), ok.sum(axis=-1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            base = np.where(seen > 0, total / seen, np.nan)[..., None]
+            loo = (total[..., None] - hist) / (seen[..., None] - 1)
+        here = rate[..., at] - base
+        n_hist = hist.shape[-1]
+        here[..., :n_hist] = np.where(seen[..., None] > 1, hist - loo, np.nan)
+        out[..., at] = here
     return sign * out
 
 
@@ -233,15 +279,22 @@ def driver_findings(
     driver_z_by: dict[str, dict[int, np.ndarray]] = {}
     anomalies: dict[str, np.ndarray] = {}
     driver_excess: dict[str, np.ndarray] = {}
-    for cause, (num, den, sign) in DRIVERS.items():
-        if np.isnan(sums[num]).all():
+    regions = np.array([set(dw.slices[k]) == {"region"} for k in cells])
+    for name, w in DRIVERS.items():
+        if np.isnan(sums[w.num]).all():
             continue
-        a = _anomalies(sums[num][cells], sums[den][cells], first_pos, sign)
-        anomalies[cause] = a
-        driver_z_by[cause] = stretch_scores(a, first_pos, ends)
-        if cause in COUNT_DRIVERS:
-            extra = np.where(np.isfinite(a), a * sums[den][cells], 0.0)
-            driver_excess[cause] = running_sums(extra)
+        anomaly = _weekly_anomalies if w.supply else _anomalies
+        a = anomaly(sums[w.num][cells], sums[w.den][cells], first_pos, w.harm)
+        if w.supply:
+            a[~regions] = np.nan
+        anomalies[name] = a
+    for name, a in anomalies.items():
+        if SUPERSEDED.get(name) in anomalies:
+            continue
+        driver_z_by[name] = stretch_scores(a, first_pos, ends)
+        if name in COUNT_DRIVERS:
+            extra = np.where(np.isfinite(a), a * sums[DRIVERS[name].den][cells], 0.0)
+            driver_excess[name] = running_sums(extra)
     # each cell is also compared with the rest of its parent (a region x category with its
     # region's other categories, which share its courier swings)
     parent = [hier.find(_parent(dw.slices[k])) for k in cells]
@@ -254,7 +307,7 @@ def driver_findings(
     # rate per outcome and form
     trials_sums: dict[str, np.ndarray] = {}
     excess_sums: dict[tuple[str, str], np.ndarray] = {}
-    supply = anomalies.get("dasher_shortage")  # the courier wait's anomalies, when recorded
+    supply = anomalies.get("courier_wait")  # when recorded
     for comp in OUTCOMES:
         bad, trials = bad_counts(stats, comp)
         cell_trials = trials[series]
@@ -284,22 +337,23 @@ def driver_findings(
 
     for j, end in enumerate(int(e) for e in ends):
         candidates = [
-            (cause, L, i)
-            for cause, by_len in driver_z_by.items()
+            (name, L, i)
+            for name, by_len in driver_z_by.items()
             for L, z in by_len.items()
             for i in map(int, np.flatnonzero(z[:, j] >= driver_z))
-            if cause not in driver_excess or over(driver_excess[cause], i, end, L) >= min_excess
+            if name not in driver_excess or over(driver_excess[name], i, end, L) >= min_excess
         ]
         tests = len(candidates) * len(outcome_by)
         best: dict[int, tuple[float, Finding]] = {}
-        for cause, L, i in candidates:
+        for name, L, i in candidates:
+            cause = DRIVERS[name].cause
             zs = {
                 key: float(by_len[L][i, j])
                 for key, by_len in outcome_by.items()
                 # courier supply is the shortage's own mechanism: not adjusted away
                 if not (key[1] == "supply" and cause == "dasher_shortage")
             }
-            start = shift_start(anomalies[cause][i], end, L)
+            start = shift_start(anomalies[name][i], end, L)
             passed = {k for k, z in zs.items() if z >= outcome_z and supported(k, i, end, L)}
             if not passed:
                 continue
@@ -307,7 +361,7 @@ def driver_findings(
             best_key = max(passed, key=lambda k: zs[k])
             primary = best_key[0]
             p = float(norm.sf(zs[best_key]))
-            dz = float(driver_z_by[cause][L][i, j])
+            dz = float(driver_z_by[name][L][i, j])
             row = int(series[i])
             f = Finding(
                 row,
