@@ -173,6 +173,7 @@ CASES: list[tuple[str, str]] = [
     # (file, the exact line of the error, after "agent.yaml:")
     ("detection:\n  fdr_alpha: 1.5\n", "2: detection.fdr_alpha: must lie in (0, 1), got 1.5"),
     ("detection:\n  own_history_lam: 0\n", "2: detection.own_history_lam: must be > 0, got 0"),
+    ("detection:\n  supply_driver_z: 0\n", "2: detection.supply_driver_z: must be > 0, got 0"),
     (
         "detection:\n  detecter: ewma\n",
         "2: detection.detecter: unknown key; did you mean 'detector'?",

@@ -29,7 +29,11 @@ from cxagent.incidents.pipeline import load_drivers, load_windows, run_detection
 from cxagent.incidents.windows import window_ids
 from tests.conftest import observed
 
-THRESHOLDS = {"driver_z": DetectConfig().driver_z, "outcome_z": DetectConfig().driver_outcome_z}
+THRESHOLDS = {
+    "driver_z": DetectConfig().driver_z,
+    "supply_z": DetectConfig().supply_driver_z,
+    "outcome_z": DetectConfig().driver_outcome_z,
+}
 
 
 def test_a_stretch_score_is_the_stretch_mean_over_the_spread_of_history_stretches() -> None:
@@ -497,6 +501,13 @@ def test_a_regional_courier_cut_is_raised_on_the_region_from_couriers_on_shift()
         hier.find({"region": "SF"})
     }
     assert min(f.start for f in found) >= 120
+    # couriers on shift have their own threshold: above this cut's score, it is not raised
+    z = {
+        "driver_z": THRESHOLDS["driver_z"],
+        "supply_z": 100.0,
+        "outcome_z": THRESHOLDS["outcome_z"],
+    }
+    assert driver_findings(dw, stats, hier, 112, **z) == []
     assert driver_findings(*_courier_cut(0.15, 0.0), 112, **THRESHOLDS) == []
     # the roster's weekly swing alone raises nothing
     assert driver_findings(*_courier_cut(0.0, 0.04), 112, **THRESHOLDS) == []

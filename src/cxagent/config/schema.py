@@ -302,6 +302,7 @@ class DetectionSection(Section):
     top_slices: int = Field(default=8, ge=1)
     driver_checks: bool = True
     driver_z: float = Field(default=7.0, gt=0)
+    supply_driver_z: float = Field(default=5.5, gt=0)
     driver_outcome_z: float = Field(default=3.0, gt=0)
 
     @field_validator("fdr_alpha")

@@ -253,13 +253,14 @@ def driver_findings(
     *,
     driver_z: float,
     outcome_z: float,
+    supply_z: float | None = None,
     min_trials: float = 0.0,
     min_excess: float = 0.0,
     history: int | None = None,
 ) -> list[Finding]:
     """Findings of the monitored windows (positions ``first_pos`` on; ``stats`` are the
     window series' sums, rows as ``hier``); the ``history`` windows before them (all when
-    None) are the history."""
+    None) are the history. Couriers on shift shift at ``supply_z`` (``driver_z`` when None)."""
     # positions below are of the windows from ``cut`` on; findings are shifted back at the end
     cut = 0 if history is None else max(first_pos - history, 0)
     stats = {k: v[:, cut:] for k, v in stats.items()}
@@ -288,6 +289,10 @@ def driver_findings(
         if w.supply:
             a[~regions] = np.nan
         anomalies[name] = a
+    threshold = {
+        name: supply_z if w.supply and supply_z is not None else driver_z
+        for name, w in DRIVERS.items()
+    }
     for name, a in anomalies.items():
         if SUPERSEDED.get(name) in anomalies:
             continue
@@ -340,7 +345,7 @@ def driver_findings(
             (name, L, i)
             for name, by_len in driver_z_by.items()
             for L, z in by_len.items()
-            for i in map(int, np.flatnonzero(z[:, j] >= driver_z))
+            for i in map(int, np.flatnonzero(z[:, j] >= threshold[name]))
             if name not in driver_excess or over(driver_excess[name], i, end, L) >= min_excess
         ]
         tests = len(candidates) * len(outcome_by)

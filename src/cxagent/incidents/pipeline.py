@@ -109,6 +109,7 @@ def run_detection(
             first_pos,
             driver_z=config.driver_z,
             outcome_z=config.driver_outcome_z,
+            supply_z=config.supply_driver_z,
             min_trials=config.min_trials,
             min_excess=config.min_excess,
             history=4 * config.history_days,
