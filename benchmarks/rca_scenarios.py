@@ -48,8 +48,9 @@ import numpy as np
 
 from cxagent.data.scenario.generator import generate
 from cxagent.data.scenario.spec import parse_spec
-from cxagent.engine.connection import Engine, connect
+from cxagent.engine.connection import connect
 from cxagent.incidents import detect_incidents
+from cxagent.incidents.pipeline import store_info
 from cxagent.rca.investigate import Investigation, investigate_report, load_confidence_model
 from cxagent.stats.proportions import wilson_interval
 
@@ -132,11 +133,6 @@ def _relevant(inv: Investigation, iv: dict[str, Any], stores: dict[Any, dict[str
     return agrees and draft.window_end > dt.datetime.fromisoformat(iv["start"])
 
 
-def _stores(engine: Engine) -> dict[Any, dict[str, Any]]:
-    rows = engine.con.to_pyarrow(engine.table("stores").select("store_id", "region", "category"))
-    return {r.pop("store_id"): r for r in rows.to_pylist()}
-
-
 def run_scenario(
     seed: int,
     orders_per_day: int,
@@ -157,7 +153,7 @@ def run_scenario(
     engine = connect(root)
     found = [investigate_report(engine, r, n_bootstrap=bootstrap) for r in reports]
     seconds = time.perf_counter() - t
-    stores = _stores(engine)
+    stores = store_info(engine, frozenset({"region", "category"}))
     planted = spec["interventions"]
     effects = [iv["effect"]["scope"]["delta"]["cx_score"] for iv in truth["interventions"]]
     row: dict[str, Any] = {
