@@ -17,7 +17,7 @@ from cxagent.incidents.drivers import (
     LENGTHS,
     WEEK,
     DriverWindows,
-    _weekly_anomalies,
+    _anomalies,
     driver_findings,
     shift_start,
     stretch_scores,
@@ -444,12 +444,12 @@ def test_courier_supply_is_read_against_its_week_and_history_windows_leave_thems
     daypart = np.tile([8.0, 20.0, 30.0, 12.0], n // 4)
     intervals = np.full((1, n), 24.0)
     couriers = daypart * week * intervals
-    assert np.allclose(_weekly_anomalies(couriers, intervals, hist, -1.0), 0.0)
+    assert np.allclose(_anomalies(couriers, intervals, hist, -1.0, weekly=True), 0.0)
     # with noise: a history window against the mean of the others at its phase, a
     # monitored one against all the history's there; fewer is the harm
     rng = np.random.default_rng(0)
     noisy = couriers * np.exp(rng.normal(0, 0.05, (1, n)))
-    a = _weekly_anomalies(noisy, intervals, hist, -1.0)
+    a = _anomalies(noisy, intervals, hist, -1.0, weekly=True)
     log_rate = np.log(noisy / intervals)[0]
     same = [t for t in range(hist) if t % WEEK == 5]
     assert a[0, 5] == pytest.approx(-(log_rate[5] - np.mean([log_rate[t] for t in same[1:]])))
@@ -496,7 +496,7 @@ def test_a_regional_courier_cut_is_raised_on_the_region_from_couriers_on_shift()
     # supply, though the wait never moved; not on its region x category cells (the courier
     # pool is regional) nor without the outcome's rise
     dw, stats, hier = _courier_cut(0.15, 0.04)
-    found = [f for f in driver_findings(dw, stats, hier, 112, **THRESHOLDS)]
+    found = driver_findings(dw, stats, hier, 112, **THRESHOLDS)
     assert {f.focus for f in found if f.driver == "dasher_shortage"} == {
         hier.find({"region": "SF"})
     }

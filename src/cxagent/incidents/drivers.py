@@ -142,45 +142,35 @@ class DriverWindows:
         return DriverWindows(slices, first, sums)
 
 
-def _anomalies(num: np.ndarray, den: np.ndarray, hist_end: int, sign: float) -> np.ndarray:
-    """Harm-signed rate minus its history mean at the same daypart (NaN: too few orders)."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        rate = np.where(den >= MIN_ORDERS, num / den, np.nan)
-    out = np.full_like(rate, np.nan)
-    phase = np.arange(rate.shape[-1]) % PERIOD
-    for p in range(PERIOD):
-        hist = rate[..., : max(hist_end, 0)][..., phase[: max(hist_end, 0)] == p]
-        seen = np.isfinite(hist).sum(axis=-1)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            base = np.where(
-                seen > 0, np.where(np.isfinite(hist), hist, 0).sum(axis=-1) / seen, np.nan
-            )
-        out[..., phase == p] = rate[..., phase == p] - base[..., None]
-    return sign * out
+def _anomalies(
+    num: np.ndarray, den: np.ndarray, hist_end: int, sign: float, *, weekly: bool = False
+) -> np.ndarray:
+    """Harm-signed rate minus its history mean at the same daypart (NaN: too few orders).
 
-
-def _weekly_anomalies(num: np.ndarray, den: np.ndarray, hist_end: int, sign: float) -> np.ndarray:
-    """Harm-signed log rate minus its history mean at the same day of week and daypart; a
+    ``weekly`` (courier supply): the log rate against the same day of week and daypart, a
     history window against the mean of the others there (left out, as a monitored window is
     of the mean it is judged against: with three or four weeks of history an in-sample mean
     would shrink the placebo spread by a sixth and make every monitored score look larger)."""
     with np.errstate(divide="ignore", invalid="ignore"):
-        rate = np.where((den >= MIN_ORDERS) & (num > 0), np.log(num / den), np.nan)
+        rate = np.where(den >= MIN_ORDERS, num / den, np.nan)
+        if weekly:
+            rate = np.log(np.where(rate > 0, rate, np.nan))
     out = np.full_like(rate, np.nan)
     h = max(hist_end, 0)
-    phase = np.arange(rate.shape[-1]) % WEEK
-    for p in range(WEEK):
+    period = WEEK if weekly else PERIOD
+    phase = np.arange(rate.shape[-1]) % period
+    for p in range(period):
         at = phase == p
         hist = rate[..., :h][..., at[:h]]
-        ok = np.isfinite(hist)
-        total, seen = np.where(ok, hist, 0.0).sum(axis=-1), ok.sum(axis=-1)
+        total = np.where(np.isfinite(hist), hist, 0).sum(axis=-1)
+        seen = np.isfinite(hist).sum(axis=-1)
         with np.errstate(divide="ignore", invalid="ignore"):
-            base = np.where(seen > 0, total / seen, np.nan)[..., None]
-            loo = (total[..., None] - hist) / (seen[..., None] - 1)
-        here = rate[..., at] - base
-        n_hist = hist.shape[-1]
-        here[..., :n_hist] = np.where(seen[..., None] > 1, hist - loo, np.nan)
-        out[..., at] = here
+            base = np.where(seen > 0, total / seen, np.nan)
+            out[..., at] = rate[..., at] - base[..., None]
+            if weekly:
+                others = (total[..., None] - hist) / (seen[..., None] - 1)
+                history_at = np.flatnonzero(at)[: hist.shape[-1]]
+                out[..., history_at] = np.where(seen[..., None] > 1, hist - others, np.nan)
     return sign * out
 
 
@@ -284,8 +274,7 @@ def driver_findings(
     for name, w in DRIVERS.items():
         if np.isnan(sums[w.num]).all():
             continue
-        anomaly = _weekly_anomalies if w.supply else _anomalies
-        a = anomaly(sums[w.num][cells], sums[w.den][cells], first_pos, w.harm)
+        a = _anomalies(sums[w.num][cells], sums[w.den][cells], first_pos, w.harm, weekly=w.supply)
         if w.supply:
             a[~regions] = np.nan
         anomalies[name] = a
