@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-from types import ModuleType
-
 import numpy as np
 import pytest
 from scipy.special import betainc
@@ -22,8 +17,7 @@ from cxagent.detect.seasonal import (
     remove_mean_profile,
     remove_rate_profile,
 )
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import load_module
 
 
 def rate_step(
@@ -45,15 +39,6 @@ def rate_step(
         k = (1 - rho) / rho
         p = rng.beta(p * k, (1 - p) * k)
     return RateObs(rng.binomial(n, p).astype(float), n.astype(float)), at
-
-
-def load_module(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, ROOT / f"benchmarks/{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
 
 
 DETECTORS = ["zscore", "ewma", "scan", "bocpd"]
